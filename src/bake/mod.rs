@@ -1,0 +1,646 @@
+//! `hybrid-tui bake`: data-free weight compression and the baked store.
+
+pub mod ir;
+pub mod quant;
+pub mod store;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use half::f16;
+use safetensors::tensor::{Dtype, TensorView};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::model::{Checkpoint, ModelError, ModelSpec, template};
+use quant::{QuantMatrix, Scheme, int8_asym_error, pack_u4, quantize};
+use store::{
+    FORMAT_VERSION, MANIFEST, Manifest, QuantSummary, SourceInfo, TensorEntry, TokenInfo, file_for,
+};
+
+/// Backup precision for layers the ratio leaves out, and for embeddings and lm_head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backup {
+    Int8Asym,
+    Int8Sym,
+    None,
+}
+
+impl Backup {
+    pub fn parse(s: &str) -> Option<Backup> {
+        match s {
+            "int8_asym" => Some(Backup::Int8Asym),
+            "int8_sym" => Some(Backup::Int8Sym),
+            "none" => Some(Backup::None),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Backup::Int8Asym => "int8_asym",
+            Backup::Int8Sym => "int8_sym",
+            Backup::None => "none",
+        }
+    }
+    /// Scheme used for a weight kept at backup precision.
+    fn scheme(self) -> Scheme {
+        match self {
+            Backup::Int8Asym => Scheme::Int8Asym,
+            Backup::Int8Sym => Scheme::Int8Sym,
+            Backup::None => Scheme::F16,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BakeOptions {
+    /// Primary scheme: int4_sym, int4_asym, int8_asym, int8_sym or f16.
+    pub weights: Scheme,
+    /// Group size of 4-bit schemes; -1 means per channel.
+    pub group_size: i64,
+    /// Share of the ratio-defining weights in the primary precision.
+    pub ratio: f64,
+    pub backup: Backup,
+    /// Embeddings and lm_head in the primary precision too.
+    pub all_layers: bool,
+    /// Replace an existing output directory.
+    pub force: bool,
+}
+
+impl Default for BakeOptions {
+    fn default() -> Self {
+        BakeOptions {
+            weights: Scheme::Int4Sym,
+            group_size: 128,
+            ratio: 1.0,
+            backup: Backup::Int8Asym,
+            all_layers: false,
+            force: false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BakeError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Options(String),
+    #[error("{path} already exists; pass --force to replace it, or choose another --out")]
+    Exists { path: PathBuf },
+    #[error(
+        "{name}: its input size {cols} is not a multiple of --group-size {group}; use --group-size -1 (per channel) or a group size that divides it"
+    )]
+    GroupSize {
+        name: String,
+        cols: usize,
+        group: usize,
+    },
+    #[error("writing {path}: {message}")]
+    Write { path: PathBuf, message: String },
+}
+
+/// Progress of a bake, for a progress bar.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    /// Number of weight tensors to process.
+    Start { tensors: usize },
+    /// One tensor done.
+    Tensor { name: String },
+}
+
+/// Per-layer line of the summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerSummary {
+    pub block: String,
+    /// Tensor short name → scheme name.
+    pub precision: BTreeMap<String, String>,
+    pub mean_abs_error: f64,
+    pub max_abs_error: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BakeReport {
+    pub out: PathBuf,
+    pub params: usize,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    pub seconds: f64,
+    pub layers: Vec<LayerSummary>,
+    /// Weights in the primary precision / ratio-defining weights, by count of elements.
+    pub primary_share: f64,
+}
+
+/// The plan: which scheme each weight gets.
+fn plan(
+    spec: &ModelSpec,
+    ckpt: &Checkpoint,
+    opts: &BakeOptions,
+) -> Result<HashMap<String, Scheme>, BakeError> {
+    let matmuls: Vec<(String, Vec<usize>)> = spec
+        .expected_tensors()
+        .into_iter()
+        .filter(|(n, s)| s.len() == 2 && n.starts_with("model.layers."))
+        .collect();
+    let embed = "model.embed_tokens.weight".to_string();
+    let head = (!spec.tie_word_embeddings).then(|| "lm_head.weight".to_string());
+    let mut plan = HashMap::new();
+
+    match opts.weights {
+        Scheme::F16 | Scheme::F32 => {
+            for (n, _) in &matmuls {
+                plan.insert(n.clone(), opts.weights);
+            }
+            plan.insert(embed, opts.weights);
+            if let Some(h) = head {
+                plan.insert(h, opts.weights);
+            }
+            return Ok(plan);
+        }
+        Scheme::Int8Asym | Scheme::Int8Sym => {
+            // NNCF's INT8 modes: every weight, per channel.
+            for (n, _) in &matmuls {
+                plan.insert(n.clone(), opts.weights);
+            }
+            plan.insert(embed, opts.weights);
+            if let Some(h) = head {
+                plan.insert(h, opts.weights);
+            }
+            return Ok(plan);
+        }
+        Scheme::Int4Sym | Scheme::Int4Asym => {}
+    }
+
+    // Ratio-defining weights: the decoder matmuls, plus embeddings and lm_head with --all-layers.
+    let mut defining: Vec<(String, usize, usize)> = matmuls
+        .iter()
+        .map(|(n, s)| (n.clone(), s[0], s[1]))
+        .collect();
+    let v = spec.vocab_size;
+    let h = spec.hidden_size;
+    if opts.all_layers {
+        if let Some(hn) = &head {
+            defining.push((hn.clone(), v, h));
+        }
+        defining.push((embed.clone(), v, h));
+    } else {
+        plan.insert(embed.clone(), opts.backup.scheme());
+        if let Some(hn) = &head {
+            plan.insert(hn.clone(), opts.backup.scheme());
+        }
+    }
+    if opts.group_size > 0 {
+        let g = opts.group_size as usize;
+        for (n, _, cols) in &defining {
+            if cols % g != 0 {
+                return Err(BakeError::GroupSize {
+                    name: n.clone(),
+                    cols: *cols,
+                    group: g,
+                });
+            }
+        }
+    }
+    for (n, _, _) in &defining {
+        plan.insert(n.clone(), opts.weights);
+    }
+    if opts.ratio < 1.0 && !defining.is_empty() {
+        // NNCF's data-free criterion: sensitivity = 1 / (INT8_ASYM error + eps);
+        // ascending sensitivity, take weights while the ratio stays below `ratio`.
+        let mut scores = Vec::with_capacity(defining.len());
+        for (n, r, c) in &defining {
+            let w = ckpt.f32(n)?;
+            let err = int8_asym_error(&w, *r, *c);
+            scores.push(1.0 / (err + f32::EPSILON as f64));
+        }
+        let total: usize = defining.iter().map(|(_, r, c)| r * c).sum();
+        let mut order: Vec<usize> = (0..defining.len()).collect();
+        order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+        let mut in_primary = 0usize;
+        let mut primary = vec![false; defining.len()];
+        for i in order {
+            let (_, r, c) = &defining[i];
+            let ratio = (in_primary + r * c) as f64 / total as f64;
+            if ratio >= opts.ratio {
+                break;
+            }
+            primary[i] = true;
+            in_primary += r * c;
+        }
+        for (i, (n, _, _)) in defining.iter().enumerate() {
+            if !primary[i] {
+                plan.insert(n.clone(), opts.backup.scheme());
+            }
+        }
+    }
+    Ok(plan)
+}
+
+/// Bytes to write for one tensor: (safetensors name, dtype, shape, bytes).
+type Part = (String, Dtype, Vec<usize>, Vec<u8>);
+
+fn encode(name: &str, m: &QuantMatrix) -> Vec<Part> {
+    let groups = m.rows * m.groups_per_row();
+    let mut parts = Vec::new();
+    if m.scheme.bits() == 4 {
+        let packed = pack_u4(&m.q);
+        let len = packed.len();
+        parts.push((format!("{name}.q"), Dtype::U8, vec![len], packed));
+    } else {
+        let dtype = if m.scheme.is_asym() {
+            Dtype::U8
+        } else {
+            Dtype::I8
+        };
+        parts.push((
+            format!("{name}.q"),
+            dtype,
+            vec![m.rows, m.cols],
+            m.q.clone(),
+        ));
+    }
+    let scales: Vec<u8> = m
+        .scales_f16()
+        .iter()
+        .flat_map(|s| s.to_le_bytes())
+        .collect();
+    parts.push((
+        format!("{name}.scale"),
+        Dtype::F16,
+        vec![m.rows, m.groups_per_row()],
+        scales,
+    ));
+    if let Some(z) = &m.zero_points {
+        let bytes = if m.scheme.bits() == 4 {
+            pack_u4(z)
+        } else {
+            z.clone()
+        };
+        let len = bytes.len();
+        debug_assert!(len == groups || len == groups.div_ceil(2));
+        parts.push((format!("{name}.zp"), Dtype::U8, vec![len], bytes));
+    }
+    parts
+}
+
+fn error_stats(stored: &[f32], source: &[f32]) -> (f64, f64) {
+    let mut sum = 0.0f64;
+    let mut max = 0.0f64;
+    for (a, b) in stored.iter().zip(source) {
+        let d = (*a as f64 - *b as f64).abs();
+        sum += d;
+        max = max.max(d);
+    }
+    (sum / source.len().max(1) as f64, max)
+}
+
+/// Removes a half-written output directory unless disarmed.
+struct TempDir {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BakeError + '_ {
+    move |source| BakeError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Files copied from the source next to the weights.
+const SIDE_FILES: &[&str] = &[
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "generation_config.json",
+    "special_tokens_map.json",
+];
+
+fn sha256_file(path: &Path) -> Result<String, BakeError> {
+    let mut f = std::fs::File::open(path).map_err(io_err(path))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).map_err(io_err(path))?;
+    Ok(format!("{:x}", h.finalize()))
+}
+
+/// Bake `src` (a Hugging Face model directory) into `out`.
+pub fn bake(
+    src: &Path,
+    out: &Path,
+    opts: &BakeOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<BakeReport, BakeError> {
+    let t0 = Instant::now();
+    if !(0.0..=1.0).contains(&opts.ratio) {
+        return Err(BakeError::Options(format!(
+            "--ratio {} must be between 0 and 1",
+            opts.ratio
+        )));
+    }
+    if opts.group_size == 0 || opts.group_size < -1 {
+        return Err(BakeError::Options(format!(
+            "--group-size {} must be a positive number or -1 (per channel)",
+            opts.group_size
+        )));
+    }
+    if out.exists() && !opts.force {
+        return Err(BakeError::Exists {
+            path: out.to_path_buf(),
+        });
+    }
+    let spec = ModelSpec::from_hf_dir(src)?;
+    let ckpt = Checkpoint::open(src)?;
+    let expected = spec.expected_tensors();
+    ckpt.validate(&expected)?;
+    let tpl = template::find_chat_template(src)?;
+    let tokens = template::token_info(src, &spec)?;
+    if !src.join("tokenizer.json").exists() {
+        return Err(ModelError::BadFile {
+            path: src.join("tokenizer.json"),
+            message: "missing: the tokenizer is required to bake a model".into(),
+        }
+        .into());
+    }
+
+    let plan = plan(&spec, &ckpt, opts)?;
+
+    // Write aside, then rename.
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+    let leaf = out
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "baked".into());
+    let tmp = TempDir {
+        path: parent.join(format!(".{leaf}.partial-{}", std::process::id())),
+        keep: false,
+    };
+    let _ = std::fs::remove_dir_all(&tmp.path);
+    std::fs::create_dir_all(tmp.path.join("weights")).map_err(io_err(&tmp.path))?;
+
+    // Group tensors by output file, in model order.
+    let mut files: Vec<(String, Vec<(String, Vec<usize>)>)> = Vec::new();
+    for (name, shape) in &expected {
+        let f = file_for(name);
+        match files.iter_mut().find(|(n, _)| *n == f) {
+            Some((_, v)) => v.push((name.clone(), shape.clone())),
+            None => files.push((f, vec![(name.clone(), shape.clone())])),
+        }
+    }
+    progress(Progress::Start {
+        tensors: expected.len(),
+    });
+
+    let mut entries = BTreeMap::new();
+    let mut layers = Vec::new();
+    let mut bytes_before = 0u64;
+    let mut primary_elems = 0usize;
+    let mut defining_elems = 0usize;
+    for (file, tensors) in &files {
+        let mut parts: Vec<Part> = Vec::new();
+        let mut summary = LayerSummary {
+            block: file
+                .trim_start_matches("weights/")
+                .trim_end_matches(".safetensors")
+                .to_string(),
+            precision: BTreeMap::new(),
+            mean_abs_error: 0.0,
+            max_abs_error: 0.0,
+        };
+        let mut err_sum = 0.0;
+        let mut err_n = 0usize;
+        for (name, shape) in tensors {
+            bytes_before += ckpt.raw(name)?.bytes.len() as u64;
+            let w = ckpt.f32(name)?;
+            let scheme = plan.get(name).copied().unwrap_or(Scheme::F32);
+            let mut entry = TensorEntry {
+                file: file.clone(),
+                scheme,
+                shape: shape.clone(),
+                group: None,
+                mean_abs_error: None,
+                max_abs_error: None,
+            };
+            let stored: Option<Vec<f32>> = match scheme {
+                Scheme::F32 => {
+                    parts.push((
+                        name.clone(),
+                        Dtype::F32,
+                        shape.clone(),
+                        w.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                    ));
+                    None
+                }
+                Scheme::F16 => {
+                    let h: Vec<f16> = w.iter().map(|&x| f16::from_f32(x)).collect();
+                    parts.push((
+                        name.clone(),
+                        Dtype::F16,
+                        shape.clone(),
+                        h.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                    ));
+                    Some(h.iter().map(|x| x.to_f32()).collect())
+                }
+                s => {
+                    let (rows, cols) = (shape[0], shape[1]);
+                    let group = if s.bits() == 4 && opts.group_size > 0 {
+                        opts.group_size as usize
+                    } else {
+                        cols
+                    };
+                    if cols % group != 0 {
+                        return Err(BakeError::GroupSize {
+                            name: name.clone(),
+                            cols,
+                            group,
+                        });
+                    }
+                    let m = quantize(&w, rows, cols, s, group);
+                    entry.group = Some(group);
+                    let d = m.dequantize();
+                    parts.extend(encode(name, &m));
+                    Some(d)
+                }
+            };
+            if shape.len() == 2 {
+                let n = shape[0] * shape[1];
+                if scheme == opts.weights {
+                    primary_elems += n;
+                }
+                if name.starts_with("model.layers.") || opts.all_layers {
+                    defining_elems += n;
+                }
+            }
+            if let Some(d) = stored {
+                let (mean, max) = error_stats(&d, &w);
+                entry.mean_abs_error = Some(mean);
+                entry.max_abs_error = Some(max);
+                err_sum += mean * w.len() as f64;
+                err_n += w.len();
+                summary.max_abs_error = summary.max_abs_error.max(max);
+            }
+            let short = name
+                .rsplit_once(".weight")
+                .map(|(a, _)| a)
+                .unwrap_or(name)
+                .rsplit('.')
+                .next()
+                .unwrap_or(name)
+                .to_string();
+            if shape.len() == 2 {
+                summary.precision.insert(short, scheme.name().to_string());
+            }
+            entries.insert(name.clone(), entry);
+            progress(Progress::Tensor { name: name.clone() });
+        }
+        summary.mean_abs_error = if err_n > 0 {
+            err_sum / err_n as f64
+        } else {
+            0.0
+        };
+        layers.push(summary);
+        write_safetensors(&tmp.path.join(file), &parts)?;
+    }
+
+    // Side files: tokenizer, template, configs.
+    let mut sha = BTreeMap::new();
+    for f in SIDE_FILES {
+        let p = src.join(f);
+        if p.exists() {
+            std::fs::copy(&p, tmp.path.join(f)).map_err(io_err(&p))?;
+            sha.insert(f.to_string(), sha256_file(&p)?);
+        }
+    }
+    for name in ckpt_files(src)? {
+        sha.insert(name.clone(), sha256_file(&src.join(&name))?);
+    }
+    let template_file = match &tpl {
+        Some(t) => {
+            let p = tmp.path.join("chat_template.jinja");
+            std::fs::write(&p, t).map_err(io_err(&p))?;
+            Some("chat_template.jinja".to_string())
+        }
+        None => None,
+    };
+
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        default_split: spec.default_split(),
+        model: spec.clone(),
+        quantization: QuantSummary {
+            weights: opts.weights,
+            group_size: opts.group_size,
+            ratio: opts.ratio,
+            backup: opts.backup.name().to_string(),
+            all_layers: opts.all_layers,
+        },
+        tokens: TokenInfo {
+            bos_token_id: tokens.0,
+            eos_token_ids: tokens.1,
+            chat_template_file: template_file,
+        },
+        source: SourceInfo {
+            path: src.display().to_string(),
+            sha256: sha,
+        },
+        tensors: entries,
+    };
+    let text = toml::to_string_pretty(&manifest).map_err(|e| BakeError::Write {
+        path: tmp.path.join(MANIFEST),
+        message: e.to_string(),
+    })?;
+    let mpath = tmp.path.join(MANIFEST);
+    let mut f = std::fs::File::create(&mpath).map_err(io_err(&mpath))?;
+    f.write_all(text.as_bytes()).map_err(io_err(&mpath))?;
+    f.sync_all().map_err(io_err(&mpath))?;
+
+    let bytes_after = dir_size(&tmp.path.join("weights"))?;
+    // Swap into place: an existing output (with --force) is removed only once the new one is complete.
+    if out.exists() {
+        let old = parent.join(format!(".{leaf}.old-{}", std::process::id()));
+        std::fs::rename(out, &old).map_err(io_err(out))?;
+        std::fs::rename(&tmp.path, out).map_err(io_err(out))?;
+        let _ = std::fs::remove_dir_all(&old);
+    } else {
+        std::fs::rename(&tmp.path, out).map_err(io_err(out))?;
+    }
+    let mut tmp = tmp;
+    tmp.keep = true;
+
+    Ok(BakeReport {
+        out: out.to_path_buf(),
+        params: spec.num_params(),
+        bytes_before,
+        bytes_after,
+        seconds: t0.elapsed().as_secs_f64(),
+        layers,
+        primary_share: if defining_elems > 0 {
+            primary_elems as f64 / defining_elems as f64
+        } else {
+            0.0
+        },
+    })
+}
+
+fn ckpt_files(src: &Path) -> Result<Vec<String>, BakeError> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(src).map_err(io_err(src))? {
+        let e = e.map_err(io_err(src))?;
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.ends_with(".safetensors") || n == "model.safetensors.index.json" {
+            v.push(n);
+        }
+    }
+    v.sort();
+    Ok(v)
+}
+
+fn dir_size(dir: &Path) -> Result<u64, BakeError> {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir).map_err(io_err(dir))? {
+        let e = e.map_err(io_err(dir))?;
+        total += e.metadata().map_err(io_err(&e.path()))?.len();
+    }
+    Ok(total)
+}
+
+fn write_safetensors(path: &Path, parts: &[Part]) -> Result<(), BakeError> {
+    let views: Vec<(String, TensorView<'_>)> = parts
+        .iter()
+        .map(|(n, dt, shape, bytes)| {
+            TensorView::new(*dt, shape.clone(), bytes)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| BakeError::Write {
+                    path: path.to_path_buf(),
+                    message: format!("{n}: {e}"),
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    let bytes = safetensors::serialize(views, None).map_err(|e| BakeError::Write {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let mut f = std::fs::File::create(path).map_err(io_err(path))?;
+    f.write_all(&bytes).map_err(io_err(path))?;
+    f.sync_all().map_err(io_err(path))?;
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! Shard A on an OpenVINO device: compile the IR, run it.
+
+use std::time::{Duration, Instant};
+
+use openvino::{Core, DeviceType, ElementType, InferRequest, RwPropertyKey, Shape, Tensor};
+
+use super::runtime::{RuntimeError, load_runtime};
+use crate::bake::ir::{ShapeMode, ShardIr};
+use crate::config::ShardASettings;
+use crate::model::ModelSpec;
+
+fn ov(context: &str) -> impl FnOnce(openvino::InferenceError) -> RuntimeError + '_ {
+    move |e| RuntimeError::Call(format!("{context}: {e}"))
+}
+
+/// Device properties for shard A.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceProps {
+    pub performance_hint: String,
+    pub inference_precision: String,
+    pub cache_dir: String,
+    /// Turn off dynamic activation quantization (exact comparisons on CPU).
+    pub exact: bool,
+}
+
+impl DeviceProps {
+    pub fn from_settings(s: &ShardASettings) -> DeviceProps {
+        DeviceProps {
+            performance_hint: s.performance_hint.clone(),
+            inference_precision: s.inference_precision.clone(),
+            cache_dir: s.cache_dir.clone(),
+            exact: s.inference_precision == "f32",
+        }
+    }
+}
+
+/// The devices named by a device string: `AUTO:NPU,CPU` → NPU, CPU.
+pub fn underlying_devices(device: &str) -> Vec<String> {
+    match device.split_once(':') {
+        Some((_, list)) => list.split(',').map(|d| d.trim().to_string()).collect(),
+        None => vec![device.to_string()],
+    }
+}
+
+/// A new OpenVINO core with the runtime loaded.
+pub fn new_core(runtime_dir: &str) -> Result<Core, RuntimeError> {
+    load_runtime(runtime_dir)?;
+    Core::new().map_err(|e| RuntimeError::Call(format!("creating the OpenVINO core: {e}")))
+}
+
+/// Inputs of one shard-A call. `past` holds, per layer, keys and values
+/// `[batch, kv_heads, past_len, head_dim]`.
+pub struct ShardInputs<'a> {
+    pub batch: usize,
+    pub tokens: usize,
+    pub past_len: usize,
+    pub input_ids: &'a [i64],
+    pub position_ids: &'a [i64],
+    /// `[batch, 1, tokens, past_len + tokens]`, additive.
+    pub attention_mask: &'a [f32],
+    pub past: Vec<(&'a [f32], &'a [f32])>,
+}
+
+pub struct ShardOutputs {
+    /// `[batch, tokens, hidden]`
+    pub hidden: Vec<f32>,
+    /// Per layer (keys, values): the whole history (dynamic) or the new entries (static).
+    pub present: Vec<(Vec<f32>, Vec<f32>)>,
+    pub elapsed: Duration,
+}
+
+pub struct ShardASession {
+    request: InferRequest,
+    pub spec: ModelSpec,
+    pub layers: usize,
+    pub mode: ShapeMode,
+    pub device: String,
+    pub compile_time: Duration,
+}
+
+fn tensor_from<T: Copy>(et: ElementType, dims: &[i64], data: &[T]) -> Result<Tensor, RuntimeError> {
+    let shape = Shape::new(dims).map_err(ov("shape"))?;
+    let mut t = Tensor::new(et, &shape).map_err(ov("tensor"))?;
+    let dst = t.get_data_mut::<T>().map_err(ov("tensor data"))?;
+    if dst.len() != data.len() {
+        return Err(RuntimeError::Call(format!(
+            "input of {} values for shape {dims:?} ({} values)",
+            data.len(),
+            dst.len()
+        )));
+    }
+    dst.copy_from_slice(data);
+    Ok(t)
+}
+
+impl ShardASession {
+    /// Read the IR from memory and compile it on `device`.
+    pub fn compile(
+        core: &mut Core,
+        ir: &ShardIr,
+        spec: &ModelSpec,
+        device: &str,
+        props: &DeviceProps,
+    ) -> Result<ShardASession, RuntimeError> {
+        for d in underlying_devices(device) {
+            let dt = DeviceType::from(d.as_str());
+            let mut set = |key: RwPropertyKey, value: &str| -> Result<(), RuntimeError> {
+                if value.is_empty() {
+                    return Ok(());
+                }
+                core.set_property(&dt, &key, value).map_err(|e| {
+                    RuntimeError::Call(format!(
+                        "setting {}={value} on device {d}: {e}",
+                        key.as_ref()
+                    ))
+                })
+            };
+            set(RwPropertyKey::HintPerformanceMode, &props.performance_hint)?;
+            set(RwPropertyKey::HintInferencePrecision, &props.inference_precision)?;
+            set(RwPropertyKey::CacheDir, &props.cache_dir)?;
+            if props.exact && d == "CPU" {
+                set(
+                    RwPropertyKey::Other("DYNAMIC_QUANTIZATION_GROUP_SIZE".into()),
+                    "0",
+                )?;
+            }
+        }
+        let shape = Shape::new(&[ir.bin.len() as i64]).map_err(ov("weights shape"))?;
+        let mut weights = Tensor::new(ElementType::U8, &shape).map_err(ov("weights tensor"))?;
+        weights
+            .get_raw_data_mut()
+            .map_err(ov("weights tensor"))?
+            .copy_from_slice(&ir.bin);
+        let model = core
+            .read_model_from_buffer(ir.xml.as_bytes(), Some(&weights))
+            .map_err(ov("reading shard A's IR"))?;
+        let t0 = Instant::now();
+        let mut compiled = core
+            .compile_model(&model, DeviceType::from(device))
+            .map_err(|e| RuntimeError::Call(format!("compiling shard A on {device}: {e}")))?;
+        let compile_time = t0.elapsed();
+        let request = compiled
+            .create_infer_request()
+            .map_err(ov("creating an infer request"))?;
+        Ok(ShardASession {
+            request,
+            spec: spec.clone(),
+            layers: ir.layers,
+            mode: ir.mode,
+            device: device.to_string(),
+            compile_time,
+        })
+    }
+
+    /// Run one call; copies outputs out of the request's tensors.
+    pub fn infer(&mut self, x: &ShardInputs<'_>) -> Result<ShardOutputs, RuntimeError> {
+        let (b, t, p) = (x.batch as i64, x.tokens as i64, x.past_len as i64);
+        let (nkv, hd) = (self.spec.num_kv_heads as i64, self.spec.head_dim as i64);
+        if x.past.len() != self.layers {
+            return Err(RuntimeError::Call(format!(
+                "{} past layers given, shard A has {}",
+                x.past.len(),
+                self.layers
+            )));
+        }
+        self.request
+            .set_tensor("input_ids", &tensor_from(ElementType::I64, &[b, t], x.input_ids)?)
+            .map_err(ov("input_ids"))?;
+        self.request
+            .set_tensor(
+                "position_ids",
+                &tensor_from(ElementType::I64, &[b, t], x.position_ids)?,
+            )
+            .map_err(ov("position_ids"))?;
+        self.request
+            .set_tensor(
+                "attention_mask",
+                &tensor_from(ElementType::F32, &[b, 1, t, p + t], x.attention_mask)?,
+            )
+            .map_err(ov("attention_mask"))?;
+        for (l, (k, v)) in x.past.iter().enumerate() {
+            let dims = [b, nkv, p, hd];
+            self.request
+                .set_tensor(
+                    &format!("past_key_values.{l}.key"),
+                    &tensor_from(ElementType::F32, &dims, k)?,
+                )
+                .map_err(ov("past key"))?;
+            self.request
+                .set_tensor(
+                    &format!("past_key_values.{l}.value"),
+                    &tensor_from(ElementType::F32, &dims, v)?,
+                )
+                .map_err(ov("past value"))?;
+        }
+        let t0 = Instant::now();
+        self.request.infer().map_err(ov("running shard A"))?;
+        let elapsed = t0.elapsed();
+        let read = |req: &InferRequest, name: &str| -> Result<Vec<f32>, RuntimeError> {
+            let t = req.get_tensor(name).map_err(ov("reading an output"))?;
+            Ok(t.get_data::<f32>().map_err(ov("output data"))?.to_vec())
+        };
+        let hidden = read(&self.request, "hidden_states")?;
+        let mut present = Vec::with_capacity(self.layers);
+        for l in 0..self.layers {
+            present.push((
+                read(&self.request, &format!("present.{l}.key"))?,
+                read(&self.request, &format!("present.{l}.value"))?,
+            ));
+        }
+        Ok(ShardOutputs {
+            hidden,
+            present,
+            elapsed,
+        })
+    }
+}
