@@ -4,6 +4,7 @@
 pub mod bake;
 pub mod config;
 pub mod executive;
+pub mod firstrun;
 pub mod model;
 pub mod paths;
 pub mod reference;

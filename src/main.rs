@@ -1,1 +1,340 @@
-fn main() {}
+//! `hybrid-tui`: the command-line front end.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+use hybrid_tui::bake::quant::Scheme;
+use hybrid_tui::bake::{Backup, BakeOptions, BakeReport, Progress, bake};
+use hybrid_tui::config::{CliLayer, Loaded, Settings, SettingsEnv, parse_override};
+use hybrid_tui::firstrun::{resolve_model, run_first_token};
+use hybrid_tui::model::Arch;
+use hybrid_tui::model::test_model::{Preset, TestModelOptions, WeightDtype, make_test_model};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hybrid-tui",
+    version,
+    about = "Run an LLM split across an NPU (OpenVINO) and a GPU (burn)",
+    long_about = "Run an LLM split across two accelerators: shard A on OpenVINO (NPU by default), shard B on burn (GPU through Vulkan, or the CPU). Without a subcommand: make sure a model is there (the demo model is made and baked on first use) and run a chat prompt through shard A."
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Args, Debug)]
+struct Global {
+    /// Settings profile: cpu (default), core-ultra, core-ultra-dgpu, vulkan, or a user profile.
+    #[arg(long, global = true, env = "HYBRID_TUI_PROFILE")]
+    profile: Option<String>,
+    /// Settings file instead of $XDG_CONFIG_HOME/hybrid-tui/config.toml.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Set any setting: --set shard_a.device=NPU (repeatable).
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Shard A's OpenVINO device (same as --set shard_a.device=...).
+    #[arg(long, global = true)]
+    device: Option<String>,
+    /// Layers in shard A (same as --set split.layers=...).
+    #[arg(long, global = true)]
+    split: Option<usize>,
+    /// Model: a baked directory, or "demo" (same as --set model.source=...).
+    #[arg(long)]
+    model: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the effective settings and where each value came from.
+    Config {
+        /// Print as JSON instead of annotated TOML.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a Hugging Face model directory with random weights (for tests and demos).
+    MakeTestModel(MakeTestModelArgs),
+    /// Compress a Hugging Face model (data-free, NNCF's semantics) into a baked directory.
+    Bake(BakeArgs),
+}
+
+#[derive(Args, Debug)]
+struct MakeTestModelArgs {
+    /// llama, qwen2 or mistral.
+    #[arg(long, default_value = "llama")]
+    arch: String,
+    /// tiny, small, llama-3.2-1b or qwen2.5-0.5b.
+    #[arg(long, default_value = "tiny")]
+    preset: String,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Weight dtype: bf16, f16 or f32.
+    #[arg(long, default_value = "bf16")]
+    dtype: String,
+    /// Split the weights into shards with an index above this size.
+    #[arg(long, default_value_t = 2000)]
+    max_shard_mb: u64,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct BakeArgs {
+    /// Hugging Face model directory (config.json, *.safetensors, tokenizer files).
+    #[arg(long = "model", id = "bake_model")]
+    source: PathBuf,
+    /// Output directory (written aside, then renamed into place).
+    #[arg(long)]
+    out: PathBuf,
+    /// int4_sym, int4_asym, int8_asym, int8_sym or f16.
+    #[arg(long, default_value = "int4_sym")]
+    weights: String,
+    /// Group size of 4-bit weights: 128 (default), another divisor of the input size, or -1 per channel.
+    #[arg(long, default_value_t = 128, allow_negative_numbers = true)]
+    group_size: i64,
+    /// Share of the decoder weights in the primary precision (NNCF's ratio).
+    #[arg(long, default_value_t = 1.0)]
+    ratio: f64,
+    /// Precision of the rest: int8_asym, int8_sym or none (f16).
+    #[arg(long, default_value = "int8_asym")]
+    backup: String,
+    /// Embeddings and lm_head in the primary precision too.
+    #[arg(long)]
+    all_layers: bool,
+    /// Replace an existing output directory.
+    #[arg(long)]
+    force: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn load_settings(g: &Global) -> Result<Loaded> {
+    let mut overrides = Vec::new();
+    for s in &g.set {
+        overrides.push(parse_override(s)?);
+    }
+    if let Some(d) = &g.device {
+        overrides.push(("shard_a.device".into(), d.clone()));
+    }
+    if let Some(k) = g.split {
+        overrides.push(("split.layers".into(), k.to_string()));
+    }
+    if let Some(m) = &g.model {
+        overrides.push(("model.source".into(), m.clone()));
+    }
+    let cli = CliLayer {
+        profile: g.profile.clone(),
+        config_file: g.config.clone(),
+        overrides,
+    };
+    Ok(Settings::load(&cli, &SettingsEnv::from_process())?)
+}
+
+/// Log to a file, never to the terminal the app owns.
+fn init_logging(settings: &Settings) {
+    let path = if settings.log.file.is_empty() {
+        hybrid_tui::paths::state_dir().map(|d| d.join("hybrid-tui.log"))
+    } else {
+        Some(PathBuf::from(&settings.log.file))
+    };
+    let Some(path) = path else { return };
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let Ok(file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+    else {
+        return;
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file))
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    // make-test-model and bake need no settings; everything else does.
+    match cli.command {
+        Some(Command::MakeTestModel(a)) => return cmd_make_test_model(a),
+        Some(Command::Bake(a)) => return cmd_bake(a),
+        _ => {}
+    }
+    let loaded = load_settings(&cli.global)?;
+    init_logging(&loaded.settings);
+    match cli.command {
+        Some(Command::Config { json }) => {
+            if json {
+                let v = serde_json::json!({
+                    "profile": loaded.profile,
+                    "settings": loaded.settings,
+                    "origin": loaded.provenance,
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", loaded.render());
+            }
+            Ok(())
+        }
+        None => cmd_first_run(&loaded),
+        Some(_) => Ok(()),
+    }
+}
+
+fn cmd_first_run(loaded: &Loaded) -> Result<()> {
+    let s = &loaded.settings;
+    println!(
+        "hybrid-tui {} · profile {} · shard A on OpenVINO {} · shard B on burn {}",
+        env!("CARGO_PKG_VERSION"),
+        loaded.profile,
+        s.shard_a.device,
+        s.shard_b.backend
+    );
+    let mut steps = Vec::new();
+    let model = resolve_model(s, &mut steps);
+    for step in &steps {
+        println!("  • {step}");
+    }
+    let model = model?;
+    let report = run_first_token(s, &model)?;
+    for step in &report.steps {
+        println!("  • {step}");
+    }
+    Ok(())
+}
+
+fn cmd_make_test_model(a: MakeTestModelArgs) -> Result<()> {
+    let arch = Arch::parse(&a.arch)
+        .with_context(|| format!("--arch {}: expected llama, qwen2 or mistral", a.arch))?;
+    let preset = Preset::parse(&a.preset).with_context(|| {
+        format!(
+            "--preset {}: expected tiny, small, llama-3.2-1b or qwen2.5-0.5b",
+            a.preset
+        )
+    })?;
+    let dtype = WeightDtype::parse(&a.dtype)
+        .with_context(|| format!("--dtype {}: expected bf16, f16 or f32", a.dtype))?;
+    let spec = make_test_model(
+        &a.out,
+        &TestModelOptions {
+            arch,
+            preset,
+            seed: a.seed,
+            dtype,
+            max_shard_bytes: a.max_shard_mb.saturating_mul(1_000_000).max(1),
+        },
+    )?;
+    println!(
+        "wrote {} ({} {}, {} layers, hidden {}, {:.1}M parameters, {} weights, seed {})",
+        a.out.display(),
+        arch.name(),
+        preset.name(),
+        spec.num_layers,
+        spec.hidden_size,
+        spec.num_params() as f64 / 1e6,
+        a.dtype,
+        a.seed
+    );
+    Ok(())
+}
+
+fn cmd_bake(a: BakeArgs) -> Result<()> {
+    let weights = match Scheme::parse(&a.weights) {
+        Some(s) if s != Scheme::F32 => s,
+        _ => bail!(
+            "--weights {}: expected int4_sym, int4_asym, int8_asym, int8_sym or f16",
+            a.weights
+        ),
+    };
+    let backup = Backup::parse(&a.backup)
+        .with_context(|| format!("--backup {}: expected int8_asym, int8_sym or none", a.backup))?;
+    let opts = BakeOptions {
+        weights,
+        group_size: a.group_size,
+        ratio: a.ratio,
+        backup,
+        all_layers: a.all_layers,
+        force: a.force,
+    };
+    let bar = indicatif::ProgressBar::hidden();
+    if !a.json && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    }
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tensors {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let report = bake(&a.source, &a.out, &opts, &mut |p| match p {
+        Progress::Start { tensors } => bar.set_length(tensors as u64),
+        Progress::Tensor { name } => {
+            bar.set_message(name);
+            bar.inc(1);
+        }
+    })?;
+    bar.finish_and_clear();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_bake_summary(&report, &opts);
+    }
+    Ok(())
+}
+
+fn print_bake_summary(r: &BakeReport, o: &BakeOptions) {
+    println!(
+        "baked {} · {} (group {}, ratio {}, backup {}{})",
+        r.out.display(),
+        o.weights.name(),
+        o.group_size,
+        o.ratio,
+        o.backup.name(),
+        if o.all_layers { ", all layers" } else { "" }
+    );
+    println!(
+        "parameters {:.2}M · {:.1} MB → {:.1} MB ({:.2}×) · {:.0}% of ratio-defining weights in {} · {:.2}s ({:.1}M parameters/s)",
+        r.params as f64 / 1e6,
+        r.bytes_before as f64 / 1e6,
+        r.bytes_after as f64 / 1e6,
+        r.bytes_before as f64 / r.bytes_after.max(1) as f64,
+        r.primary_share * 100.0,
+        o.weights.name(),
+        r.seconds,
+        r.params as f64 / 1e6 / r.seconds.max(1e-9)
+    );
+    println!("{:<12} {:>14} {:>14}  precision", "block", "mean |err|", "max |err|");
+    for l in &r.layers {
+        let prec: Vec<String> = l
+            .precision
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        println!(
+            "{:<12} {:>14.3e} {:>14.3e}  {}",
+            l.block,
+            l.mean_abs_error,
+            l.max_abs_error,
+            prec.join(" ")
+        );
+    }
+}

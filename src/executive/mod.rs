@@ -2,6 +2,7 @@
 //! library, `session` compiles shard A's IR on a device and runs it, `probe`
 //! describes the runtime and its devices.
 
+pub mod kv;
 pub mod probe;
 pub mod runtime;
 pub mod session;

@@ -95,6 +95,13 @@ pub fn library_in(dir: &Path) -> Option<PathBuf> {
 
 /// Find the runtime without loading it.
 pub fn find_runtime(setting: &str) -> Result<PathBuf, RuntimeError> {
+    // An explicit setting is authoritative: never fall back to another install.
+    if !setting.is_empty() {
+        let dir = PathBuf::from(setting);
+        return library_in(&dir).ok_or_else(|| RuntimeError::NotFound {
+            tried: vec![format!("{} (setting openvino.runtime_dir)", dir.display())],
+        });
+    }
     let cands = candidates(setting);
     for (_, dir) in &cands {
         if let Some(lib) = library_in(dir) {

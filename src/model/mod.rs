@@ -1,6 +1,7 @@
 //! Hugging Face model directories: config, safetensors, tokenizer files,
 //! chat templates, and the test-model maker.
 
+pub mod chat;
 pub mod spec;
 pub mod template;
 pub mod test_model;

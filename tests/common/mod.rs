@@ -1,0 +1,68 @@
+//! Shared fixtures: test models made once per test binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use hybrid_tui::bake::{BakeOptions, bake};
+use hybrid_tui::model::Arch;
+use hybrid_tui::model::test_model::{Preset, TestModelOptions, WeightDtype, make_test_model};
+
+pub fn fixtures() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().expect("temp dir")).path()
+}
+
+/// A tiny Hugging Face model of `arch` (seed fixed per arch), made once.
+pub fn hf_model(arch: Arch) -> PathBuf {
+    static MADE: OnceLock<std::sync::Mutex<()>> = OnceLock::new();
+    let _g = MADE.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    let dir = fixtures().join(format!("hf-{}", arch.name()));
+    if !dir.join("config.json").exists() {
+        make_test_model(
+            &dir,
+            &TestModelOptions {
+                arch,
+                preset: Preset::Tiny,
+                seed: 7,
+                dtype: WeightDtype::Bf16,
+                max_shard_bytes: 2 << 30,
+            },
+        )
+        .expect("make test model");
+    }
+    dir
+}
+
+/// `hf_model(arch)` baked with `weights` (made once per pair).
+pub fn baked_model(arch: Arch, weights: &str) -> PathBuf {
+    static MADE: OnceLock<std::sync::Mutex<()>> = OnceLock::new();
+    let src = hf_model(arch);
+    let _g = MADE.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    let out = fixtures().join(format!("baked-{}-{weights}", arch.name()));
+    if !out.join("manifest.toml").exists() {
+        let opts = BakeOptions {
+            weights: hybrid_tui::bake::quant::Scheme::parse(weights).expect("scheme"),
+            ..Default::default()
+        };
+        bake(&src, &out, &opts, &mut |_| {}).expect("bake");
+    }
+    out
+}
+
+/// max |a - b| / max |b|
+pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    let num = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - *y as f64).abs())
+        .fold(0.0, f64::max);
+    let den = b.iter().map(|y| (*y as f64).abs()).fold(0.0, f64::max);
+    num / den.max(1e-30)
+}
+
+pub fn fresh_seed() -> u64 {
+    use rand::Rng;
+    rand::rng().random()
+}
