@@ -11,9 +11,9 @@ use crate::bake::{BakeOptions, bake};
 use crate::config::Settings;
 use crate::executive::kv::{KvCache, dynamic_mask, static_mask};
 use crate::executive::session::{DeviceProps, ShardASession, ShardInputs, new_core};
+use crate::model::Arch;
 use crate::model::chat::{Message, render};
 use crate::model::test_model::{Preset, TestModelOptions, WeightDtype, demo_dir, make_test_model};
-use crate::model::Arch;
 
 /// The demo model: a random-weight Qwen2-style model of the tiny preset.
 pub const DEMO_ARCH: Arch = Arch::Qwen2;
@@ -22,7 +22,9 @@ pub const DEMO_SEED: u64 = 42;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FirstRunError {
-    #[error("no data directory (HOME and XDG_DATA_HOME are unset); set model.source to a baked model directory")]
+    #[error(
+        "no data directory (HOME and XDG_DATA_HOME are unset); set model.source to a baked model directory"
+    )]
     NoDataDir,
     #[error(
         "{0} is not a baked model (no manifest.toml). Bake it first: hybrid-tui bake --model {0} --out <dir>, then set model.source to <dir>"
@@ -51,10 +53,7 @@ pub type Step = String;
 
 /// Resolve `model.source` to a baked directory, making and baking the demo
 /// model when asked for and absent.
-pub fn resolve_model(
-    settings: &Settings,
-    steps: &mut Vec<Step>,
-) -> Result<PathBuf, FirstRunError> {
+pub fn resolve_model(settings: &Settings, steps: &mut Vec<Step>) -> Result<PathBuf, FirstRunError> {
     let source = settings.model.source.as_str();
     if source != "demo" {
         let p = PathBuf::from(source);
@@ -215,7 +214,13 @@ pub fn run_first_token(settings: &Settings, baked: &Path) -> Result<FirstToken, 
                 let mut cid = vec![0i64; chunk];
                 cid[..part.len()].copy_from_slice(part);
                 let cpos: Vec<i64> = (0..chunk).map(|i| (start + i) as i64).collect();
-                let mask = static_mask(capacity, cache.len(), chunk, part.len(), spec.sliding_window);
+                let mask = static_mask(
+                    capacity,
+                    cache.len(),
+                    chunk,
+                    part.len(),
+                    spec.sliding_window,
+                );
                 let out = session.infer(&ShardInputs {
                     batch: 1,
                     tokens: chunk,

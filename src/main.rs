@@ -267,8 +267,12 @@ fn cmd_bake(a: BakeArgs) -> Result<()> {
             a.weights
         ),
     };
-    let backup = Backup::parse(&a.backup)
-        .with_context(|| format!("--backup {}: expected int8_asym, int8_sym or none", a.backup))?;
+    let backup = Backup::parse(&a.backup).with_context(|| {
+        format!(
+            "--backup {}: expected int8_asym, int8_sym or none",
+            a.backup
+        )
+    })?;
     let opts = BakeOptions {
         weights,
         group_size: a.group_size,
@@ -322,7 +326,10 @@ fn print_bake_summary(r: &BakeReport, o: &BakeOptions) {
         r.seconds,
         r.params as f64 / 1e6 / r.seconds.max(1e-9)
     );
-    println!("{:<12} {:>14} {:>14}  precision", "block", "mean |err|", "max |err|");
+    println!(
+        "{:<12} {:>14} {:>14}  precision",
+        "block", "mean |err|", "max |err|"
+    );
     for l in &r.layers {
         let prec: Vec<String> = l
             .precision

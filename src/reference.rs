@@ -78,7 +78,13 @@ impl Reference {
             // Attention block.
             let normed: Vec<Vec<f32>> = x
                 .iter()
-                .map(|v| rms_norm(v, self.get(&format!("{p}.input_layernorm.weight")), s.rms_norm_eps))
+                .map(|v| {
+                    rms_norm(
+                        v,
+                        self.get(&format!("{p}.input_layernorm.weight")),
+                        s.rms_norm_eps,
+                    )
+                })
                 .collect();
             for (t, v) in normed.iter().enumerate() {
                 let pos = start + t;
@@ -101,7 +107,11 @@ impl Reference {
             }
             // MLP block.
             for xt in x.iter_mut() {
-                let n = rms_norm(xt, self.get(&format!("{p}.post_attention_layernorm.weight")), s.rms_norm_eps);
+                let n = rms_norm(
+                    xt,
+                    self.get(&format!("{p}.post_attention_layernorm.weight")),
+                    s.rms_norm_eps,
+                );
                 let g = self.linear(&n, &format!("{p}.mlp.gate_proj"));
                 let u = self.linear(&n, &format!("{p}.mlp.up_proj"));
                 let act: Vec<f32> = g
@@ -120,7 +130,11 @@ impl Reference {
 
     /// Final norm and lm_head on one hidden state.
     pub fn logits(&self, hidden: &[f32]) -> Vec<f32> {
-        let n = rms_norm(hidden, self.get("model.norm.weight"), self.spec.rms_norm_eps);
+        let n = rms_norm(
+            hidden,
+            self.get("model.norm.weight"),
+            self.spec.rms_norm_eps,
+        );
         let head = if self.spec.tie_word_embeddings {
             "model.embed_tokens.weight"
         } else {
@@ -164,7 +178,10 @@ impl Reference {
             let scores: Vec<f64> = (first..=pos)
                 .map(|j| {
                     let k = &cache.keys[layer][j][kvh * hd..(kvh + 1) * hd];
-                    qh.iter().zip(k).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>()
+                    qh.iter()
+                        .zip(k)
+                        .map(|(&a, &b)| a as f64 * b as f64)
+                        .sum::<f64>()
                         / (hd as f64).sqrt()
                 })
                 .collect();
@@ -211,7 +228,10 @@ fn inv_freq(spec: &ModelSpec, i: usize) -> f64 {
 fn rms_norm(x: &[f32], w: &[f32], eps: f64) -> Vec<f32> {
     let ms = x.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / x.len() as f64;
     let r = 1.0 / (ms + eps).sqrt();
-    x.iter().zip(w).map(|(&v, &g)| (v as f64 * r * g as f64) as f32).collect()
+    x.iter()
+        .zip(w)
+        .map(|(&v, &g)| (v as f64 * r * g as f64) as f32)
+        .collect()
 }
 
 /// `w` is row-major `[out, in]` (a Hugging Face Linear weight).

@@ -47,9 +47,17 @@ fn reference_run(r: &Reference, tokens: &[u32], k: usize) -> Vec<Vec<f32>> {
 /// The same through shard A in dynamic mode, feeding `present` back as `past`.
 fn ov_dynamic(model: &BakedModel, tokens: &[u32], k: usize) -> Vec<Vec<f32>> {
     let spec = model.spec().clone();
-    let ir = build_shard_a(model, &IrOptions { layers: k, mode: ShapeMode::Dynamic }).expect("ir");
+    let ir = build_shard_a(
+        model,
+        &IrOptions {
+            layers: k,
+            mode: ShapeMode::Dynamic,
+        },
+    )
+    .expect("ir");
     let mut core = new_core("").expect("runtime");
-    let mut s = ShardASession::compile(&mut core, &ir, &spec, "CPU", &exact_props()).expect("compile");
+    let mut s =
+        ShardASession::compile(&mut core, &ir, &spec, "CPU", &exact_props()).expect("compile");
     let mut cache = KvCache::dynamic(&spec, k);
     let mut out = Vec::new();
     let mut step = |ids: &[u32], cache: &mut KvCache| -> Vec<Vec<f32>> {
@@ -69,7 +77,10 @@ fn ov_dynamic(model: &BakedModel, tokens: &[u32], k: usize) -> Vec<Vec<f32>> {
             })
             .expect("infer");
         cache.replace(o.present, ids.len());
-        o.hidden.chunks(spec.hidden_size).map(<[f32]>::to_vec).collect()
+        o.hidden
+            .chunks(spec.hidden_size)
+            .map(<[f32]>::to_vec)
+            .collect()
     };
     out.extend(step(&tokens[..PROMPT], &mut cache));
     for t in &tokens[PROMPT..] {
@@ -87,7 +98,13 @@ fn ov_static(model: &BakedModel, tokens: &[u32], k: usize) -> Vec<Vec<f32>> {
     let mut compile = |chunk: usize| {
         let ir = build_shard_a(
             model,
-            &IrOptions { layers: k, mode: ShapeMode::Static { chunk, capacity: cap } },
+            &IrOptions {
+                layers: k,
+                mode: ShapeMode::Static {
+                    chunk,
+                    capacity: cap,
+                },
+            },
         )
         .expect("ir");
         ShardASession::compile(&mut core, &ir, &spec, "CPU", &exact_props()).expect("compile")
@@ -153,10 +170,16 @@ fn check_arch(arch: Arch, weights: &str, judge_on_source: bool) {
         let want = flat(&reference_run(&reference, &tokens, k));
         let dynamic = flat(&ov_dynamic(&model, &tokens, k));
         let e = rel_err(&dynamic, &want);
-        assert!(e <= TOL, "{arch:?} {weights} k={k} dynamic: rel err {e:.3e} > {TOL} (seed {seed})");
+        assert!(
+            e <= TOL,
+            "{arch:?} {weights} k={k} dynamic: rel err {e:.3e} > {TOL} (seed {seed})"
+        );
         let stat = flat(&ov_static(&model, &tokens, k));
         let e = rel_err(&stat, &want);
-        assert!(e <= TOL, "{arch:?} {weights} k={k} static: rel err {e:.3e} > {TOL} (seed {seed})");
+        assert!(
+            e <= TOL,
+            "{arch:?} {weights} k={k} static: rel err {e:.3e} > {TOL} (seed {seed})"
+        );
     }
 }
 

@@ -55,7 +55,9 @@ pub enum IrError {
     Store(#[from] StoreError),
     #[error("split k={k} is out of range: the model has {layers} layers (0 ≤ k ≤ {layers})")]
     Split { k: usize, layers: usize },
-    #[error("static shapes need chunk ≥ 1 and capacity ≥ 1 (got chunk={chunk}, capacity={capacity})")]
+    #[error(
+        "static shapes need chunk ≥ 1 and capacity ≥ 1 (got chunk={chunk}, capacity={capacity})"
+    )]
     StaticShape { chunk: usize, capacity: usize },
 }
 
@@ -145,8 +147,16 @@ fn broadcast(a: &[i64], b: &[i64]) -> Vec<i64> {
     let n = a.len().max(b.len());
     (0..n)
         .map(|i| {
-            let x = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
-            let y = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
+            let x = if i + a.len() >= n {
+                a[i + a.len() - n]
+            } else {
+                1
+            };
+            let y = if i + b.len() >= n {
+                b[i + b.len() - n]
+            } else {
+                1
+            };
             match (x, y) {
                 (1, y) => y,
                 (x, 1) => x,
@@ -466,14 +476,20 @@ impl Graph {
 
     fn render(&self) -> String {
         let mut s = String::with_capacity(self.layers.len() * 400);
-        s.push_str("<?xml version=\"1.0\"?>\n<net name=\"hybrid_shard_a\" version=\"11\">\n<layers>\n");
+        s.push_str(
+            "<?xml version=\"1.0\"?>\n<net name=\"hybrid_shard_a\" version=\"11\">\n<layers>\n",
+        );
         let port = |s: &mut String, id: usize, p: &Port| {
             let names = p
                 .names
                 .as_ref()
                 .map(|n| format!(" names=\"{n}\""))
                 .unwrap_or_default();
-            let _ = write!(s, "<port id=\"{id}\" precision=\"{}\"{names}>", p.et.precision());
+            let _ = write!(
+                s,
+                "<port id=\"{id}\" precision=\"{}\"{names}>",
+                p.et.precision()
+            );
             for d in &p.shape {
                 let _ = write!(s, "<dim>{d}</dim>");
             }
@@ -595,7 +611,11 @@ pub fn build_shard_a(model: &BakedModel, opts: &IrOptions) -> Result<ShardIr, Ir
     let mask = g.parameter("attention_mask", Et::F32, vec![b, 1, t, kv_len]);
     let mut past = Vec::new();
     for l in 0..opts.layers {
-        let k = g.parameter(&format!("past_key_values.{l}.key"), Et::F32, vec![b, nkv, p, hd]);
+        let k = g.parameter(
+            &format!("past_key_values.{l}.key"),
+            Et::F32,
+            vec![b, nkv, p, hd],
+        );
         let v = g.parameter(
             &format!("past_key_values.{l}.value"),
             Et::F32,

@@ -243,6 +243,9 @@ fn plan(
     Ok(plan)
 }
 
+/// A tensor name with its shape.
+type NamedShape = (String, Vec<usize>);
+
 /// Bytes to write for one tensor: (safetensors name, dtype, shape, bytes).
 type Part = (String, Dtype, Vec<usize>, Vec<u8>);
 
@@ -397,7 +400,7 @@ pub fn bake(
     std::fs::create_dir_all(tmp.path.join("weights")).map_err(io_err(&tmp.path))?;
 
     // Group tensors by output file, in model order.
-    let mut files: Vec<(String, Vec<(String, Vec<usize>)>)> = Vec::new();
+    let mut files: Vec<(String, Vec<NamedShape>)> = Vec::new();
     for (name, shape) in &expected {
         let f = file_for(name);
         match files.iter_mut().find(|(n, _)| *n == f) {

@@ -135,11 +135,7 @@ pub fn dequantize_parts(
         .map(|(i, &v)| {
             let (r, c) = (i / cols, i % cols);
             let g = r * groups + c / group;
-            let qv = if signed {
-                v as i8 as f32
-            } else {
-                v as f32
-            };
+            let qv = if signed { v as i8 as f32 } else { v as f32 };
             let zp = zero_points.map(|z| z[g] as f32).unwrap_or(0.0);
             (qv - zp) * scales[g].to_f32()
         })
@@ -150,7 +146,7 @@ pub fn dequantize_parts(
 pub fn quantize(w: &[f32], rows: usize, cols: usize, scheme: Scheme, group: usize) -> QuantMatrix {
     assert!(scheme.is_int(), "quantize called with a float scheme");
     assert_eq!(w.len(), rows * cols);
-    assert!(group > 0 && cols % group == 0, "group must divide cols");
+    assert!(group > 0 && cols.is_multiple_of(group), "group must divide cols");
     let (low, high) = scheme.levels();
     let eps = f32::EPSILON;
     let asym = scheme.is_asym();
@@ -318,11 +314,17 @@ mod tests {
                 let mx = chunk.iter().cloned().fold(0.0f32, f32::max);
                 let s = (mx - mn) / 15.0;
                 assert_eq!(m.scales[r * 2 + g], s);
-                assert_eq!(zps[r * 2 + g] as f32, (-(mn / s).round_ties_even()).clamp(0.0, 15.0));
+                assert_eq!(
+                    zps[r * 2 + g] as f32,
+                    (-(mn / s).round_ties_even()).clamp(0.0, 15.0)
+                );
                 for (c, &x) in chunk.iter().enumerate() {
                     // Half a step plus f16 rounding of the scale and product.
                     let err = (d[r * 256 + g * 128 + c] - x).abs();
-                    assert!(err <= s * 0.5 + s * 16.0 * 2e-3, "seed {seed}: err {err} step {s}");
+                    assert!(
+                        err <= s * 0.5 + s * 16.0 * 2e-3,
+                        "seed {seed}: err {err} step {s}"
+                    );
                 }
             }
         }

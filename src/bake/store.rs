@@ -279,7 +279,9 @@ impl BakedModel {
             Ok(StoredTensor {
                 scheme: entry.scheme,
                 shape: &entry.shape,
-                group: entry.group.unwrap_or_else(|| *entry.shape.last().unwrap_or(&1)),
+                group: entry
+                    .group
+                    .unwrap_or_else(|| *entry.shape.last().unwrap_or(&1)),
                 data,
                 scales: Some(scales),
                 zero_points,

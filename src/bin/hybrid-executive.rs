@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 #[derive(Parser, Debug)]
-#[command(name = "hybrid-executive", version, about = "Shard A of hybrid-tui, on OpenVINO")]
+#[command(
+    name = "hybrid-executive",
+    version,
+    about = "Shard A of hybrid-tui, on OpenVINO"
+)]
 struct Cli {
     /// Print the OpenVINO runtime's version and every available device with its main properties, as JSON.
     #[arg(long)]
@@ -19,9 +23,7 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if !cli.probe {
-        eprintln!(
-            "hybrid-executive is started by hybrid-tui; run it by hand only with --probe"
-        );
+        eprintln!("hybrid-executive is started by hybrid-tui; run it by hand only with --probe");
         return ExitCode::from(2);
     }
     match hybrid_tui::executive::probe::probe(&cli.runtime_dir) {

@@ -202,12 +202,11 @@ struct Layer {
 impl Settings {
     /// Load and merge all layers.
     pub fn load(cli: &CliLayer, env: &SettingsEnv) -> Result<Loaded, SettingsError> {
-        let defaults = Config::try_from(&Settings::default()).map_err(|e| {
-            SettingsError::Unreadable {
+        let defaults =
+            Config::try_from(&Settings::default()).map_err(|e| SettingsError::Unreadable {
                 origin: "built-in defaults".into(),
                 message: e.to_string(),
-            }
-        })?;
+            })?;
         let default_keys = flatten(&defaults);
 
         let profile = cli
@@ -413,7 +412,10 @@ impl Loaded {
                 .get(key)
                 .map(String::as_str)
                 .unwrap_or("default");
-            out.push_str(&format!("{name} = {}  # from {origin}\n", toml_value(value)));
+            out.push_str(&format!(
+                "{name} = {}  # from {origin}\n",
+                toml_value(value)
+            ));
         }
         out
     }
@@ -464,7 +466,10 @@ fn flatten(config: &Config) -> BTreeMap<String, Value> {
         }
     }
     let mut out = BTreeMap::new();
-    if let Ok(table) = config.clone().try_deserialize::<config::Map<String, Value>>() {
+    if let Ok(table) = config
+        .clone()
+        .try_deserialize::<config::Map<String, Value>>()
+    {
         walk("", &table, &mut out);
     }
     out
@@ -505,7 +510,12 @@ fn unknown_key(origin: &str, key: &str, known: &BTreeMap<String, Value>) -> Sett
     }
 }
 
-fn check_type(origin: &str, key: &str, value: &Value, expected: &Value) -> Result<(), SettingsError> {
+fn check_type(
+    origin: &str,
+    key: &str,
+    value: &Value,
+    expected: &Value,
+) -> Result<(), SettingsError> {
     let bad = |what: &str| SettingsError::BadValue {
         origin: origin.into(),
         key: key.into(),

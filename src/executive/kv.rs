@@ -181,7 +181,10 @@ mod tests {
         let m = static_mask(4, 2, 3, 2, None);
         let total = 7;
         // row 0: past slots 0,1 and itself (slot 4)
-        assert_eq!(&m[0..total], &[0.0, 0.0, MASKED, MASKED, 0.0, MASKED, MASKED]);
+        assert_eq!(
+            &m[0..total],
+            &[0.0, 0.0, MASKED, MASKED, 0.0, MASKED, MASKED]
+        );
         // row 2 is padding: only itself
         assert_eq!(
             &m[2 * total..3 * total],

@@ -60,7 +60,12 @@ pub fn probe(runtime_dir: &str) -> Result<ProbeReport, RuntimeError> {
             .get_property(&dt, &PropertyKey::SupportedProperties)
             .map(|s| {
                 s.split([' ', ','])
-                    .map(|p| p.trim().trim_end_matches(":RO").trim_end_matches(":RW").to_string())
+                    .map(|p| {
+                        p.trim()
+                            .trim_end_matches(":RO")
+                            .trim_end_matches(":RW")
+                            .to_string()
+                    })
                     .filter(|p| !p.is_empty())
                     .collect()
             })

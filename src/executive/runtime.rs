@@ -29,7 +29,10 @@ pub enum RuntimeError {
 pub fn candidates(setting: &str) -> Vec<(String, PathBuf)> {
     let mut v = Vec::new();
     if !setting.is_empty() {
-        v.push(("setting openvino.runtime_dir".into(), PathBuf::from(setting)));
+        v.push((
+            "setting openvino.runtime_dir".into(),
+            PathBuf::from(setting),
+        ));
     }
     if let Ok(d) = std::env::var("OPENVINO_LIB_DIR") {
         v.push(("OPENVINO_LIB_DIR".into(), PathBuf::from(d)));
@@ -40,7 +43,10 @@ pub fn candidates(setting: &str) -> Vec<(String, PathBuf)> {
         v.push(("user data".into(), d.join("openvino")));
     }
     if let Ok(d) = std::env::var("INTEL_OPENVINO_DIR") {
-        v.push(("INTEL_OPENVINO_DIR".into(), PathBuf::from(d).join("runtime/lib/intel64")));
+        v.push((
+            "INTEL_OPENVINO_DIR".into(),
+            PathBuf::from(d).join("runtime/lib/intel64"),
+        ));
     }
     let mut opt: Vec<PathBuf> = std::fs::read_dir("/opt/intel")
         .map(|rd| {

@@ -116,7 +116,10 @@ impl ShardASession {
                 })
             };
             set(RwPropertyKey::HintPerformanceMode, &props.performance_hint)?;
-            set(RwPropertyKey::HintInferencePrecision, &props.inference_precision)?;
+            set(
+                RwPropertyKey::HintInferencePrecision,
+                &props.inference_precision,
+            )?;
             set(RwPropertyKey::CacheDir, &props.cache_dir)?;
             if props.exact && d == "CPU" {
                 set(
@@ -164,7 +167,10 @@ impl ShardASession {
             )));
         }
         self.request
-            .set_tensor("input_ids", &tensor_from(ElementType::I64, &[b, t], x.input_ids)?)
+            .set_tensor(
+                "input_ids",
+                &tensor_from(ElementType::I64, &[b, t], x.input_ids)?,
+            )
             .map_err(ov("input_ids"))?;
         self.request
             .set_tensor(

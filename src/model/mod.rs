@@ -23,7 +23,9 @@ pub enum ModelError {
     BadConfig { path: PathBuf, message: String },
     #[error("{path}: {message}")]
     BadFile { path: PathBuf, message: String },
-    #[error("tensor '{0}' is missing from the checkpoint; the model directory is incomplete or not of the architecture config.json names")]
+    #[error(
+        "tensor '{0}' is missing from the checkpoint; the model directory is incomplete or not of the architecture config.json names"
+    )]
     MissingTensor(String),
     #[error("{path}: tensor '{name}' has shape {found:?}, but config.json implies {expected:?}")]
     ShapeMismatch {

@@ -106,10 +106,7 @@ impl ModelSpec {
     /// Parse config.json text; the error is a message naming the key.
     pub fn from_hf_json(text: &str) -> Result<ModelSpec, String> {
         let c: HfConfig = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
-        let model_type = c
-            .model_type
-            .clone()
-            .ok_or("missing key 'model_type'")?;
+        let model_type = c.model_type.clone().ok_or("missing key 'model_type'")?;
         let arch = Arch::parse(&model_type).ok_or_else(|| {
             format!(
                 "unsupported architecture model_type='{model_type}' (architectures={:?}); supported: llama, qwen2, mistral",
@@ -146,9 +143,10 @@ impl ModelSpec {
                     .and_then(|t| t.as_str())
                     .unwrap_or("");
                 match kind {
-                    "llama3" => Some(serde_json::from_value::<Llama3Scaling>(v.clone()).map_err(
-                        |e| format!("rope_scaling of type llama3: {e}"),
-                    )?),
+                    "llama3" => Some(
+                        serde_json::from_value::<Llama3Scaling>(v.clone())
+                            .map_err(|e| format!("rope_scaling of type llama3: {e}"))?,
+                    ),
                     "default" => None,
                     other => {
                         return Err(format!(

@@ -135,8 +135,28 @@ fn chat_format(arch: Arch) -> ChatFormat {
 pub fn preset_spec(arch: Arch, preset: Preset, vocab: usize) -> ModelSpec {
     let round = |v: usize| v.div_ceil(64) * 64;
     let (h, i, l, nh, nkv, hd, v, max_pos, tie) = match preset {
-        Preset::Tiny => (128, 384, 4, 4, 2, 32, round(vocab.max(512)), 2048, arch == Arch::Qwen2),
-        Preset::Small => (256, 768, 8, 8, 2, 32, round(vocab.max(1024)), 4096, arch == Arch::Qwen2),
+        Preset::Tiny => (
+            128,
+            384,
+            4,
+            4,
+            2,
+            32,
+            round(vocab.max(512)),
+            2048,
+            arch == Arch::Qwen2,
+        ),
+        Preset::Small => (
+            256,
+            768,
+            8,
+            8,
+            2,
+            32,
+            round(vocab.max(1024)),
+            4096,
+            arch == Arch::Qwen2,
+        ),
         Preset::Llama32_1b => (2048, 8192, 16, 32, 8, 64, 128_256, 131_072, true),
         Preset::Qwen25_05b => (896, 4864, 24, 14, 2, 64, 151_936, 32_768, true),
     };
@@ -196,14 +216,15 @@ fn train_tokenizer(arch: Arch, preset: Preset) -> Result<(String, Vec<(String, u
         .special_tokens(specials)
         .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
         .build();
-    let mut tok = TokenizerBuilder::<BPE, NormalizerWrapper, ByteLevel, ByteLevel, ByteLevel>::new()
-        .with_model(BPE::default())
-        .with_normalizer(None)
-        .with_pre_tokenizer(Some(ByteLevel::new(false, true, true)))
-        .with_post_processor(Some(ByteLevel::new(false, true, true)))
-        .with_decoder(Some(ByteLevel::new(false, true, true)))
-        .build()
-        .map_err(|e| ModelError::Other(format!("building the tokenizer: {e}")))?;
+    let mut tok =
+        TokenizerBuilder::<BPE, NormalizerWrapper, ByteLevel, ByteLevel, ByteLevel>::new()
+            .with_model(BPE::default())
+            .with_normalizer(None)
+            .with_pre_tokenizer(Some(ByteLevel::new(false, true, true)))
+            .with_post_processor(Some(ByteLevel::new(false, true, true)))
+            .with_decoder(Some(ByteLevel::new(false, true, true)))
+            .build()
+            .map_err(|e| ModelError::Other(format!("building the tokenizer: {e}")))?;
     tok.train(&mut trainer, CORPUS.lines())
         .map_err(|e| ModelError::Other(format!("training the tokenizer: {e}")))?;
     let ids = fmt
@@ -238,16 +259,19 @@ fn init(name: &str, shape: &[usize]) -> (f32, f32) {
 const CHUNK: usize = 1 << 20;
 
 fn random_tensor(seed: u64, index: u64, n: usize, std: f32, mean: f32) -> Vec<f32> {
-    let normal = Normal::new(mean, std).unwrap_or_else(|_| Normal::new(0.0, 1.0).expect("unit normal"));
+    let normal =
+        Normal::new(mean, std).unwrap_or_else(|_| Normal::new(0.0, 1.0).expect("unit normal"));
     let mut out = vec![0.0f32; n];
-    out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, chunk)| {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        rng.set_stream(index);
-        rng.set_word_pos((c as u128) * (CHUNK as u128) * 4);
-        for x in chunk.iter_mut() {
-            *x = normal.sample(&mut rng);
-        }
-    });
+    out.par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            rng.set_stream(index);
+            rng.set_word_pos((c as u128) * (CHUNK as u128) * 4);
+            for x in chunk.iter_mut() {
+                *x = normal.sample(&mut rng);
+            }
+        });
     out
 }
 
@@ -281,7 +305,10 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
     })
 }
 
-fn write_shard(path: &Path, tensors: &[(String, Vec<usize>, Dtype, Vec<u8>)]) -> Result<(), ModelError> {
+fn write_shard(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, Dtype, Vec<u8>)],
+) -> Result<(), ModelError> {
     let views = tensors
         .iter()
         .map(|(n, s, d, b)| {
@@ -320,7 +347,9 @@ pub fn make_test_model(out: &Path, opts: &TestModelOptions) -> Result<ModelSpec,
     }
     write(
         &out.join("config.json"),
-        serde_json::to_string_pretty(&config).unwrap_or_default().as_bytes(),
+        serde_json::to_string_pretty(&config)
+            .unwrap_or_default()
+            .as_bytes(),
     )?;
     let added: serde_json::Map<String, serde_json::Value> = special_ids
         .iter()
@@ -343,7 +372,9 @@ pub fn make_test_model(out: &Path, opts: &TestModelOptions) -> Result<ModelSpec,
     });
     write(
         &out.join("tokenizer_config.json"),
-        serde_json::to_string_pretty(&tok_cfg).unwrap_or_default().as_bytes(),
+        serde_json::to_string_pretty(&tok_cfg)
+            .unwrap_or_default()
+            .as_bytes(),
     )?;
     let stop: Vec<u32> = fmt.stop.iter().filter_map(|s| id_of(s)).collect();
     let gen_cfg = json!({
@@ -356,7 +387,9 @@ pub fn make_test_model(out: &Path, opts: &TestModelOptions) -> Result<ModelSpec,
     });
     write(
         &out.join("generation_config.json"),
-        serde_json::to_string_pretty(&gen_cfg).unwrap_or_default().as_bytes(),
+        serde_json::to_string_pretty(&gen_cfg)
+            .unwrap_or_default()
+            .as_bytes(),
     )?;
 
     // Weights, in shards of at most max_shard_bytes.
@@ -377,7 +410,9 @@ pub fn make_test_model(out: &Path, opts: &TestModelOptions) -> Result<ModelSpec,
             groups.push(Vec::new());
             size = 0;
         }
-        groups.last_mut().map(|g| g.push(i));
+        if let Some(g) = groups.last_mut() {
+            g.push(i);
+        }
         size += b;
     }
     let n_shards = groups.len();
@@ -403,7 +438,12 @@ pub fn make_test_model(out: &Path, opts: &TestModelOptions) -> Result<ModelSpec,
     let index = out.join("model.safetensors.index.json");
     if n_shards > 1 {
         let idx = json!({"metadata": {"total_size": total}, "weight_map": weight_map});
-        write(&index, serde_json::to_string_pretty(&idx).unwrap_or_default().as_bytes())?;
+        write(
+            &index,
+            serde_json::to_string_pretty(&idx)
+                .unwrap_or_default()
+                .as_bytes(),
+        )?;
     } else if index.exists() {
         let _ = std::fs::remove_file(&index);
     }

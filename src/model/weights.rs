@@ -128,7 +128,10 @@ impl Checkpoint {
     pub fn f32(&self, name: &str) -> Result<Vec<f32>, ModelError> {
         let raw = self.raw(name)?;
         to_f32(raw.dtype, raw.bytes).ok_or_else(|| ModelError::BadFile {
-            path: self.file_of(name).map(Path::to_path_buf).unwrap_or_default(),
+            path: self
+                .file_of(name)
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
             message: format!(
                 "tensor '{name}' has dtype {:?}; expected BF16, F16 or F32",
                 raw.dtype
@@ -143,7 +146,10 @@ impl Checkpoint {
             let raw = self.raw(name)?;
             if raw.shape != shape.as_slice() {
                 return Err(ModelError::ShapeMismatch {
-                    path: self.file_of(name).map(Path::to_path_buf).unwrap_or_default(),
+                    path: self
+                        .file_of(name)
+                        .map(Path::to_path_buf)
+                        .unwrap_or_default(),
                     name: name.clone(),
                     found: raw.shape.to_vec(),
                     expected: shape.clone(),
@@ -151,7 +157,10 @@ impl Checkpoint {
             }
             if !matches!(raw.dtype, Dtype::BF16 | Dtype::F16 | Dtype::F32) {
                 return Err(ModelError::BadFile {
-                    path: self.file_of(name).map(Path::to_path_buf).unwrap_or_default(),
+                    path: self
+                        .file_of(name)
+                        .map(Path::to_path_buf)
+                        .unwrap_or_default(),
                     message: format!(
                         "tensor '{name}' has dtype {:?}; expected BF16, F16 or F32",
                         raw.dtype

@@ -10,13 +10,17 @@ use hybrid_tui::model::test_model::{Preset, TestModelOptions, WeightDtype, make_
 
 pub fn fixtures() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| tempfile::tempdir().expect("temp dir")).path()
+    DIR.get_or_init(|| tempfile::tempdir().expect("temp dir"))
+        .path()
 }
 
 /// A tiny Hugging Face model of `arch` (seed fixed per arch), made once.
 pub fn hf_model(arch: Arch) -> PathBuf {
     static MADE: OnceLock<std::sync::Mutex<()>> = OnceLock::new();
-    let _g = MADE.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    let _g = MADE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let dir = fixtures().join(format!("hf-{}", arch.name()));
     if !dir.join("config.json").exists() {
         make_test_model(
@@ -38,7 +42,10 @@ pub fn hf_model(arch: Arch) -> PathBuf {
 pub fn baked_model(arch: Arch, weights: &str) -> PathBuf {
     static MADE: OnceLock<std::sync::Mutex<()>> = OnceLock::new();
     let src = hf_model(arch);
-    let _g = MADE.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    let _g = MADE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let out = fixtures().join(format!("baked-{}-{weights}", arch.name()));
     if !out.join("manifest.toml").exists() {
         let opts = BakeOptions {
