@@ -146,7 +146,10 @@ pub fn dequantize_parts(
 pub fn quantize(w: &[f32], rows: usize, cols: usize, scheme: Scheme, group: usize) -> QuantMatrix {
     assert!(scheme.is_int(), "quantize called with a float scheme");
     assert_eq!(w.len(), rows * cols);
-    assert!(group > 0 && cols.is_multiple_of(group), "group must divide cols");
+    assert!(
+        group > 0 && cols.is_multiple_of(group),
+        "group must divide cols"
+    );
     let (low, high) = scheme.levels();
     let eps = f32::EPSILON;
     let asym = scheme.is_asym();

@@ -99,3 +99,85 @@ pub fn token_info(dir: &Path, _spec: &ModelSpec) -> Result<(Option<u32>, Vec<u32
     let eos = ids(get("eos_token_id"));
     Ok((bos, eos))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        std::fs::write(dir.join(name), text).expect("write");
+    }
+
+    #[test]
+    fn template_sources_in_order_of_precedence() {
+        let d = tempfile::tempdir().expect("tempdir");
+        assert_eq!(find_chat_template(d.path()).expect("none"), None);
+        write(
+            d.path(),
+            "tokenizer_config.json",
+            r#"{"chat_template": [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D"}]}"#,
+        );
+        assert_eq!(
+            find_chat_template(d.path()).expect("list").as_deref(),
+            Some("D")
+        );
+        write(d.path(), "chat_template.json", r#"{"chat_template": "J"}"#);
+        assert_eq!(
+            find_chat_template(d.path()).expect("json").as_deref(),
+            Some("J")
+        );
+        write(
+            d.path(),
+            "chat_template.jinja",
+            "{{ messages[0]['content'] }}",
+        );
+        let t = find_chat_template(d.path()).expect("jinja").expect("some");
+        let out = crate::model::chat::render(
+            &t,
+            &[crate::model::chat::Message::new("user", "hi")],
+            true,
+            "",
+            "",
+        )
+        .expect("render");
+        assert_eq!(out, "hi");
+    }
+
+    #[test]
+    fn broken_template_names_the_file() {
+        let d = tempfile::tempdir().expect("tempdir");
+        write(d.path(), "chat_template.jinja", "{% for m in messages %}");
+        let err = find_chat_template(d.path())
+            .expect_err("must fail")
+            .to_string();
+        assert!(
+            err.contains("chat_template.jinja") && err.contains("does not compile"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn eos_ids_from_generation_config_then_config() {
+        let d = tempfile::tempdir().expect("tempdir");
+        write(
+            d.path(),
+            "config.json",
+            r#"{"bos_token_id": 1, "eos_token_id": 2}"#,
+        );
+        let spec_json = r#"{"model_type":"llama","hidden_size":8,"intermediate_size":8,"num_hidden_layers":1,"num_attention_heads":2,"vocab_size":10}"#;
+        let spec = ModelSpec::from_hf_json(spec_json).expect("spec");
+        assert_eq!(
+            token_info(d.path(), &spec).expect("ids"),
+            (Some(1), vec![2])
+        );
+        write(
+            d.path(),
+            "generation_config.json",
+            r#"{"eos_token_id": [5, 6]}"#,
+        );
+        assert_eq!(
+            token_info(d.path(), &spec).expect("ids"),
+            (Some(1), vec![5, 6])
+        );
+    }
+}
