@@ -536,36 +536,6 @@ impl Graph {
     }
 }
 
-/// RoPE inverse frequencies in f32 (HF's computation, with Llama 3 scaling).
-fn rope_inv_freq(spec: &ModelSpec) -> Vec<f32> {
-    let hd = spec.head_dim;
-    (0..hd / 2)
-        .map(|i| {
-            let freq = 1.0f32 / (spec.rope_theta as f32).powf((2 * i) as f32 / hd as f32);
-            match spec.rope_scaling {
-                None => freq,
-                Some(sc) => {
-                    let old = sc.original_max_position_embeddings as f32;
-                    let (lo, hi, factor) = (
-                        sc.low_freq_factor as f32,
-                        sc.high_freq_factor as f32,
-                        sc.factor as f32,
-                    );
-                    let wavelen = 2.0 * std::f32::consts::PI / freq;
-                    if wavelen < old / hi {
-                        freq
-                    } else if wavelen > old / lo {
-                        freq / factor
-                    } else {
-                        let smooth = (old / wavelen - lo) / (hi - lo);
-                        (1.0 - smooth) * freq / factor + smooth * freq
-                    }
-                }
-            }
-        })
-        .collect()
-}
-
 fn f32_bytes(model: &BakedModel, name: &str) -> Result<Vec<u8>, StoreError> {
     let t = model.tensor(name)?;
     Ok(match t.scheme {
@@ -640,7 +610,7 @@ pub fn build_shard_a(model: &BakedModel, opts: &IrOptions) -> Result<ShardIr, Ir
     let (cos, sin) = if opts.layers > 0 {
         let pf = g.convert(&pos, Et::F32);
         let pf = g.unsqueeze(&pf, 2);
-        let inv = rope_inv_freq(&spec);
+        let inv = spec.rope_inv_freq();
         let invc = g.const_f32(&inv, vec![hd / 2]);
         let freqs = g.binary("Multiply", &pf, &invc);
         let emb = g.concat(&[&freqs, &freqs], 2);

@@ -306,6 +306,37 @@ impl ModelSpec {
             .sum()
     }
 
+    /// RoPE inverse frequencies `[head_dim / 2]` in f32, as Hugging Face
+    /// computes them (`1 / theta^(2i/d)`), with Llama 3 scaling when
+    /// configured. Shared by shard A's IR and shard B (the reference has its
+    /// own, independent copy).
+    pub fn rope_inv_freq(&self) -> Vec<f32> {
+        let hd = self.head_dim;
+        (0..hd / 2)
+            .map(|i| {
+                let freq = 1.0f32 / (self.rope_theta as f32).powf((2 * i) as f32 / hd as f32);
+                let Some(sc) = self.rope_scaling else {
+                    return freq;
+                };
+                let old = sc.original_max_position_embeddings as f32;
+                let (lo, hi, factor) = (
+                    sc.low_freq_factor as f32,
+                    sc.high_freq_factor as f32,
+                    sc.factor as f32,
+                );
+                let wavelen = 2.0 * std::f32::consts::PI / freq;
+                if wavelen < old / hi {
+                    freq
+                } else if wavelen > old / lo {
+                    freq / factor
+                } else {
+                    let smooth = (old / wavelen - lo) / (hi - lo);
+                    (1.0 - smooth) * freq / factor + smooth * freq
+                }
+            })
+            .collect()
+    }
+
     /// Default split: half of the layers in shard A.
     pub fn default_split(&self) -> usize {
         self.num_layers / 2
