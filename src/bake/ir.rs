@@ -26,7 +26,6 @@ use std::fmt::Write as _;
 
 use super::quant::Scheme;
 use super::store::{BakedModel, StoreError, StoredTensor};
-use crate::model::ModelSpec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShapeMode {
