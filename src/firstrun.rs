@@ -9,16 +9,20 @@ use crate::bake::ir::{IrOptions, ShapeMode, build_shard_a};
 use crate::bake::store::{BakedModel, MANIFEST};
 use crate::bake::{BakeOptions, bake};
 use crate::config::Settings;
-use crate::executive::kv::{KvCache, dynamic_mask, static_mask};
-use crate::executive::session::{DeviceProps, ShardASession, ShardInputs, new_core};
+use crate::executive::runner::ShardARunner;
+use crate::executive::session::{DeviceProps, ShardASession, new_core};
 use crate::model::Arch;
 use crate::model::chat::{Message, render};
-use crate::model::test_model::{Preset, TestModelOptions, WeightDtype, demo_dir, make_test_model};
+use crate::model::test_model::{self, Preset, TestModelOptions, demo_dir, make_test_model};
+use crate::shard_b::sampling::{Sampler, SamplingParams, StopCriteria};
+use crate::shard_b::{HiddenDtype, ShardB, WeightDtype, select_device};
 
 /// The demo model: a random-weight Qwen2-style model of the tiny preset.
 pub const DEMO_ARCH: Arch = Arch::Qwen2;
 pub const DEMO_PRESET: Preset = Preset::Tiny;
 pub const DEMO_SEED: u64 = 42;
+/// Tokens the first run generates.
+pub const FIRST_RUN_TOKENS: usize = 24;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FirstRunError {
@@ -44,6 +48,8 @@ pub enum FirstRunError {
     Ir(#[from] crate::bake::ir::IrError),
     #[error(transparent)]
     Runtime(#[from] crate::executive::RuntimeError),
+    #[error(transparent)]
+    ShardB(#[from] crate::shard_b::ShardBError),
     #[error("{0}")]
     Other(String),
 }
@@ -80,7 +86,7 @@ pub fn resolve_model(settings: &Settings, steps: &mut Vec<Step>) -> Result<PathB
                 arch: DEMO_ARCH,
                 preset: DEMO_PRESET,
                 seed: DEMO_SEED,
-                dtype: WeightDtype::Bf16,
+                dtype: test_model::WeightDtype::Bf16,
                 max_shard_bytes: 2 << 30,
             },
         )?;
@@ -176,7 +182,7 @@ pub fn run_first_token(settings: &Settings, baked: &Path) -> Result<FirstToken, 
     ));
     let mut core = new_core(&settings.openvino.runtime_dir)?;
     let device = settings.shard_a.device.as_str();
-    let mut session = ShardASession::compile(
+    let session = ShardASession::compile(
         &mut core,
         &ir,
         &spec,
@@ -188,72 +194,69 @@ pub fn run_first_token(settings: &Settings, baked: &Path) -> Result<FirstToken, 
         session.compile_time.as_secs_f64()
     ));
 
-    let positions: Vec<i64> = (0..ids.len() as i64).collect();
-    let (hidden, elapsed) = match mode {
-        ShapeMode::Dynamic => {
-            let cache = KvCache::dynamic(&spec, k);
-            let mask = dynamic_mask(0, ids.len(), spec.sliding_window);
-            let out = session.infer(&ShardInputs {
-                batch: 1,
-                tokens: ids.len(),
-                past_len: 0,
-                input_ids: &ids,
-                position_ids: &positions,
-                attention_mask: &mask,
-                past: cache.past(),
-            })?;
-            (out.hidden, out.elapsed)
-        }
-        ShapeMode::Static { chunk, capacity } => {
-            // Prefill in chunks of `chunk` tokens into the fixed-capacity cache.
-            let mut cache = KvCache::fixed(&spec, k, capacity);
-            let mut last = Vec::new();
-            let mut total = std::time::Duration::ZERO;
-            for (ci, part) in ids.chunks(chunk).enumerate() {
-                let start = ci * chunk;
-                let mut cid = vec![0i64; chunk];
-                cid[..part.len()].copy_from_slice(part);
-                let cpos: Vec<i64> = (0..chunk).map(|i| (start + i) as i64).collect();
-                let mask = static_mask(
-                    capacity,
-                    cache.len(),
-                    chunk,
-                    part.len(),
-                    spec.sliding_window,
-                );
-                let out = session.infer(&ShardInputs {
-                    batch: 1,
-                    tokens: chunk,
-                    past_len: capacity,
-                    input_ids: &cid,
-                    position_ids: &cpos,
-                    attention_mask: &mask,
-                    past: cache.past(),
-                })?;
-                total += out.elapsed;
-                if !cache.append(&out.present, chunk, part.len()) {
-                    return Err(FirstRunError::Other(format!(
-                        "the prompt ({} tokens) does not fit shard_a.kv_capacity = {capacity}",
-                        ids.len()
-                    )));
-                }
-                let h = spec.hidden_size;
-                last = out.hidden[(part.len() - 1) * h..part.len() * h].to_vec();
-            }
-            (last, total)
-        }
-    };
+    let prompt: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
+    let mut runner = ShardARunner::new(session);
+    let hidden = runner.run(&prompt)?;
     let h = spec.hidden_size;
     let last = &hidden[hidden.len() - h..];
     let norm = last.iter().map(|x| x * x).sum::<f32>().sqrt();
     steps.push(format!(
         "ran the prompt through shard A in {:.2} ms: last token's hidden state has {h} values, L2 norm {norm:.3}",
-        elapsed.as_secs_f64() * 1e3
+        runner.infer_time.as_secs_f64() * 1e3
     ));
+
+    // Shard B, in this process for now (the executive process and the
+    // shared-memory rings come next): layers [k, L), norm, lm_head, sampling.
+    let t0 = Instant::now();
+    let (device, info) =
+        select_device(&settings.shard_b).map_err(|e| FirstRunError::Other(e.to_string()))?;
+    let dtype = WeightDtype::parse(&settings.shard_b.weights_dtype).unwrap_or(WeightDtype::F32);
+    let shard_b = ShardB::load(&model, k, device, info, dtype)?;
     steps.push(format!(
-        "shard B (layers [{k}, {}), norm, lm_head, sampling on burn) and the chat screen are not built yet",
-        spec.num_layers
+        "loaded shard B: layers [{k}, {}) + norm + lm_head on burn {} ({}), {:.1} MB of weights, in {:.2}s",
+        spec.num_layers,
+        shard_b.info.backend,
+        shard_b.info.name,
+        shard_b.resident_weight_bytes() as f64 / 1e6,
+        t0.elapsed().as_secs_f64()
     ));
+    let capacity = settings.shard_a.kv_capacity;
+    let mut stream = shard_b.new_stream(capacity);
+    let mut sampler = Sampler::new(SamplingParams::greedy());
+    sampler.observe(&prompt);
+    let stop = StopCriteria {
+        eos: model.manifest.tokens.eos_token_ids.clone(),
+        ..Default::default()
+    };
+    let bytes: Vec<u8> = hidden.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let t0 = Instant::now();
+    let logits = shard_b.forward_bytes(&bytes, HiddenDtype::F32, prompt.len(), &mut stream)?;
+    let mut token = sampler.sample(logits)?;
+    let ttft = t0.elapsed();
+    let mut out = vec![token];
+    let t1 = Instant::now();
+    while out.len() < FIRST_RUN_TOKENS && prompt.len() + out.len() < capacity {
+        let text = tokenizer.decode(&out, true).unwrap_or_default();
+        if stop.check(token, &text).is_some() {
+            break;
+        }
+        let hidden = runner.run(&[token])?;
+        let bytes: Vec<u8> = hidden.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let logits = shard_b.forward_bytes(&bytes, HiddenDtype::F32, 1, &mut stream)?;
+        token = sampler.sample(logits)?;
+        out.push(token);
+    }
+    let decode = t1.elapsed().as_secs_f64();
+    let text = tokenizer.decode(&out, true).unwrap_or_default();
+    steps.push(format!(
+        "first token after {:.1} ms in shard B; {} tokens generated greedily ({:.1} tok/s): {text:?}",
+        ttft.as_secs_f64() * 1e3,
+        out.len(),
+        (out.len() - 1) as f64 / decode.max(1e-9)
+    ));
+    if settings.model.source == "demo" {
+        steps.push("the demo model has random weights: its answers are noise; bake a real model for real answers".into());
+    }
     Ok(FirstToken {
         steps,
         prompt_tokens: ids.len(),

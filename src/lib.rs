@@ -8,3 +8,4 @@ pub mod firstrun;
 pub mod model;
 pub mod paths;
 pub mod reference;
+pub mod shard_b;

@@ -202,7 +202,8 @@ fn first_run_makes_bakes_and_runs_shard_a_then_reuses() {
         .stdout(
             predicate::str::contains("baked earlier")
                 .and(predicate::str::contains("layers [0, 4) of 4 (static mode"))
-                .and(predicate::str::contains("ran the prompt through shard A")),
+                .and(predicate::str::contains("ran the prompt through shard A"))
+                .and(predicate::str::contains("tokens generated greedily")),
         );
 }
 

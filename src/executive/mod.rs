@@ -4,6 +4,7 @@
 
 pub mod kv;
 pub mod probe;
+pub mod runner;
 pub mod runtime;
 pub mod session;
 

@@ -243,13 +243,15 @@ fn train_tokenizer(arch: Arch, preset: Preset) -> Result<(String, Vec<(String, u
 }
 
 /// Initial values: (std, mean) of the normal each tensor is drawn from.
-fn init(name: &str, shape: &[usize]) -> (f32, f32) {
+fn init(name: &str, shape: &[usize], tied: bool) -> (f32, f32) {
     if name.ends_with("layernorm.weight") || name == "model.norm.weight" {
         (0.1, 1.0)
     } else if name.ends_with(".bias") {
         (0.1, 0.0)
     } else if name == "model.embed_tokens.weight" {
-        (0.5, 0.0)
+        // Tied to lm_head, a strong embedding makes every token predict
+        // itself (the residual carries it to the logits): keep it faint.
+        (if tied { EMBED_STD_TIED } else { 0.5 }, 0.0)
     } else {
         // Variance 1/fan_in keeps activations O(1) and attention non-uniform.
         (1.0 / (shape[1] as f32).sqrt(), 0.0)
@@ -257,6 +259,7 @@ fn init(name: &str, shape: &[usize]) -> (f32, f32) {
 }
 
 const CHUNK: usize = 1 << 20;
+const EMBED_STD_TIED: f32 = 0.02;
 
 fn random_tensor(seed: u64, index: u64, n: usize, std: f32, mean: f32) -> Vec<f32> {
     let normal =
@@ -426,7 +429,7 @@ pub fn make_test_model(out: &Path, opts: &TestModelOptions) -> Result<ModelSpec,
         let mut data = Vec::new();
         for &i in group {
             let (name, shape) = &tensors[i];
-            let (std, mean) = init(name, shape);
+            let (std, mean) = init(name, shape, spec.tie_word_embeddings);
             let n = shape.iter().product();
             let values = random_tensor(opts.seed, i as u64, n, std, mean);
             let (dt, bytes) = encode(&values, opts.dtype);

@@ -1,0 +1,180 @@
+//! Sampling on the device; only the chosen token id is read back.
+//!
+//! Order (as Hugging Face's logits processors): repetition penalty →
+//! temperature → top-k → top-p → min-p, then a Gumbel-max draw: the argmax
+//! of `logits + g` with `g = -ln(-ln u)`, `u` uniform, picks token `i` with
+//! probability `softmax(logits)_i`. The uniforms come from the stream's own
+//! seeded ChaCha8 generator, so a seed reproduces a stream whatever else runs.
+//! Temperature 0 is greedy (argmax).
+
+use std::collections::BTreeSet;
+
+use burn::tensor::activation::softmax;
+use burn::tensor::{DType, Device, IndexingUpdateOp, Int, Tensor, TensorData};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::ShardBError;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    /// 0 is greedy.
+    pub temperature: f32,
+    /// 0 is off.
+    pub top_k: usize,
+    /// 1 is off.
+    pub top_p: f32,
+    /// 0 is off.
+    pub min_p: f32,
+    /// 1 is off; > 1 discourages tokens already in the context.
+    pub repetition_penalty: f32,
+    pub seed: u64,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        SamplingParams {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+impl SamplingParams {
+    pub fn greedy() -> SamplingParams {
+        SamplingParams::default()
+    }
+}
+
+/// One stream's sampler: parameters, its random generator and the context
+/// the repetition penalty looks at.
+pub struct Sampler {
+    pub params: SamplingParams,
+    rng: ChaCha8Rng,
+    seen: BTreeSet<u32>,
+}
+
+fn read_id(t: Tensor<1, Int>) -> Result<u32, ShardBError> {
+    let v = t
+        .into_data()
+        .try_into_vec_as::<i64>()
+        .map_err(|e| ShardBError::Readback(format!("{e:?}")))?;
+    v.first()
+        .map(|&i| i as u32)
+        .ok_or_else(|| ShardBError::Readback("empty result".into()))
+}
+
+impl Sampler {
+    pub fn new(params: SamplingParams) -> Sampler {
+        Sampler {
+            rng: ChaCha8Rng::seed_from_u64(params.seed),
+            params,
+            seen: BTreeSet::new(),
+        }
+    }
+
+    /// Tokens of the context (prompt and output) for the repetition penalty.
+    pub fn observe(&mut self, ids: &[u32]) {
+        self.seen.extend(ids.iter().copied());
+    }
+
+    /// Choose the next token from the last row of `logits` `[T, vocab]`.
+    pub fn sample(&mut self, logits: Tensor<2>) -> Result<u32, ShardBError> {
+        let [t, v] = logits.dims();
+        let device = logits.device();
+        let mut l: Tensor<1> = logits.narrow(0, t - 1, 1).reshape([v]);
+        let p = &self.params;
+        if p.repetition_penalty != 1.0 && !self.seen.is_empty() {
+            l = penalize(l, &self.seen, p.repetition_penalty, &device);
+        }
+        let id = if p.temperature <= 0.0 {
+            read_id(l.argmax(0))?
+        } else {
+            let l = l.div_scalar(p.temperature);
+            let (mut sorted, order) = l.sort_descending_with_indices(0);
+            if p.top_k > 0 && p.top_k < v {
+                let pos = Tensor::<1, Int>::arange(0..v as i64, &device);
+                sorted =
+                    sorted.mask_fill(pos.greater_equal_elem(p.top_k as i64), f32::NEG_INFINITY);
+            }
+            if p.top_p < 1.0 {
+                let probs = softmax(sorted.clone(), 0);
+                // Keep the smallest prefix whose mass reaches top_p (the first always stays).
+                let before = probs.clone().cumsum(0) - probs;
+                sorted = sorted.mask_fill(before.greater_equal_elem(p.top_p), f32::NEG_INFINITY);
+            }
+            if p.min_p > 0.0 {
+                let probs = softmax(sorted.clone(), 0);
+                let top = probs.clone().narrow(0, 0, 1);
+                sorted = sorted.mask_fill((probs / top).lower_elem(p.min_p), f32::NEG_INFINITY);
+            }
+            let gumbel: Vec<f32> = (0..v)
+                .map(|_| {
+                    let u: f64 = self.rng.random_range(f64::MIN_POSITIVE..1.0);
+                    (-(-u.ln()).ln()) as f32
+                })
+                .collect();
+            let g = Tensor::<1>::from_data(TensorData::new(gumbel, [v]), (&device, DType::F32));
+            let j = (sorted + g).argmax(0);
+            read_id(order.select(0, j))?
+        };
+        self.seen.insert(id);
+        Ok(id)
+    }
+}
+
+/// Hugging Face's repetition penalty: positive logits divided by `penalty`,
+/// negative ones multiplied, for every token already seen.
+fn penalize(l: Tensor<1>, seen: &BTreeSet<u32>, penalty: f32, device: &Device) -> Tensor<1> {
+    let ids: Vec<i64> = seen
+        .iter()
+        .filter(|&&i| (i as usize) < l.dims()[0])
+        .map(|&i| i as i64)
+        .collect();
+    if ids.is_empty() {
+        return l;
+    }
+    let n = ids.len();
+    let idx = Tensor::<1, Int>::from_data(TensorData::new(ids, [n]), device);
+    let g = l.clone().select(0, idx.clone());
+    let shrunk = g.clone().div_scalar(penalty);
+    let grown = g.clone().mul_scalar(penalty);
+    let new = shrunk.mask_where(g.lower_elem(0.0), grown);
+    l.select_assign(0, idx, new, IndexingUpdateOp::Assign)
+}
+
+/// Why generation stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    /// One of the model's end-of-sequence ids.
+    Eos(u32),
+    /// A stop string appeared in the text.
+    StopString(String),
+    /// The token budget is spent.
+    Length,
+}
+
+/// Stops on every eos id of generation_config.json and on stop strings.
+#[derive(Debug, Clone, Default)]
+pub struct StopCriteria {
+    pub eos: Vec<u32>,
+    pub stop_strings: Vec<String>,
+    pub ignore_eos: bool,
+}
+
+impl StopCriteria {
+    /// `text` is the generated text so far (decoded), including `token`.
+    pub fn check(&self, token: u32, text: &str) -> Option<StopReason> {
+        if !self.ignore_eos && self.eos.contains(&token) {
+            return Some(StopReason::Eos(token));
+        }
+        self.stop_strings
+            .iter()
+            .find(|s| !s.is_empty() && text.contains(s.as_str()))
+            .map(|s| StopReason::StopString(s.clone()))
+    }
+}
