@@ -8,8 +8,9 @@
 //!
 //! Run: `cargo bench --bench shard_b`. Environment:
 //! - HYBRID_BENCH_PRESET: tiny | small | llama-3.2-1b (default) | qwen2.5-0.5b
-//! - HYBRID_BENCH_BACKENDS: comma list of cpu, vulkan (default: cpu, plus vulkan when an adapter exists)
-//! - HYBRID_BENCH_DTYPE: f32 (default on cpu) or f16 (default on vulkan)
+//! - HYBRID_BENCH_BACKENDS: comma list of backend[:dtype], backend cpu or
+//!   vulkan, dtype f32 or f16 (default: cpu:f32, plus vulkan:f16 when a
+//!   Vulkan adapter exists)
 //! - HYBRID_BENCH_STEPS: decode steps measured (default 32)
 
 use std::time::Instant;
@@ -80,14 +81,12 @@ fn main() {
     let model = BakedModel::open(&baked).unwrap_or_else(|e| fail("open", e));
     let spec = model.spec().clone();
     let k = spec.num_layers / 2;
-    for backend in backends {
-        let dtype_name = std::env::var("HYBRID_BENCH_DTYPE").unwrap_or_else(|_| {
-            if backend == "cpu" {
-                "f32".into()
-            } else {
-                "f16".into()
-            }
-        });
+    for entry in backends {
+        let (backend, dtype_name) = match entry.split_once(':') {
+            Some((b, d)) => (b.to_string(), d.to_string()),
+            None if entry == "cpu" => (entry.clone(), "f32".to_string()),
+            None => (entry.clone(), "f16".to_string()),
+        };
         let dtype = WeightDtype::parse(&dtype_name).unwrap_or_else(|| fail("dtype", &dtype_name));
         let settings = ShardBSettings {
             backend: backend.clone(),
