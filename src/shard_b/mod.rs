@@ -59,6 +59,9 @@ pub enum ShardBError {
     Readback(String),
 }
 
+/// Granularity, in cache slots, of the key span attention reads.
+pub const ATTENTION_SPAN: usize = 128;
+
 /// Element type of hidden states arriving as bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HiddenDtype {
@@ -320,8 +323,15 @@ impl ShardB {
         let (nh, nkv, hd) = (s.num_heads, s.num_kv_heads, s.head_dim);
         let rep = nh / nkv;
         let total = pos + t;
+        // Attention reads the cache in spans of ATTENTION_SPAN slots (masked
+        // past the fill), so kernel shapes, and the autotuning each new shape
+        // costs on a GPU, change once every ATTENTION_SPAN tokens, not every token.
+        let span = total
+            .div_ceil(ATTENTION_SPAN)
+            .saturating_mul(ATTENTION_SPAN)
+            .min(stream.capacity);
         let (cos, sin) = self.rope_tables(pos, t);
-        let mask = self.mask(pos, t, rep);
+        let mask = self.mask(pos, t, rep, span);
         let scale = 1.0 / (hd as f64).sqrt();
         for (li, layer) in self.layers.iter().enumerate() {
             let n = rms_norm(x.clone(), &layer.in_norm, s.rms_norm_eps);
@@ -338,8 +348,8 @@ impl ShardB {
                 Tensor::empty([0, 0, 0], &self.device),
             );
             stream.values[li] = values.slice_assign(range, v);
-            let keys = stream.keys[li].clone().slice([0..nkv, 0..total, 0..hd]);
-            let values = stream.values[li].clone().slice([0..nkv, 0..total, 0..hd]);
+            let keys = stream.keys[li].clone().slice([0..nkv, 0..span, 0..hd]);
+            let values = stream.values[li].clone().slice([0..nkv, 0..span, 0..hd]);
             // [nh, T, hd] → [nkv, rep*T, hd]: query heads of one KV head become rows.
             let qg = q.reshape([nkv, rep * t, hd]);
             let scores = qg.matmul(keys.swap_dims(1, 2)).mul_scalar(scale) + mask.clone();
@@ -377,10 +387,10 @@ impl ShardB {
         (mk(cos), mk(sin))
     }
 
-    /// Additive mask `[1, rep*T, pos+T]` (causal, sliding window), rows in the
-    /// `[rep, T]` order of the grouped query.
-    fn mask(&self, pos: usize, t: usize, rep: usize) -> Tensor<3> {
-        let total = pos + t;
+    /// Additive mask `[1, rep*T, span]` (causal, sliding window, slots past
+    /// the fill hidden), rows in the `[rep, T]` order of the grouped query.
+    fn mask(&self, pos: usize, t: usize, rep: usize, span: usize) -> Tensor<3> {
+        let total = span;
         let window = self.spec.sliding_window;
         let mut one = vec![f32::NEG_INFINITY; t * total];
         for i in 0..t {
