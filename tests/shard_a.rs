@@ -10,7 +10,8 @@ mod common;
 use common::{baked_model, fresh_seed, hf_model, rel_err};
 use hybrid_tui::bake::ir::{IrOptions, ShapeMode, build_shard_a};
 use hybrid_tui::bake::store::BakedModel;
-use hybrid_tui::executive::kv::{KvCache, dynamic_mask, static_mask};
+use hybrid_tui::executive::kv::{KvCache, static_mask};
+use hybrid_tui::executive::runner::ShardARunner;
 use hybrid_tui::executive::session::{DeviceProps, ShardASession, ShardInputs, new_core};
 use hybrid_tui::model::{Arch, Checkpoint, ModelSpec};
 use hybrid_tui::reference::{RefCache, Reference};
@@ -56,35 +57,18 @@ fn ov_dynamic(model: &BakedModel, tokens: &[u32], k: usize) -> Vec<Vec<f32>> {
     )
     .expect("ir");
     let mut core = new_core("").expect("runtime");
-    let mut s =
-        ShardASession::compile(&mut core, &ir, &spec, "CPU", &exact_props()).expect("compile");
-    let mut cache = KvCache::dynamic(&spec, k);
-    let mut out = Vec::new();
-    let mut step = |ids: &[u32], cache: &mut KvCache| -> Vec<Vec<f32>> {
-        let p = cache.len();
-        let ids64: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
-        let pos: Vec<i64> = (p..p + ids.len()).map(|i| i as i64).collect();
-        let mask = dynamic_mask(p, ids.len(), spec.sliding_window);
-        let o = s
-            .infer(&ShardInputs {
-                batch: 1,
-                tokens: ids.len(),
-                past_len: p,
-                input_ids: &ids64,
-                position_ids: &pos,
-                attention_mask: &mask,
-                past: cache.past(),
-            })
-            .expect("infer");
-        cache.replace(o.present, ids.len());
-        o.hidden
-            .chunks(spec.hidden_size)
-            .map(<[f32]>::to_vec)
-            .collect()
+    let s = ShardASession::compile(&mut core, &ir, &spec, "CPU", &exact_props()).expect("compile");
+    // The executive's stream runner: positions, masks and present → past.
+    let mut runner = ShardARunner::new(s);
+    let h = spec.hidden_size;
+    let mut out: Vec<Vec<f32>> = Vec::new();
+    let mut step = |ids: &[u32]| {
+        let hidden = runner.run(ids).expect("infer");
+        out.extend(hidden.chunks(h).map(<[f32]>::to_vec));
     };
-    out.extend(step(&tokens[..PROMPT], &mut cache));
+    step(&tokens[..PROMPT]);
     for t in &tokens[PROMPT..] {
-        out.extend(step(std::slice::from_ref(t), &mut cache));
+        step(std::slice::from_ref(t));
     }
     out
 }

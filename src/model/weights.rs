@@ -1,6 +1,6 @@
 //! Memory-mapped safetensors checkpoints: one file or an indexed set of shards.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -141,7 +141,6 @@ impl Checkpoint {
 
     /// Check every expected tensor is present with the right shape and a float dtype.
     pub fn validate(&self, expected: &[(String, Vec<usize>)]) -> Result<(), ModelError> {
-        let mut seen: HashMap<&str, ()> = HashMap::new();
         for (name, shape) in expected {
             let raw = self.raw(name)?;
             if raw.shape != shape.as_slice() {
@@ -167,7 +166,6 @@ impl Checkpoint {
                     ),
                 });
             }
-            seen.insert(name.as_str(), ());
         }
         Ok(())
     }
