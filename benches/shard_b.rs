@@ -92,6 +92,8 @@ fn main() {
             backend: backend.clone(),
             adapter: "auto".into(),
             weights_dtype: dtype_name.clone(),
+            threads: 0,
+            cpu_cores: String::new(),
         };
         let (device, info) = select_device(&settings).unwrap_or_else(|e| fail("device", e));
         let t0 = Instant::now();

@@ -1,11 +1,16 @@
 //! hybrid-tui's engine: settings, model preparation (bake), shard A on
 //! OpenVINO, and the reference forward pass. The binaries are thin front ends.
 
+pub mod affinity;
 pub mod bake;
 pub mod config;
 pub mod executive;
 pub mod firstrun;
+pub mod generate;
 pub mod model;
 pub mod paths;
+pub mod pipeline;
 pub mod reference;
+pub mod ring;
 pub mod shard_b;
+pub mod supervisor;

@@ -9,9 +9,11 @@ use clap::{Args, Parser, Subcommand};
 use hybrid_tui::bake::quant::Scheme;
 use hybrid_tui::bake::{Backup, BakeOptions, BakeReport, Progress, bake};
 use hybrid_tui::config::{CliLayer, Loaded, Settings, SettingsEnv, parse_override};
-use hybrid_tui::firstrun::{resolve_model, run_first_token};
+use hybrid_tui::firstrun::{FIRST_RUN_TOKENS, resolve_model};
+use hybrid_tui::generate::{GenerateOptions, baked_dir_for, generate, print_summary};
 use hybrid_tui::model::Arch;
 use hybrid_tui::model::test_model::{Preset, TestModelOptions, WeightDtype, make_test_model};
+use hybrid_tui::shard_b::sampling::SamplingParams;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -61,6 +63,64 @@ enum Command {
     MakeTestModel(MakeTestModelArgs),
     /// Compress a Hugging Face model (data-free, NNCF's semantics) into a baked directory.
     Bake(BakeArgs),
+    /// Generate text headless: shard A in the executive, shard B here, streamed to stdout.
+    Generate(GenerateArgs),
+}
+
+#[derive(Args, Debug)]
+struct GenerateArgs {
+    /// Baked model directory, or a Hugging Face directory (baked into the cache on first use and reused). Default: the model.source setting.
+    #[arg(long = "model", id = "gen_model", value_name = "DIR")]
+    model: Option<PathBuf>,
+    /// The prompt.
+    #[arg(
+        long,
+        conflicts_with = "prompt_file",
+        required_unless_present = "prompt_file"
+    )]
+    prompt: Option<String>,
+    /// Read the prompt from a file ("-" for stdin).
+    #[arg(long, value_name = "FILE")]
+    prompt_file: Option<PathBuf>,
+    /// Apply the model's chat template (the prompt is the user's message).
+    #[arg(long)]
+    chat: bool,
+    /// System message (with --chat).
+    #[arg(long, requires = "chat")]
+    system: Option<String>,
+    /// Most tokens to generate per stream.
+    #[arg(short = 'n', long = "max-tokens", default_value_t = 128)]
+    n: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.7)]
+    temperature: f32,
+    /// Keep the k most likely tokens (0 = off).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Keep the smallest set of tokens with this much probability (1 = off).
+    #[arg(long, default_value_t = 0.9)]
+    top_p: f32,
+    /// Drop tokens below this share of the top token's probability (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    /// > 1 discourages tokens already in the context.
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    /// Seed of the sampler (stream i uses seed + i).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Stop when this text appears (repeatable).
+    #[arg(long = "stop", value_name = "TEXT")]
+    stop: Vec<String>,
+    /// Do not stop at end-of-sequence tokens (fixed-length runs).
+    #[arg(long)]
+    ignore_eos: bool,
+    /// Run S copies of the prompt in parallel.
+    #[arg(long, default_value_t = 1)]
+    streams: usize,
+    /// Print token ids, text and metrics as JSON at the end instead of streaming text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -197,9 +257,82 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Some(Command::Generate(a)) => cmd_generate(&loaded, a),
         None => cmd_first_run(&loaded),
         Some(_) => Ok(()),
     }
+}
+
+fn cmd_generate(loaded: &Loaded, a: GenerateArgs) -> Result<()> {
+    let s = &loaded.settings;
+    let prompt = match (&a.prompt, &a.prompt_file) {
+        (Some(p), _) => p.clone(),
+        (None, Some(f)) if f.as_os_str() == "-" => {
+            let mut t = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)
+                .context("reading the prompt from stdin")?;
+            t
+        }
+        (None, Some(f)) => {
+            std::fs::read_to_string(f).with_context(|| format!("--prompt-file {}", f.display()))?
+        }
+        (None, None) => bail!("give --prompt TEXT or --prompt-file FILE"),
+    };
+    if a.streams == 0 {
+        bail!("--streams must be at least 1");
+    }
+    if !(a.temperature >= 0.0 && a.temperature.is_finite()) {
+        bail!(
+            "--temperature {}: must be 0 (greedy) or more",
+            a.temperature
+        );
+    }
+    if !(0.0..=1.0).contains(&a.top_p) || a.top_p == 0.0 {
+        bail!("--top-p {}: must be in (0, 1]", a.top_p);
+    }
+    let mut note = |m: String| eprintln!("{m}");
+    let model_dir = match &a.model {
+        Some(d) => baked_dir_for(d, &mut note)?,
+        None => {
+            let mut steps = Vec::new();
+            let r = resolve_model(s, &mut steps);
+            for step in steps {
+                eprintln!("{step}");
+            }
+            r?
+        }
+    };
+    let opts = GenerateOptions {
+        model: a.model.clone(),
+        prompt,
+        chat: a.chat,
+        system: a.system.clone(),
+        max_new_tokens: a.n,
+        sampling: SamplingParams {
+            temperature: a.temperature,
+            top_k: a.top_k,
+            top_p: a.top_p,
+            min_p: a.min_p,
+            repetition_penalty: a.repetition_penalty,
+            seed: a.seed,
+        },
+        stop_strings: a.stop.clone(),
+        ignore_eos: a.ignore_eos,
+        streams: a.streams,
+        json: a.json,
+    };
+    let mut out = std::io::stdout();
+    let mut err = std::io::stderr();
+    let summary = generate(s, &model_dir, &opts, &mut out, &mut err)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print_summary(&summary, &mut err)?;
+    }
+    if let Some(e) = summary.streams.iter().find_map(|r| r.error.clone()) {
+        bail!("{e}");
+    }
+    Ok(())
 }
 
 fn cmd_first_run(loaded: &Loaded) -> Result<()> {
@@ -217,9 +350,29 @@ fn cmd_first_run(loaded: &Loaded) -> Result<()> {
         println!("  • {step}");
     }
     let model = model?;
-    let report = run_first_token(s, &model)?;
-    for step in &report.steps {
-        println!("  • {step}");
+    println!(
+        "  • chat prompt through shard A (executive process) → shared memory → shard B, greedy:"
+    );
+    let opts = GenerateOptions {
+        model: None,
+        prompt: "Hello! What can you do?".into(),
+        chat: true,
+        system: None,
+        max_new_tokens: FIRST_RUN_TOKENS,
+        sampling: SamplingParams::greedy(),
+        stop_strings: Vec::new(),
+        ignore_eos: false,
+        streams: 1,
+        json: false,
+    };
+    let mut out = std::io::stdout();
+    let mut err = std::io::stdout();
+    let summary = generate(s, &model, &opts, &mut out, &mut err)?;
+    print_summary(&summary, &mut err)?;
+    if s.model.source == "demo" {
+        println!(
+            "  • the demo model has random weights: its answers are noise; bake a real model for real answers"
+        );
     }
     Ok(())
 }

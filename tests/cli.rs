@@ -3,7 +3,9 @@
 mod common;
 
 use assert_cmd::Command;
-use common::hf_model;
+use std::path::Path;
+
+use common::{baked_model, hf_model};
 use hybrid_tui::model::Arch;
 use predicates::prelude::*;
 
@@ -185,8 +187,11 @@ fn first_run_makes_bakes_and_runs_shard_a_then_reuses() {
     cmd("hybrid-tui", h.path()).assert().success().stdout(
         predicate::str::contains("made the demo model")
             .and(predicate::str::contains("baked it"))
-            .and(predicate::str::contains("compiled it on OpenVINO CPU"))
-            .and(predicate::str::contains("ran the prompt through shard A")),
+            .and(predicate::str::contains("shard A (executive process)"))
+            .and(predicate::str::contains(
+                "split 2/4 · shard A on OpenVINO CPU (compiled in",
+            ))
+            .and(predicate::str::contains("stream 0: ")),
     );
     cmd("hybrid-tui", h.path())
         .args([
@@ -201,9 +206,10 @@ fn first_run_makes_bakes_and_runs_shard_a_then_reuses() {
         .success()
         .stdout(
             predicate::str::contains("baked earlier")
-                .and(predicate::str::contains("layers [0, 4) of 4 (static mode"))
-                .and(predicate::str::contains("ran the prompt through shard A"))
-                .and(predicate::str::contains("tokens generated greedily")),
+                .and(predicate::str::contains(
+                    "split 4/4 · shard A on OpenVINO CPU",
+                ))
+                .and(predicate::str::contains("stream 0: ")),
         );
 }
 
@@ -225,4 +231,104 @@ fn first_run_with_a_model_that_is_not_baked_says_how() {
         .assert()
         .failure()
         .stderr(predicate::str::contains("split k=9 is out of range"));
+}
+
+fn generate_json(h: &Path, args: &[&str]) -> serde_json::Value {
+    let out = cmd("hybrid-tui", h)
+        .args(["--set", "shard_a.inference_precision=f32", "generate"])
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+#[test]
+fn generate_streams_text_and_reports_json() {
+    let h = tempfile::tempdir().unwrap();
+    let baked = baked_model(Arch::Qwen2, "int4_sym");
+    let m = baked.to_str().unwrap();
+    // Greedy, fixed length, two streams: both equal, 12 tokens each.
+    let greedy12 = [
+        "--model",
+        m,
+        "--prompt",
+        "the cat",
+        "--chat",
+        "-n",
+        "12",
+        "--ignore-eos",
+        "--temperature",
+        "0",
+    ];
+    let v = generate_json(h.path(), &[&greedy12[..], &["--streams", "2"]].concat());
+    let streams = v["streams"].as_array().unwrap();
+    assert_eq!(streams.len(), 2);
+    assert_eq!(streams[0]["tokens"].as_array().unwrap().len(), 12);
+    assert_eq!(streams[0]["tokens"], streams[1]["tokens"]);
+    assert_eq!(streams[0]["finish"], "length");
+    assert!(v["throughput_tok_s"].as_f64().unwrap() > 0.0);
+    assert!(v["stages"]["a_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["split"], 2);
+    // --split 0: every layer on shard B; the same greedy tokens.
+    let v0 = generate_json(h.path(), &[&greedy12[..], &["--split", "0"]].concat());
+    assert_eq!(v0["split"], 0);
+    assert_eq!(v0["streams"][0]["tokens"], streams[0]["tokens"]);
+    // Text streams to stdout, the summary to stderr.
+    cmd("hybrid-tui", h.path())
+        .args([
+            "generate", "--model", m, "--prompt", "hi", "-n", "4", "--seed", "3",
+        ])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("stream 0: ").and(predicate::str::contains("tok/s")));
+}
+
+#[test]
+fn generate_bakes_a_hugging_face_directory_once() {
+    let h = tempfile::tempdir().unwrap();
+    let hf = hf_model(Arch::Llama);
+    let run = || {
+        cmd("hybrid-tui", h.path())
+            .args(["generate", "--model"])
+            .arg(&hf)
+            .args(["--prompt", "hello", "-n", "3", "--temperature", "0"])
+            .assert()
+            .success()
+    };
+    run().stderr(predicate::str::contains("on first use"));
+    run().stderr(predicate::str::contains("using the bake"));
+}
+
+#[test]
+fn generate_with_too_little_shared_memory_says_so_at_start() {
+    let h = tempfile::tempdir().unwrap();
+    let baked = baked_model(Arch::Llama, "int4_sym");
+    cmd("hybrid-tui", h.path())
+        .args([
+            "--set",
+            "ring.slots=200000",
+            "--set",
+            "shard_a.prefill_chunk=4096",
+            "generate",
+            "--model",
+            baked.to_str().unwrap(),
+            "--prompt",
+            "x",
+            "-n",
+            "2",
+        ])
+        .timeout(std::time::Duration::from_secs(60))
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("/dev/shm has")
+                .and(predicate::str::contains("MiB"))
+                .and(predicate::str::contains("ring.slots")),
+        );
 }

@@ -10,9 +10,10 @@ mod common;
 use common::{baked_model, fresh_seed, hf_model, rel_err};
 use hybrid_tui::bake::ir::{IrOptions, ShapeMode, build_shard_a};
 use hybrid_tui::bake::store::BakedModel;
+use hybrid_tui::executive::kv::dynamic_mask;
 use hybrid_tui::executive::kv::{KvCache, static_mask};
-use hybrid_tui::executive::runner::ShardARunner;
 use hybrid_tui::executive::session::{DeviceProps, ShardASession, ShardInputs, new_core};
+use hybrid_tui::executive::shard::{ShardA, ShardAOptions};
 use hybrid_tui::model::{Arch, Checkpoint, ModelSpec};
 use hybrid_tui::reference::{RefCache, Reference};
 use rand::{Rng, SeedableRng};
@@ -27,6 +28,8 @@ fn exact_props() -> DeviceProps {
         inference_precision: "f32".into(),
         cache_dir: String::new(),
         exact: true,
+        num_threads: 0,
+        pin_threads: false,
     }
 }
 
@@ -58,18 +61,113 @@ fn ov_dynamic(model: &BakedModel, tokens: &[u32], k: usize) -> Vec<Vec<f32>> {
     .expect("ir");
     let mut core = new_core("").expect("runtime");
     let s = ShardASession::compile(&mut core, &ir, &spec, "CPU", &exact_props()).expect("compile");
-    // The executive's stream runner: positions, masks and present → past.
-    let mut runner = ShardARunner::new(s);
+    // Positions, masks and present → past by hand (the copying path).
+    let mut cache = KvCache::dynamic(&spec, k);
+    let mut s = s;
     let h = spec.hidden_size;
     let mut out: Vec<Vec<f32>> = Vec::new();
     let mut step = |ids: &[u32]| {
-        let hidden = runner.run(ids).expect("infer");
-        out.extend(hidden.chunks(h).map(<[f32]>::to_vec));
+        let p = cache.len();
+        let ids64: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+        let pos: Vec<i64> = (p..p + ids.len()).map(|i| i as i64).collect();
+        let mask = dynamic_mask(p, ids.len(), spec.sliding_window);
+        let o = s
+            .infer(&ShardInputs {
+                batch: 1,
+                tokens: ids.len(),
+                past_len: p,
+                input_ids: &ids64,
+                position_ids: &pos,
+                attention_mask: &mask,
+                past: cache.past(),
+            })
+            .expect("infer");
+        cache.replace(o.present, ids.len());
+        out.extend(o.hidden.chunks(h).map(<[f32]>::to_vec));
     };
     step(&tokens[..PROMPT]);
     for t in &tokens[PROMPT..] {
         step(std::slice::from_ref(t));
     }
+    out
+}
+
+/// A page-aligned buffer, as a shared-memory slot is.
+struct PageBuf {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl PageBuf {
+    fn new(len: usize) -> PageBuf {
+        let layout = std::alloc::Layout::from_size_align(len, 4096).unwrap();
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        assert!(!ptr.is_null());
+        PageBuf { ptr, len }
+    }
+    fn bytes(&mut self) -> &mut [u8] {
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl Drop for PageBuf {
+    fn drop(&mut self) {
+        let layout = std::alloc::Layout::from_size_align(self.len, 4096).unwrap();
+        unsafe { std::alloc::dealloc(self.ptr, layout) };
+    }
+}
+
+/// The executive's engine: stream-owned caches, hidden states written in
+/// place into the caller's buffer (checked: OpenVINO's output tensor is the
+/// buffer itself). Prompt in chunks of 5 (calls of 5, 5, 2), then decode;
+/// a second stream runs between every call and must not disturb the first.
+fn ov_executive(
+    model: &BakedModel,
+    tokens: &[u32],
+    k: usize,
+    static_shapes: bool,
+) -> Vec<Vec<f32>> {
+    let spec = model.spec().clone();
+    let mut core = new_core("").expect("runtime");
+    let opts = ShardAOptions {
+        layers: k,
+        device: "CPU".into(),
+        props: exact_props(),
+        static_shapes,
+        chunk: 5,
+        capacity: 40,
+    };
+    let mut shard = ShardA::compile(&mut core, model, &opts).expect("compile");
+    let mut stream = shard.new_stream().expect("stream");
+    let mut other = shard.new_stream().expect("stream");
+    let size = shard.max_out_bytes().next_multiple_of(4096);
+    let mut buf = PageBuf::new(size);
+    let mut scratch = PageBuf::new(size);
+    let h = spec.hidden_size;
+    let mut out = Vec::new();
+    let mut run = |ids: &[u32], out: &mut Vec<Vec<f32>>| {
+        shard.run_into(&mut stream, ids, buf.bytes()).expect("run");
+        assert_eq!(
+            shard.last_output_ptr(ids.len()).expect("ptr"),
+            buf.ptr.cast_const(),
+            "hidden states were not written in place"
+        );
+        let floats: Vec<f32> = buf.bytes()[..ids.len() * h * 4]
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        out.extend(floats.chunks(h).map(<[f32]>::to_vec));
+        shard
+            .run_into(&mut other, &ids[..1], scratch.bytes())
+            .expect("other stream");
+    };
+    for part in tokens[..PROMPT].chunks(5) {
+        run(part, &mut out);
+    }
+    for t in &tokens[PROMPT..] {
+        run(std::slice::from_ref(t), &mut out);
+    }
+    assert_eq!(stream.len(), tokens.len());
     out
 }
 
@@ -164,6 +262,14 @@ fn check_arch(arch: Arch, weights: &str, judge_on_source: bool) {
             e <= TOL,
             "{arch:?} {weights} k={k} static: rel err {e:.3e} > {TOL} (seed {seed})"
         );
+        for static_shapes in [false, true] {
+            let got = flat(&ov_executive(&model, &tokens, k, static_shapes));
+            let e = rel_err(&got, &want);
+            assert!(
+                e <= TOL,
+                "{arch:?} {weights} k={k} executive engine (static={static_shapes}): rel err {e:.3e} > {TOL} (seed {seed})"
+            );
+        }
     }
 }
 

@@ -28,6 +28,8 @@ fn settings(backend: &str) -> ShardBSettings {
         backend: backend.into(),
         adapter: "auto".into(),
         weights_dtype: "f32".into(),
+        threads: 0,
+        cpu_cores: String::new(),
     }
 }
 

@@ -21,6 +21,9 @@
 //!
 //! Static mode fixes B = 1, T = `chunk` and P = `capacity` (the NPU compiles
 //! static shapes only); unused past slots and padded tokens are masked.
+//! Resident mode fixes B = 1 and P = `capacity` but keeps T dynamic: the
+//! executive's mode on CPU/GPU, where each stream's fixed-capacity cache is
+//! handed to OpenVINO as it is and only the T new entries come back.
 
 use std::fmt::Write as _;
 
@@ -31,6 +34,25 @@ use super::store::{BakedModel, StoreError, StoredTensor};
 pub enum ShapeMode {
     Dynamic,
     Static { chunk: usize, capacity: usize },
+    Resident { capacity: usize },
+}
+
+impl ShapeMode {
+    /// Fixed cache capacity, if the mode has one.
+    pub fn capacity(self) -> Option<usize> {
+        match self {
+            ShapeMode::Dynamic => None,
+            ShapeMode::Static { capacity, .. } | ShapeMode::Resident { capacity } => Some(capacity),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ShapeMode::Dynamic => "dynamic",
+            ShapeMode::Static { .. } => "static",
+            ShapeMode::Resident { .. } => "resident",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -564,8 +586,16 @@ pub fn build_shard_a(model: &BakedModel, opts: &IrOptions) -> Result<ShardIr, Ir
             }
             (1, chunk as i64, capacity as i64)
         }
+        ShapeMode::Resident { capacity } => {
+            if capacity == 0 {
+                return Err(IrError::StaticShape { chunk: 1, capacity });
+            }
+            (1, -1, capacity as i64)
+        }
     };
     let is_static = matches!(opts.mode, ShapeMode::Static { .. });
+    // Static and resident modes return only the new entries.
+    let new_only = !matches!(opts.mode, ShapeMode::Dynamic);
     let (h, nh, nkv, hd) = (
         spec.hidden_size as i64,
         spec.num_heads as i64,
@@ -649,7 +679,7 @@ pub fn build_shard_a(model: &BakedModel, opts: &IrOptions) -> Result<ShardIr, Ir
         let k = g.rope(&k, cos, sin, hd);
         let k_all = g.concat(&[past_k, &k], 2);
         let v_all = g.concat(&[past_v, &v], 2);
-        if is_static {
+        if new_only {
             presents.push((k.clone(), v.clone()));
         } else {
             presents.push((k_all.clone(), v_all.clone()));

@@ -32,6 +32,8 @@ pub struct Settings {
     pub shard_a: ShardASettings,
     pub shard_b: ShardBSettings,
     pub split: SplitSettings,
+    pub executive: ExecutiveSettings,
+    pub ring: RingSettings,
     pub openvino: OpenVinoSettings,
     pub log: LogSettings,
 }
@@ -61,6 +63,10 @@ pub struct ShardASettings {
     pub prefill_chunk: usize,
     /// KV-cache capacity per stream, in tokens.
     pub kv_capacity: usize,
+    /// OpenVINO CPU threads (INFERENCE_NUM_THREADS); 0 = OpenVINO's choice.
+    pub threads: usize,
+    /// CPU cores the executive may run on, e.g. "0-3,8"; "" = any.
+    pub cpu_cores: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,13 +78,40 @@ pub struct ShardBSettings {
     pub adapter: String,
     /// Dtype weights are dequantized to at load: f32 or f16.
     pub weights_dtype: String,
+    /// Threads of the CPU backend's pool; 0 = one per core it may use.
+    pub threads: usize,
+    /// CPU cores shard B's threads may run on, e.g. "4-7"; "" = any.
+    pub cpu_cores: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutiveSettings {
+    /// The hybrid-executive program; "" = the one next to hybrid-tui.
+    pub path: String,
+    /// Seconds to wait for the executive's hello after starting it.
+    pub handshake_timeout_s: f64,
+    /// Seconds to wait for shard A to compile (an NPU can take minutes).
+    pub compile_timeout_s: f64,
+    /// Seconds without a heartbeat before a running executive counts as hung.
+    pub heartbeat_timeout_s: f64,
+    /// Restarts after a crash or hang before giving up.
+    pub max_restarts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RingSettings {
+    /// Slots of each shared-memory ring (messages in flight).
+    pub slots: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SplitSettings {
-    /// Layers [0, k) run in shard A; 0 means half of the model's layers.
-    pub layers: usize,
+    /// Layers [0, k) run in shard A (0 = every layer on shard B, L = every
+    /// layer on shard A); -1 means half of the model's layers.
+    pub layers: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,13 +145,25 @@ impl Default for Settings {
                 static_shapes: false,
                 prefill_chunk: 64,
                 kv_capacity: 1024,
+                threads: 0,
+                cpu_cores: String::new(),
             },
             shard_b: ShardBSettings {
                 backend: "cpu".into(),
                 adapter: "auto".into(),
                 weights_dtype: "f32".into(),
+                threads: 0,
+                cpu_cores: String::new(),
             },
-            split: SplitSettings { layers: 0 },
+            split: SplitSettings { layers: -1 },
+            executive: ExecutiveSettings {
+                path: String::new(),
+                handshake_timeout_s: 10.0,
+                compile_timeout_s: 600.0,
+                heartbeat_timeout_s: 10.0,
+                max_restarts: 3,
+            },
+            ring: RingSettings { slots: 8 },
             openvino: OpenVinoSettings {
                 runtime_dir: String::new(),
             },
@@ -387,7 +432,69 @@ impl Settings {
                 });
             }
         }
+        if self.split.layers < -1 {
+            return Err(SettingsError::BadValue {
+                origin: origin("split.layers"),
+                key: "split.layers".into(),
+                message: format!(
+                    "{} is not a layer count: use 0..=L, or -1 for half of the layers",
+                    self.split.layers
+                ),
+            });
+        }
+        if self.ring.slots == 0 {
+            return Err(SettingsError::BadValue {
+                origin: origin("ring.slots"),
+                key: "ring.slots".into(),
+                message: "must be at least 1".into(),
+            });
+        }
+        for (key, v) in [
+            (
+                "executive.handshake_timeout_s",
+                self.executive.handshake_timeout_s,
+            ),
+            (
+                "executive.compile_timeout_s",
+                self.executive.compile_timeout_s,
+            ),
+            (
+                "executive.heartbeat_timeout_s",
+                self.executive.heartbeat_timeout_s,
+            ),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(SettingsError::BadValue {
+                    origin: origin(key),
+                    key: key.into(),
+                    message: format!("{v} is not a positive number of seconds"),
+                });
+            }
+        }
+        for (key, v) in [
+            ("shard_a.cpu_cores", &self.shard_a.cpu_cores),
+            ("shard_b.cpu_cores", &self.shard_b.cpu_cores),
+        ] {
+            if let Err(message) = crate::affinity::parse_cpu_list(v) {
+                return Err(SettingsError::BadValue {
+                    origin: origin(key),
+                    key: key.into(),
+                    message,
+                });
+            }
+        }
         Ok(())
+    }
+}
+
+impl Settings {
+    /// Shard A's layer count k for a model of `num_layers` layers.
+    pub fn split_for(&self, num_layers: usize) -> usize {
+        if self.split.layers < 0 {
+            num_layers / 2
+        } else {
+            self.split.layers as usize
+        }
     }
 }
 
@@ -510,6 +617,9 @@ fn unknown_key(origin: &str, key: &str, known: &BTreeMap<String, Value>) -> Sett
     }
 }
 
+/// Integer keys that take negative values (their own check bounds them).
+const SIGNED_KEYS: &[&str] = &["split.layers"];
+
 fn check_type(
     origin: &str,
     key: &str,
@@ -528,7 +638,11 @@ fn check_type(
         (ValueKind::String(_), _) => Err(bad("a string")),
         (ValueKind::Boolean(_), ValueKind::Boolean(_)) => Ok(()),
         (ValueKind::Boolean(_), _) => Err(bad("true or false")),
-        (ValueKind::I64(_) | ValueKind::U64(_), ValueKind::I64(n)) if *n >= 0 => Ok(()),
+        (ValueKind::I64(_) | ValueKind::U64(_), ValueKind::I64(n))
+            if *n >= 0 || SIGNED_KEYS.contains(&key) =>
+        {
+            Ok(())
+        }
         (ValueKind::I64(_) | ValueKind::U64(_), ValueKind::U64(_)) => Ok(()),
         (ValueKind::I64(_) | ValueKind::U64(_), _) => Err(bad("a whole number ≥ 0")),
         _ => Ok(()),

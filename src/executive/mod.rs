@@ -2,11 +2,13 @@
 //! library, `session` compiles shard A's IR on a device and runs it, `probe`
 //! describes the runtime and its devices.
 
+pub mod hostmem;
 pub mod kv;
 pub mod probe;
-pub mod runner;
 pub mod runtime;
+pub mod serve;
 pub mod session;
+pub mod shard;
 
 pub use runtime::{OPENVINO_PIN, RuntimeError, load_runtime};
 pub use session::{ShardASession, ShardInputs, ShardOutputs};

@@ -21,6 +21,10 @@ pub struct DeviceProps {
     pub cache_dir: String,
     /// Turn off dynamic activation quantization (exact comparisons on CPU).
     pub exact: bool,
+    /// CPU: INFERENCE_NUM_THREADS (0 = OpenVINO's choice).
+    pub num_threads: usize,
+    /// CPU: ENABLE_CPU_PINNING (threads stay on the cores the process may use).
+    pub pin_threads: bool,
 }
 
 impl DeviceProps {
@@ -30,6 +34,8 @@ impl DeviceProps {
             inference_precision: s.inference_precision.clone(),
             cache_dir: s.cache_dir.clone(),
             exact: s.inference_precision == "f32",
+            num_threads: s.threads,
+            pin_threads: !s.cpu_cores.is_empty(),
         }
     }
 }
@@ -59,6 +65,14 @@ pub struct ShardInputs<'a> {
     /// `[batch, 1, tokens, past_len + tokens]`, additive.
     pub attention_mask: &'a [f32],
     pub past: Vec<(&'a [f32], &'a [f32])>,
+}
+
+/// The per-call inputs of a resident/static call (batch 1).
+pub struct ResidentCall<'a> {
+    pub input_ids: &'a [i64],
+    pub position_ids: &'a [i64],
+    /// `[1, 1, T, capacity + T]`, additive.
+    pub attention_mask: &'a [f32],
 }
 
 pub struct ShardOutputs {
@@ -121,6 +135,15 @@ impl ShardASession {
                 &props.inference_precision,
             )?;
             set(RwPropertyKey::CacheDir, &props.cache_dir)?;
+            if d == "CPU" && props.num_threads > 0 {
+                set(
+                    RwPropertyKey::Other("INFERENCE_NUM_THREADS".into()),
+                    &props.num_threads.to_string(),
+                )?;
+            }
+            if d == "CPU" && props.pin_threads {
+                set(RwPropertyKey::Other("ENABLE_CPU_PINNING".into()), "YES")?;
+            }
             if props.exact && d == "CPU" {
                 set(
                     RwPropertyKey::Other("DYNAMIC_QUANTIZATION_GROUP_SIZE".into()),
@@ -153,6 +176,86 @@ impl ShardASession {
             device: device.to_string(),
             compile_time,
         })
+    }
+
+    /// One call over tensors the caller keeps: `past` is a stream's own
+    /// fixed-capacity cache (set, not copied), `hidden_out` receives the
+    /// hidden states in place (a tensor over a shared-memory slot). Only the
+    /// small per-call inputs (ids, positions, mask) are copied.
+    pub fn run_resident(
+        &mut self,
+        call: &ResidentCall<'_>,
+        past: &[(Tensor, Tensor)],
+        hidden_out: &Tensor,
+    ) -> Result<Duration, RuntimeError> {
+        let t = call.input_ids.len() as i64;
+        let Some(cap) = self.mode.capacity() else {
+            return Err(RuntimeError::Call(
+                "run_resident needs a resident or static shard".into(),
+            ));
+        };
+        if past.len() != self.layers {
+            return Err(RuntimeError::Call(format!(
+                "{} past layers given, shard A has {}",
+                past.len(),
+                self.layers
+            )));
+        }
+        self.request
+            .set_tensor(
+                "input_ids",
+                &tensor_from(ElementType::I64, &[1, t], call.input_ids)?,
+            )
+            .map_err(ov("input_ids"))?;
+        self.request
+            .set_tensor(
+                "position_ids",
+                &tensor_from(ElementType::I64, &[1, t], call.position_ids)?,
+            )
+            .map_err(ov("position_ids"))?;
+        self.request
+            .set_tensor(
+                "attention_mask",
+                &tensor_from(
+                    ElementType::F32,
+                    &[1, 1, t, cap as i64 + t],
+                    call.attention_mask,
+                )?,
+            )
+            .map_err(ov("attention_mask"))?;
+        for (l, (k, v)) in past.iter().enumerate() {
+            self.request
+                .set_tensor(&format!("past_key_values.{l}.key"), k)
+                .map_err(ov("past key"))?;
+            self.request
+                .set_tensor(&format!("past_key_values.{l}.value"), v)
+                .map_err(ov("past value"))?;
+        }
+        self.request
+            .set_tensor("hidden_states", hidden_out)
+            .map_err(ov("hidden_states output"))?;
+        let t0 = Instant::now();
+        self.request.infer().map_err(ov("running shard A"))?;
+        Ok(t0.elapsed())
+    }
+
+    /// Layer `l`'s new (keys, values) `[1, kv_heads, T, head_dim]` from the last call.
+    pub fn present(&self, l: usize) -> Result<(Tensor, Tensor), RuntimeError> {
+        Ok((
+            self.request
+                .get_tensor(&format!("present.{l}.key"))
+                .map_err(ov("present key"))?,
+            self.request
+                .get_tensor(&format!("present.{l}.value"))
+                .map_err(ov("present value"))?,
+        ))
+    }
+
+    /// The request's current hidden_states tensor (to check where it was written).
+    pub fn hidden_tensor(&self) -> Result<Tensor, RuntimeError> {
+        self.request
+            .get_tensor("hidden_states")
+            .map_err(ov("hidden_states"))
     }
 
     /// Run one call; copies outputs out of the request's tensors.

@@ -1,0 +1,106 @@
+//! CPU core lists ("0-3,8") and pinning threads to them, so the two shards
+//! can share one CPU without sharing cores.
+
+/// Parse a core list: comma-separated cores and inclusive ranges; "" is no list.
+pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
+    let mut out = Vec::new();
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(out);
+    }
+    let max = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .max(libc::CPU_SETSIZE as usize);
+    for part in s.split(',') {
+        let part = part.trim();
+        let bad = || format!("'{part}' in '{s}' is not a core or a range: write e.g. \"0-3,8\"");
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (
+                a.trim().parse::<usize>().map_err(|_| bad())?,
+                b.trim().parse::<usize>().map_err(|_| bad())?,
+            ),
+            None => {
+                let c = part.parse::<usize>().map_err(|_| bad())?;
+                (c, c)
+            }
+        };
+        if a > b || b >= max {
+            return Err(bad());
+        }
+        out.extend(a..=b);
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// Cores this process may run on now.
+pub fn allowed_cores() -> Vec<usize> {
+    // SAFETY: sched_getaffinity fills the cpu_set_t we own.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
+    }
+}
+
+/// Pin the calling thread (and threads it starts later) to `cores`.
+/// An empty list changes nothing.
+pub fn pin_current_thread(cores: &[usize]) -> Result<(), String> {
+    if cores.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: CPU_SET/sched_setaffinity on a cpu_set_t we own; cores were
+    // bounds-checked by parse_cpu_list (< CPU_SETSIZE).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cores {
+            if c >= libc::CPU_SETSIZE as usize {
+                return Err(format!(
+                    "core {c} is beyond what the kernel interface takes"
+                ));
+            }
+            libc::CPU_SET(c, &mut set);
+        }
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(format!(
+                "cannot run on cores {cores:?}: {} (cores this process may use: {:?})",
+                std::io::Error::last_os_error(),
+                allowed_cores()
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_and_ranges_parse() {
+        assert_eq!(parse_cpu_list("").unwrap(), Vec::<usize>::new());
+        assert_eq!(parse_cpu_list("0-2, 5,1").unwrap(), vec![0, 1, 2, 5]);
+        assert!(parse_cpu_list("3-1").is_err());
+        assert!(parse_cpu_list("a").unwrap_err().contains("'a'"));
+        assert!(parse_cpu_list("99999").is_err());
+    }
+
+    #[test]
+    fn pinning_a_thread_shows_in_its_mask() {
+        let allowed = allowed_cores();
+        assert!(!allowed.is_empty());
+        let first = allowed[0];
+        std::thread::spawn(move || {
+            pin_current_thread(&[first]).unwrap();
+            assert_eq!(allowed_cores(), vec![first]);
+        })
+        .join()
+        .unwrap();
+    }
+}

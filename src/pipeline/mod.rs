@@ -1,0 +1,732 @@
+//! The scheduler: streams through shard A (the executive, over the rings)
+//! and shard B (burn, in this thread).
+//!
+//! Each stream has at most one message in flight. A prompt goes to shard A
+//! in chunks of up to `shard_a.prefill_chunk` tokens; every reply runs
+//! through shard B at once, and the reply that brings shard B level with
+//! the stream's tokens is sampled. With several streams the token ring
+//! holds work for shard A while shard B computes another stream's reply:
+//! both shards busy at once.
+//!
+//! When the executive dies or hangs, a new one is started (with backoff)
+//! and every live stream is prefilled again from position 0; shard B skips
+//! the rows it already holds, so the conversation continues where it was.
+
+pub mod text;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokenizers::Tokenizer;
+
+use crate::bake::store::BakedModel;
+use crate::config::Settings;
+use crate::ring::wait::mono_ns;
+use crate::ring::{SegmentSpec, SlotHeader, dtype, flags, kind};
+use crate::shard_b::sampling::{Sampler, SamplingParams, StopCriteria, StopReason};
+use crate::shard_b::{HiddenDtype, ShardB, ShardBError, WeightDtype, select_device};
+use crate::supervisor::protocol::model_hash;
+use crate::supervisor::{
+    ExecState, Executive, StartConfig, SupervisorError, SupervisorEvent, executive_path,
+};
+use text::TextStream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Supervisor(#[from] SupervisorError),
+    #[error(transparent)]
+    ShardB(#[from] ShardBError),
+    #[error(transparent)]
+    Store(#[from] crate::bake::store::StoreError),
+    #[error("{0}")]
+    Setup(String),
+    #[error(
+        "the executive failed {restarts} times in a row (executive.max_restarts = {max}); last: {last}"
+    )]
+    GaveUp {
+        restarts: u32,
+        max: u32,
+        last: String,
+    },
+}
+
+/// One generation.
+#[derive(Debug, Clone)]
+pub struct GenRequest {
+    pub prompt: Vec<u32>,
+    pub max_new_tokens: usize,
+    pub sampling: SamplingParams,
+    pub stop: StopCriteria,
+    /// Keep the logits of every sampled step (tests and comparisons).
+    pub record_logits: bool,
+}
+
+/// Per-stage timings of one message (one prefill chunk or one decode step).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct StageSample {
+    pub stream: u32,
+    pub tokens: usize,
+    pub prefill: bool,
+    /// From submitting the tokens to the executive starting on them.
+    pub b_to_a_wait_ms: f64,
+    /// Shard A's call, from start to published.
+    pub a_ms: f64,
+    /// From published to shard B starting on it.
+    pub a_to_b_wait_ms: f64,
+    /// Shard B's layers, head and sampling.
+    pub b_ms: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StreamMetrics {
+    pub prompt_tokens: usize,
+    pub generated: usize,
+    pub ttft_ms: f64,
+    pub prefill_tok_s: f64,
+    pub decode_tok_s: f64,
+    pub total_ms: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StreamReport {
+    pub stream: u32,
+    pub tokens: Vec<u32>,
+    pub text: String,
+    /// eos, stop_string, length, cancelled or error.
+    pub finish: String,
+    pub error: Option<String>,
+    pub metrics: StreamMetrics,
+    /// Logits of every sampled step, when asked for.
+    #[serde(skip)]
+    pub logits: Vec<Vec<f32>>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    Supervisor(SupervisorEvent),
+    Token { stream: u32, id: u32, text: String },
+    Stage(StageSample),
+    Finished(Box<StreamReport>),
+}
+
+struct StreamState {
+    req: GenRequest,
+    /// Prompt and generated tokens so far.
+    tokens: Vec<u32>,
+    /// Next position to send to shard A.
+    a_pos: usize,
+    /// The next message starts the stream over in shard A.
+    fresh: bool,
+    in_flight: bool,
+    request: u64,
+    b: crate::shard_b::Stream,
+    sampler: Sampler,
+    text: TextStream,
+    generated: Vec<u32>,
+    logits: Vec<Vec<f32>>,
+    t_start: Instant,
+    t_first: Option<Instant>,
+    t_last: Instant,
+}
+
+pub struct Pipeline {
+    settings: Settings,
+    start: StartConfig,
+    pub shard_b: ShardB,
+    pub tokenizer: Tokenizer,
+    pub model: BakedModel,
+    pub split: usize,
+    exec: Option<Executive>,
+    restarts: u32,
+    streams: BTreeMap<u32, StreamState>,
+    next_stream: u32,
+    next_request: u64,
+    ends: Vec<u32>,
+    finished: Vec<StreamReport>,
+    capacity: usize,
+    chunk: usize,
+}
+
+static POOL: Once = Once::new();
+
+/// Size and pin the CPU backend's thread pool (once per process).
+fn configure_cpu_pool(threads: usize, cores: Vec<usize>) -> Result<(), String> {
+    crate::affinity::pin_current_thread(&cores)?;
+    let mut result = Ok(());
+    POOL.call_once(|| {
+        let n = if threads > 0 {
+            threads
+        } else if !cores.is_empty() {
+            cores.len()
+        } else {
+            0
+        };
+        let c = cores.clone();
+        let built = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .start_handler(move |_| {
+                let _ = crate::affinity::pin_current_thread(&c);
+            })
+            .build_global();
+        if let Err(e) = built
+            && (threads > 0 || !cores.is_empty())
+        {
+            result = Err(format!(
+                "shard_b.threads/cpu_cores: the CPU pool was already running: {e}"
+            ));
+        }
+    });
+    result
+}
+
+fn finish_name(r: &StopReason) -> &'static str {
+    match r {
+        StopReason::Eos(_) => "eos",
+        StopReason::StopString(_) => "stop_string",
+        StopReason::Length => "length",
+    }
+}
+
+impl Pipeline {
+    /// Load shard B, start the executive (shard A) and wait until it is ready.
+    pub fn new(
+        settings: &Settings,
+        model_dir: &Path,
+        sink: &mut dyn FnMut(Event),
+    ) -> Result<Pipeline, PipelineError> {
+        let model = BakedModel::open(model_dir)?;
+        let spec = model.spec().clone();
+        let split = settings.split_for(spec.num_layers);
+        if split > spec.num_layers {
+            return Err(PipelineError::Setup(format!(
+                "split k={split} is out of range: the model has {} layers (0 ≤ k ≤ {})",
+                spec.num_layers, spec.num_layers
+            )));
+        }
+        let tok_path = model_dir.join("tokenizer.json");
+        let tokenizer = Tokenizer::from_file(&tok_path)
+            .map_err(|e| PipelineError::Setup(format!("{}: {e}", tok_path.display())))?;
+        let cores = crate::affinity::parse_cpu_list(&settings.shard_b.cpu_cores)
+            .map_err(|e| PipelineError::Setup(format!("shard_b.cpu_cores: {e}")))?;
+        configure_cpu_pool(settings.shard_b.threads, cores).map_err(PipelineError::Setup)?;
+        let (device, info) =
+            select_device(&settings.shard_b).map_err(|e| PipelineError::Setup(e.to_string()))?;
+        let wdt = WeightDtype::parse(&settings.shard_b.weights_dtype).unwrap_or(WeightDtype::F32);
+        let shard_b = ShardB::load(&model, split, device, info, wdt)?;
+        let chunk = settings.shard_a.prefill_chunk;
+        let hash = model_hash(model_dir)
+            .map_err(|e| PipelineError::Setup(format!("{}: {e}", model_dir.display())))?;
+        let start = StartConfig {
+            program: executive_path(&settings.executive.path)?,
+            model_dir: model_dir
+                .canonicalize()
+                .unwrap_or_else(|_| model_dir.to_path_buf()),
+            model_hash: hash,
+            split,
+            settings: settings.clone(),
+            segment: SegmentSpec {
+                token_slots: settings.ring.slots,
+                token_slot_bytes: chunk * 4,
+                act_slots: settings.ring.slots,
+                act_slot_bytes: chunk * spec.hidden_size * 4,
+            },
+        };
+        let exec = Executive::start(&start, &mut |e| sink(Event::Supervisor(e)))?;
+        Ok(Pipeline {
+            settings: settings.clone(),
+            start,
+            shard_b,
+            tokenizer,
+            model,
+            split,
+            exec: Some(exec),
+            restarts: 0,
+            streams: BTreeMap::new(),
+            next_stream: 0,
+            next_request: 1,
+            ends: Vec::new(),
+            finished: Vec::new(),
+            capacity: settings.shard_a.kv_capacity,
+            chunk,
+        })
+    }
+
+    /// The running executive (pid, segment, stats), if any.
+    pub fn executive(&self) -> Option<&Executive> {
+        self.exec.as_ref()
+    }
+
+    /// The running executive, to reach its rings (fault tests, diagnostics).
+    pub fn executive_mut(&mut self) -> Option<&mut Executive> {
+        self.exec.as_mut()
+    }
+
+    /// Executive restarts so far.
+    pub fn restarts(&self) -> u32 {
+        self.restarts
+    }
+
+    /// Streams not finished yet.
+    pub fn active(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Start a stream; returns its id.
+    pub fn submit(&mut self, req: GenRequest) -> Result<u32, PipelineError> {
+        if req.prompt.is_empty() {
+            return Err(PipelineError::Setup("empty prompt".into()));
+        }
+        if req.prompt.len() >= self.capacity {
+            return Err(PipelineError::Setup(format!(
+                "a prompt of {} tokens does not fit shard_a.kv_capacity = {}",
+                req.prompt.len(),
+                self.capacity
+            )));
+        }
+        let id = self.next_stream;
+        self.next_stream += 1;
+        let mut sampler = Sampler::new(req.sampling.clone());
+        sampler.observe(&req.prompt);
+        let now = Instant::now();
+        self.streams.insert(
+            id,
+            StreamState {
+                tokens: req.prompt.clone(),
+                a_pos: 0,
+                fresh: true,
+                in_flight: false,
+                request: 0,
+                b: self.shard_b.new_stream(self.capacity),
+                sampler,
+                text: TextStream::new(),
+                generated: Vec::new(),
+                logits: Vec::new(),
+                t_start: now,
+                t_first: None,
+                t_last: now,
+                req,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Stop a stream now (Esc in the chat); its report says "cancelled".
+    pub fn cancel(&mut self, stream: u32, sink: &mut dyn FnMut(Event)) {
+        if let Some(st) = self.streams.remove(&stream) {
+            self.report(stream, st, "cancelled", None, sink);
+        }
+    }
+
+    fn report(
+        &mut self,
+        id: u32,
+        mut st: StreamState,
+        finish: &str,
+        error: Option<String>,
+        sink: &mut dyn FnMut(Event),
+    ) {
+        let rest = st.text.finish();
+        if !rest.is_empty() {
+            sink(Event::Token {
+                stream: id,
+                id: u32::MAX,
+                text: rest,
+            });
+        }
+        let prompt = st.req.prompt.len();
+        let ttft = st
+            .t_first
+            .map(|t| (t - st.t_start).as_secs_f64())
+            .unwrap_or(0.0);
+        let decode_s = st
+            .t_first
+            .map(|t| (st.t_last - t).as_secs_f64())
+            .unwrap_or(0.0);
+        let n = st.generated.len();
+        let metrics = StreamMetrics {
+            prompt_tokens: prompt,
+            generated: n,
+            ttft_ms: ttft * 1e3,
+            prefill_tok_s: if ttft > 0.0 {
+                prompt as f64 / ttft
+            } else {
+                0.0
+            },
+            decode_tok_s: if n > 1 && decode_s > 0.0 {
+                (n - 1) as f64 / decode_s
+            } else {
+                0.0
+            },
+            total_ms: (st.t_last - st.t_start).as_secs_f64() * 1e3,
+        };
+        let r = StreamReport {
+            stream: id,
+            tokens: std::mem::take(&mut st.generated),
+            text: st.text.text().to_string(),
+            finish: finish.to_string(),
+            error,
+            metrics,
+            logits: std::mem::take(&mut st.logits),
+        };
+        self.ends.push(id);
+        sink(Event::Finished(Box::new(r.clone())));
+        self.finished.push(r);
+    }
+
+    /// Reports of streams finished since the last call.
+    pub fn take_finished(&mut self) -> Vec<StreamReport> {
+        std::mem::take(&mut self.finished)
+    }
+
+    /// Run `requests` to the end; reports in request order.
+    pub fn run(
+        &mut self,
+        requests: Vec<GenRequest>,
+        sink: &mut dyn FnMut(Event),
+    ) -> Result<Vec<StreamReport>, PipelineError> {
+        let mut ids = Vec::new();
+        for r in requests {
+            ids.push(self.submit(r)?);
+        }
+        while ids.iter().any(|i| self.streams.contains_key(i)) {
+            self.poll(sink)?;
+        }
+        let mut done = self.take_finished();
+        done.retain(|r| ids.contains(&r.stream));
+        done.sort_by_key(|r| ids.iter().position(|i| *i == r.stream));
+        Ok(done)
+    }
+
+    /// One round: submit what can go, take at most one reply (waiting up to
+    /// 20 ms), check the executive's health.
+    pub fn poll(&mut self, sink: &mut dyn FnMut(Event)) -> Result<(), PipelineError> {
+        if self.exec.is_none() {
+            self.restart("is not running".into(), sink)?;
+        }
+        if let Err(e) = self.submit_ready() {
+            return self.lost(e, sink);
+        }
+        let reply = self.receive(sink);
+        if let Err(e) = reply {
+            return self.lost(e, sink);
+        }
+        let check = match self.exec.as_mut() {
+            Some(x) => x.check(&mut |e| sink(Event::Supervisor(e))),
+            None => Ok(()),
+        };
+        if let Err(e) = check {
+            return self.lost(e.to_string(), sink);
+        }
+        Ok(())
+    }
+
+    fn submit_ready(&mut self) -> Result<(), String> {
+        let Some(exec) = self.exec.as_mut() else {
+            return Ok(());
+        };
+        for id in std::mem::take(&mut self.ends) {
+            let h = SlotHeader {
+                kind: kind::TOKENS,
+                stream: id,
+                flags: flags::END,
+                dtype: dtype::U32,
+                ..Default::default()
+            };
+            if !exec
+                .tokens
+                .send(h, &[], Duration::ZERO)
+                .map_err(|e| e.to_string())?
+            {
+                self.ends.push(id);
+            }
+        }
+        for (&id, st) in self.streams.iter_mut() {
+            if st.in_flight || st.a_pos >= st.tokens.len() {
+                continue;
+            }
+            let end = (st.a_pos + self.chunk).min(st.tokens.len());
+            let ids = &st.tokens[st.a_pos..end];
+            let bytes: Vec<u8> = ids.iter().flat_map(|t| t.to_le_bytes()).collect();
+            let request = self.next_request;
+            let h = SlotHeader {
+                kind: kind::TOKENS,
+                stream: id,
+                flags: if st.fresh {
+                    flags::NEW | flags::RESET
+                } else {
+                    0
+                },
+                first_pos: st.a_pos as u32,
+                count: ids.len() as u32,
+                dtype: dtype::U32,
+                request,
+                t_submit_ns: mono_ns(),
+                ..Default::default()
+            };
+            if !exec
+                .tokens
+                .send(h, &bytes, Duration::ZERO)
+                .map_err(|e| e.to_string())?
+            {
+                break; // ring full: the executive has enough to do
+            }
+            self.next_request += 1;
+            st.request = request;
+            st.a_pos = end;
+            st.fresh = false;
+            st.in_flight = true;
+        }
+        Ok(())
+    }
+
+    /// Take one reply, run it through shard B, sample when due.
+    fn receive(&mut self, sink: &mut dyn FnMut(Event)) -> Result<(), String> {
+        let Some(exec) = self.exec.as_mut() else {
+            return Ok(());
+        };
+        let Some(msg) = exec
+            .acts
+            .recv(Duration::from_millis(20))
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(());
+        };
+        let h = msg.header;
+        let b_start = mono_ns();
+        let Some(st) = self.streams.get_mut(&h.stream) else {
+            return Ok(()); // cancelled meanwhile
+        };
+        if h.request != st.request {
+            return Ok(()); // a reply from before a restart
+        }
+        st.in_flight = false;
+        if h.kind == kind::ERROR {
+            let text = String::from_utf8_lossy(msg.payload()).into_owned();
+            drop(msg);
+            if let Some(st) = self.streams.remove(&h.stream) {
+                self.report(
+                    h.stream,
+                    st,
+                    "error",
+                    Some(format!("shard A: {text}")),
+                    sink,
+                );
+            }
+            return Ok(());
+        }
+        let hidden = self.shard_b.spec.hidden_size;
+        let rows = h.count as usize;
+        let first = h.first_pos as usize;
+        if h.dtype != dtype::F32 || h.payload_len as usize != rows * hidden * 4 {
+            return Err(format!(
+                "activation message for stream {} has {} bytes for {rows} rows of {hidden} (dtype {})",
+                h.stream, h.payload_len, h.dtype
+            ));
+        }
+        if first > st.b.len() {
+            return Err(format!(
+                "stream {}: shard A sent position {first}, shard B is at {}",
+                h.stream,
+                st.b.len()
+            ));
+        }
+        // Rows shard B already holds (a re-prefill after a restart) are skipped.
+        let skip = (st.b.len() - first).min(rows);
+        let mut sampled = None;
+        let mut failure = None;
+        if skip < rows {
+            let bytes = &msg.payload()[skip * hidden * 4..];
+            match self
+                .shard_b
+                .forward_bytes(bytes, HiddenDtype::F32, rows - skip, &mut st.b)
+            {
+                Ok(logits) if st.b.len() == st.tokens.len() => {
+                    let kept = if st.req.record_logits {
+                        let [t, v] = logits.dims();
+                        ShardB::read_f32(logits.clone().narrow(0, t - 1, 1))
+                            .map(|l| {
+                                debug_assert_eq!(l.len(), v);
+                                Some(l)
+                            })
+                            .map_err(|e| e.to_string())
+                    } else {
+                        Ok(None)
+                    };
+                    match kept.and_then(|k| {
+                        st.sampler
+                            .sample(logits)
+                            .map(|id| (id, k))
+                            .map_err(|e| e.to_string())
+                    }) {
+                        Ok(s) => sampled = Some(s),
+                        Err(e) => failure = Some(e),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => failure = Some(e.to_string()),
+            }
+        }
+        drop(msg);
+        let b_end = mono_ns();
+        sink(Event::Stage(StageSample {
+            stream: h.stream,
+            tokens: rows,
+            prefill: rows > 1 || first + rows <= st.req.prompt.len(),
+            b_to_a_wait_ms: h.t_start_ns.saturating_sub(h.t_submit_ns) as f64 / 1e6,
+            a_ms: h.t_done_ns.saturating_sub(h.t_start_ns) as f64 / 1e6,
+            a_to_b_wait_ms: b_start.saturating_sub(h.t_done_ns) as f64 / 1e6,
+            b_ms: b_end.saturating_sub(b_start) as f64 / 1e6,
+        }));
+        if let Some(e) = failure {
+            if let Some(st) = self.streams.remove(&h.stream) {
+                self.report(h.stream, st, "error", Some(format!("shard B: {e}")), sink);
+            }
+            return Ok(());
+        }
+        let Some((id, logits)) = sampled else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        st.t_first.get_or_insert(now);
+        st.t_last = now;
+        st.tokens.push(id);
+        st.generated.push(id);
+        if let Some(l) = logits {
+            st.logits.push(l);
+        }
+        let delta = st.text.push(&self.tokenizer, id);
+        sink(Event::Token {
+            stream: h.stream,
+            id,
+            text: delta,
+        });
+        let stop = st
+            .req
+            .stop
+            .check(id, st.text.text())
+            .or_else(|| (st.generated.len() >= st.req.max_new_tokens).then_some(StopReason::Length))
+            .or_else(|| (st.tokens.len() >= self.capacity).then_some(StopReason::Length));
+        if let Some(reason) = stop
+            && let Some(st) = self.streams.remove(&h.stream)
+        {
+            self.report(h.stream, st, finish_name(&reason), None, sink);
+        }
+        Ok(())
+    }
+
+    /// The executive is gone or untrustworthy: report, restart, re-prefill.
+    fn lost(&mut self, reason: String, sink: &mut dyn FnMut(Event)) -> Result<(), PipelineError> {
+        let tail = self
+            .exec
+            .as_ref()
+            .map(|x| x.last_words())
+            .unwrap_or_default();
+        sink(Event::Supervisor(SupervisorEvent::Lost {
+            reason: reason.clone(),
+            stderr_tail: tail,
+        }));
+        tracing::warn!("executive lost: {reason}");
+        // Dropping it kills and reaps the process and unlinks the segment.
+        self.exec = None;
+        self.restart(reason, sink)
+    }
+
+    fn restart(&mut self, last: String, sink: &mut dyn FnMut(Event)) -> Result<(), PipelineError> {
+        let max = self.settings.executive.max_restarts;
+        let mut last = last;
+        loop {
+            self.restarts += 1;
+            if self.restarts > max {
+                sink(Event::Supervisor(SupervisorEvent::State {
+                    state: ExecState::Failed,
+                }));
+                let message = format!("gave up after {} restarts: {last}", self.restarts - 1);
+                sink(Event::Supervisor(SupervisorEvent::Failed {
+                    message: message.clone(),
+                }));
+                let ids: Vec<u32> = self.streams.keys().copied().collect();
+                for id in ids {
+                    if let Some(st) = self.streams.remove(&id) {
+                        self.report(id, st, "error", Some(message.clone()), sink);
+                    }
+                }
+                return Err(PipelineError::GaveUp {
+                    restarts: self.restarts - 1,
+                    max,
+                    last,
+                });
+            }
+            let backoff = Duration::from_millis(250u64 << (self.restarts - 1).min(4));
+            sink(Event::Supervisor(SupervisorEvent::State {
+                state: ExecState::Restarting,
+            }));
+            sink(Event::Supervisor(SupervisorEvent::Restarting {
+                attempt: self.restarts,
+                backoff_ms: backoff.as_millis() as u64,
+            }));
+            std::thread::sleep(backoff);
+            match Executive::start(&self.start, &mut |e| sink(Event::Supervisor(e))) {
+                Ok(x) => {
+                    self.exec = Some(x);
+                    break;
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        // Its caches are empty: every live stream starts over in shard A.
+        self.ends.clear();
+        for st in self.streams.values_mut() {
+            st.a_pos = 0;
+            st.fresh = true;
+            st.in_flight = false;
+        }
+        Ok(())
+    }
+
+    /// Stop the executive cleanly.
+    pub fn shutdown(mut self) {
+        if let Some(x) = self.exec.take() {
+            x.shutdown();
+        }
+    }
+}
+
+/// Where a Hugging Face directory is baked on first use.
+pub fn bake_cache_dir(source: &Path) -> Option<PathBuf> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let canon = source.canonicalize().ok()?;
+    h.update(canon.as_os_str().as_encoded_bytes());
+    let mut files: Vec<_> = std::fs::read_dir(&canon)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    for f in files {
+        if let Ok(m) = f.metadata() {
+            h.update(f.as_os_str().as_encoded_bytes());
+            h.update(m.len().to_le_bytes());
+            if let Ok(t) = m.modified()
+                && let Ok(d) = t.duration_since(std::time::UNIX_EPOCH)
+            {
+                h.update(d.as_nanos().to_le_bytes());
+            }
+        }
+    }
+    let d = h.finalize();
+    let tag: String = d.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let name = canon
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    Some(
+        crate::paths::cache_dir()?
+            .join("baked")
+            .join(format!("{name}-{tag}")),
+    )
+}

@@ -1,0 +1,144 @@
+//! The control channel: JSON lines over the executive's stdin/stdout.
+//!
+//! ```text
+//! executive → parent   {"type":"hello","protocol":1,"pid":..,"version":".."}
+//! parent → executive   {"type":"start","protocol":1,"model_dir":..,"model_hash":..,"split":k,"segment":"hybrid-tui.<pid>.<rand>","shard_a":{..},"runtime_dir":..}
+//! executive → parent   {"type":"compiling",..} then heartbeats {"type":"stats",..}
+//! executive → parent   {"type":"ready","model_hash":..,"device":..,"compile_ms":..,"capacities":{..}}
+//!                      or {"type":"error","message":..,"fatal":true}
+//! executive → parent   {"type":"stats",..} every HEARTBEAT while running
+//! parent → executive   {"type":"shutdown"}  → executive: {"type":"bye"}, exit 0
+//! ```
+//!
+//! Bulk data never travels here: only through the shared-memory rings. The
+//! executive's stderr is its log (forwarded to the parent's log).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::ShardASettings;
+
+/// Bumped on any incompatible change of these messages or of the ring layout.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// How often the executive says it is alive.
+pub const HEARTBEAT: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToExecutive {
+    Start(Box<StartRequest>),
+    Shutdown,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StartRequest {
+    pub protocol: u32,
+    pub model_dir: PathBuf,
+    /// [`model_hash`] of the model the parent loaded shard B from.
+    pub model_hash: String,
+    /// Layers in shard A.
+    pub split: usize,
+    pub segment: String,
+    pub shard_a: ShardASettings,
+    pub runtime_dir: String,
+}
+
+/// What the executive can take, reported when ready.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Capacities {
+    /// KV capacity per stream, tokens.
+    pub kv_capacity: usize,
+    /// Most tokens per token message.
+    pub chunk: usize,
+    pub hidden: usize,
+    /// Bytes of one activation slot, and the most one call writes.
+    pub act_slot_bytes: usize,
+    pub max_out_bytes: usize,
+}
+
+/// Heartbeat and counters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExecStats {
+    /// "compiling" or "running".
+    pub phase: String,
+    pub uptime_ms: u64,
+    pub infers: u64,
+    pub tokens: u64,
+    pub infer_ms_total: f64,
+    pub last_infer_ms: f64,
+    pub streams: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FromExecutive {
+    Hello {
+        protocol: u32,
+        pid: u32,
+        version: String,
+    },
+    Compiling {
+        device: String,
+        layers: usize,
+        mode: String,
+    },
+    Ready {
+        model_hash: String,
+        device: String,
+        compile_ms: f64,
+        capacities: Capacities,
+    },
+    Stats(ExecStats),
+    Error {
+        message: String,
+        fatal: bool,
+    },
+    Bye,
+}
+
+/// A short hash naming a baked model: sha256 of its manifest (which holds
+/// the source hashes and every tensor's entry), 16 hex digits.
+pub fn model_hash(dir: &Path) -> std::io::Result<String> {
+    let bytes = std::fs::read(dir.join(crate::bake::store::MANIFEST))?;
+    let d = Sha256::digest(&bytes);
+    Ok(d.iter().take(8).map(|b| format!("{b:02x}")).collect())
+}
+
+/// One JSON line.
+pub fn encode<T: Serialize>(msg: &T) -> String {
+    // Serializing these plain structs cannot fail.
+    let mut s = serde_json::to_string(msg)
+        .unwrap_or_else(|e| format!("{{\"type\":\"error\",\"message\":\"{e}\",\"fatal\":true}}"));
+    s.push('\n');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_as_tagged_json_lines() {
+        let m = FromExecutive::Ready {
+            model_hash: "ab".into(),
+            device: "CPU".into(),
+            compile_ms: 1.5,
+            capacities: Capacities {
+                kv_capacity: 8,
+                chunk: 4,
+                hidden: 16,
+                act_slot_bytes: 4096,
+                max_out_bytes: 256,
+            },
+        };
+        let line = encode(&m);
+        assert!(line.ends_with('\n') && line.starts_with("{\"type\":\"ready\""));
+        let back: FromExecutive = serde_json::from_str(line.trim()).unwrap();
+        assert_eq!(back, m);
+        let s: ToExecutive = serde_json::from_str("{\"type\":\"shutdown\"}").unwrap();
+        assert_eq!(s, ToExecutive::Shutdown);
+    }
+}
