@@ -79,6 +79,7 @@ fn main() {
         settings.executive.path = std::env::var("HYBRID_TUI_EXECUTIVE")
             .unwrap_or_else(|_| env!("CARGO_BIN_EXE_hybrid-executive").to_string());
     }
+    hybrid_tui::pipeline::configure_cpu_pool(&settings.shard_b).expect("shard_b threads/cores");
     let dir = model_dir(&preset);
     let mut pipeline = Pipeline::new(&settings, &dir, &mut |_| {}).expect("pipeline");
     let spec = pipeline.shard_b.spec.clone();

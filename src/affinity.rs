@@ -35,6 +35,26 @@ pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
     Ok(out)
 }
 
+static PROCESS_CORES: std::sync::OnceLock<Vec<usize>> = std::sync::OnceLock::new();
+
+/// The cores the process could use before any thread was pinned (what a
+/// child started from a pinned thread should get back).
+pub fn process_cores() -> Vec<usize> {
+    PROCESS_CORES.get_or_init(allowed_cores).clone()
+}
+
+/// A CPU set of `cores`, ready for sched_setaffinity (e.g. in a child after fork).
+pub fn cpu_set(cores: &[usize]) -> libc::cpu_set_t {
+    // SAFETY: an all-zero cpu_set_t is the empty set; CPU_SET stays in bounds.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cores.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
+            libc::CPU_SET(c, &mut set);
+        }
+        set
+    }
+}
+
 /// Cores this process may run on now.
 pub fn allowed_cores() -> Vec<usize> {
     // SAFETY: sched_getaffinity fills the cpu_set_t we own.
@@ -55,6 +75,7 @@ pub fn pin_current_thread(cores: &[usize]) -> Result<(), String> {
     if cores.is_empty() {
         return Ok(());
     }
+    process_cores();
     // SAFETY: CPU_SET/sched_setaffinity on a cpu_set_t we own; cores were
     // bounds-checked by parse_cpu_list (< CPU_SETSIZE).
     unsafe {

@@ -290,6 +290,8 @@ fn cmd_generate(loaded: &Loaded, a: GenerateArgs) -> Result<()> {
     if !(0.0..=1.0).contains(&a.top_p) || a.top_p == 0.0 {
         bail!("--top-p {}: must be in (0, 1]", a.top_p);
     }
+    // Before a bake can start rayon's pool with default settings.
+    hybrid_tui::pipeline::configure_cpu_pool(&s.shard_b).map_err(|e| anyhow::anyhow!(e))?;
     let mut note = |m: String| eprintln!("{m}");
     let model_dir = match &a.model {
         Some(d) => baked_dir_for(d, &mut note)?,
@@ -344,6 +346,7 @@ fn cmd_first_run(loaded: &Loaded) -> Result<()> {
         s.shard_a.device,
         s.shard_b.backend
     );
+    hybrid_tui::pipeline::configure_cpu_pool(&s.shard_b).map_err(|e| anyhow::anyhow!(e))?;
     let mut steps = Vec::new();
     let model = resolve_model(s, &mut steps);
     for step in &steps {

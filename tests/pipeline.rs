@@ -422,3 +422,69 @@ fn killing_the_parent_takes_the_executive_down_and_the_next_start_cleans_up() {
     )));
     p.shutdown();
 }
+
+#[test]
+fn a_hung_executive_is_detected_killed_and_replaced() {
+    let dir = baked_model(Arch::Llama, "int4_sym");
+    let model = BakedModel::open(&dir).unwrap();
+    let q = prompt(fresh_seed(), 9, model.spec().vocab_size);
+    let (want, _) = baseline(&model, &q, 24);
+    let mut s = settings(-1);
+    s.executive.heartbeat_timeout_s = 1.0;
+    let mut events = Vec::new();
+    let mut p = Pipeline::new(&s, &dir, &mut |e| events.push(e)).unwrap();
+    let first = p.executive().unwrap().pid;
+    p.submit(greedy(q, 24)).unwrap();
+    let mut tokens = 0;
+    let mut stopped = false;
+    while p.active() > 0 {
+        p.poll(&mut |e| {
+            if matches!(e, Event::Token { .. }) {
+                tokens += 1;
+            }
+            events.push(e)
+        })
+        .expect("poll");
+        if tokens == 8 && !stopped {
+            // Frozen, not dead: only the missing heartbeats tell.
+            unsafe { libc::kill(first as i32, libc::SIGSTOP) };
+            stopped = true;
+        }
+    }
+    let r = p.take_finished().pop().unwrap();
+    assert_eq!(r.tokens, want);
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::Supervisor(SupervisorEvent::Lost { reason, .. }) if reason.contains("hung")
+    )));
+    assert!(!alive(first), "the hung executive was not killed");
+    p.shutdown();
+}
+
+#[test]
+fn streamed_text_never_splits_a_character() {
+    use hybrid_tui::pipeline::text::TextStream;
+    let dir = baked_model(Arch::Llama, "int4_sym");
+    let tok = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).unwrap();
+    let text = "naïve café — 🙂 über straße 東京";
+    let ids = tok.encode(text, false).unwrap().get_ids().to_vec();
+    assert!(ids.len() > 8);
+    let mut ts = TextStream::new();
+    let mut out = String::new();
+    let mut held_back = 0;
+    for &id in &ids {
+        let d = ts.push(&tok, id);
+        assert!(!d.contains('\u{FFFD}'), "a partial character leaked: {d:?}");
+        if d.is_empty() {
+            held_back += 1;
+        }
+        out.push_str(&d);
+    }
+    out.push_str(&ts.finish());
+    assert_eq!(out, tok.decode(&ids, true).unwrap());
+    assert!(out.contains("🙂") && out.contains("東京"));
+    assert!(
+        held_back > 0,
+        "no token ended inside a character: the test proves nothing"
+    );
+}

@@ -16,14 +16,14 @@ pub mod text;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Once;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokenizers::Tokenizer;
 
 use crate::bake::store::BakedModel;
-use crate::config::Settings;
+use crate::config::{Settings, ShardBSettings};
 use crate::ring::wait::mono_ns;
 use crate::ring::{SegmentSpec, SlotHeader, dtype, flags, kind};
 use crate::shard_b::sampling::{Sampler, SamplingParams, StopCriteria, StopReason};
@@ -151,20 +151,20 @@ pub struct Pipeline {
     chunk: usize,
 }
 
-static POOL: Once = Once::new();
+static POOL: OnceLock<Result<(), String>> = OnceLock::new();
 
-/// Size and pin the CPU backend's thread pool (once per process).
-fn configure_cpu_pool(threads: usize, cores: Vec<usize>) -> Result<(), String> {
+/// Size and pin the CPU backend's thread pool (rayon's global pool, which
+/// burn's Flex backend and gemm use) from `shard_b.threads` and
+/// `shard_b.cpu_cores`, and pin the calling thread. Call it before anything
+/// else uses rayon (a bake does): the first call builds the pool for the
+/// whole process; later calls only pin their thread.
+pub fn configure_cpu_pool(s: &ShardBSettings) -> Result<(), String> {
+    let cores = crate::affinity::parse_cpu_list(&s.cpu_cores)
+        .map_err(|e| format!("shard_b.cpu_cores: {e}"))?;
     crate::affinity::pin_current_thread(&cores)?;
-    let mut result = Ok(());
-    POOL.call_once(|| {
-        let n = if threads > 0 {
-            threads
-        } else if !cores.is_empty() {
-            cores.len()
-        } else {
-            0
-        };
+    let threads = s.threads;
+    POOL.get_or_init(|| {
+        let n = if threads > 0 { threads } else { cores.len() };
         let c = cores.clone();
         let built = rayon::ThreadPoolBuilder::new()
             .num_threads(n)
@@ -172,15 +172,14 @@ fn configure_cpu_pool(threads: usize, cores: Vec<usize>) -> Result<(), String> {
                 let _ = crate::affinity::pin_current_thread(&c);
             })
             .build_global();
-        if let Err(e) = built
-            && (threads > 0 || !cores.is_empty())
-        {
-            result = Err(format!(
-                "shard_b.threads/cpu_cores: the CPU pool was already running: {e}"
-            ));
+        match built {
+            Err(e) if threads > 0 || !cores.is_empty() => Err(format!(
+                "shard_b.threads/cpu_cores cannot apply: the CPU thread pool was started before ({e})"
+            )),
+            _ => Ok(()),
         }
-    });
-    result
+    })
+    .clone()
 }
 
 fn finish_name(r: &StopReason) -> &'static str {
@@ -210,9 +209,7 @@ impl Pipeline {
         let tok_path = model_dir.join("tokenizer.json");
         let tokenizer = Tokenizer::from_file(&tok_path)
             .map_err(|e| PipelineError::Setup(format!("{}: {e}", tok_path.display())))?;
-        let cores = crate::affinity::parse_cpu_list(&settings.shard_b.cpu_cores)
-            .map_err(|e| PipelineError::Setup(format!("shard_b.cpu_cores: {e}")))?;
-        configure_cpu_pool(settings.shard_b.threads, cores).map_err(PipelineError::Setup)?;
+        configure_cpu_pool(&settings.shard_b).map_err(PipelineError::Setup)?;
         let (device, info) =
             select_device(&settings.shard_b).map_err(|e| PipelineError::Setup(e.to_string()))?;
         let wdt = WeightDtype::parse(&settings.shard_b.weights_dtype).unwrap_or(WeightDtype::F32);

@@ -195,10 +195,19 @@ impl Executive {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        // The child starts with the process's cores, not those of the
+        // (maybe pinned) shard-B thread spawning it; shard_a.cpu_cores
+        // then narrows them in the executive.
+        let cores = crate::affinity::process_cores();
+        let set = crate::affinity::cpu_set(&cores);
+        // SAFETY: prctl and sched_setaffinity are async-signal-safe system
+        // calls; nothing else runs between fork and exec.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+                if !cores.is_empty() {
+                    libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+                }
                 Ok(())
             });
         }
