@@ -165,6 +165,34 @@ fn mistral_static_shapes_forced_on_cpu() {
     assert_eq!(r[0].tokens, want);
 }
 
+/// Run one request; after `at` tokens, `fault()` once. The finished report.
+fn run_with_fault(
+    p: &mut Pipeline,
+    req: GenRequest,
+    at: usize,
+    events: &mut Vec<Event>,
+    fault: impl FnOnce(),
+) -> hybrid_tui::pipeline::StreamReport {
+    p.submit(req).unwrap();
+    let mut tokens = 0;
+    let mut fault = Some(fault);
+    while p.active() > 0 {
+        p.poll(&mut |e| {
+            if matches!(e, Event::Token { .. }) {
+                tokens += 1;
+            }
+            events.push(e)
+        })
+        .expect("poll");
+        if tokens == at
+            && let Some(f) = fault.take()
+        {
+            f();
+        }
+    }
+    p.take_finished().pop().unwrap()
+}
+
 fn kill9(pid: u32) {
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
 }
@@ -189,23 +217,7 @@ fn killing_the_executive_mid_generation_restarts_it_and_the_tokens_stay_the_same
     let mut p = Pipeline::new(&settings(-1), &dir, &mut |e| events.push(e)).unwrap();
     let first_pid = p.executive().unwrap().pid;
     let first_segment = p.executive().unwrap().segment.path();
-    p.submit(greedy(q, 48)).unwrap();
-    let mut tokens = 0;
-    let mut killed = false;
-    while p.active() > 0 {
-        p.poll(&mut |e| {
-            if matches!(e, Event::Token { .. }) {
-                tokens += 1;
-            }
-            events.push(e)
-        })
-        .expect("poll");
-        if tokens == 20 && !killed {
-            kill9(first_pid);
-            killed = true;
-        }
-    }
-    let r = p.take_finished().pop().unwrap();
+    let r = run_with_fault(&mut p, greedy(q, 48), 20, &mut events, || kill9(first_pid));
     assert_eq!(
         r.tokens, want,
         "the conversation did not survive the restart"
@@ -434,24 +446,10 @@ fn a_hung_executive_is_detected_killed_and_replaced() {
     let mut events = Vec::new();
     let mut p = Pipeline::new(&s, &dir, &mut |e| events.push(e)).unwrap();
     let first = p.executive().unwrap().pid;
-    p.submit(greedy(q, 24)).unwrap();
-    let mut tokens = 0;
-    let mut stopped = false;
-    while p.active() > 0 {
-        p.poll(&mut |e| {
-            if matches!(e, Event::Token { .. }) {
-                tokens += 1;
-            }
-            events.push(e)
-        })
-        .expect("poll");
-        if tokens == 8 && !stopped {
-            // Frozen, not dead: only the missing heartbeats tell.
-            unsafe { libc::kill(first as i32, libc::SIGSTOP) };
-            stopped = true;
-        }
-    }
-    let r = p.take_finished().pop().unwrap();
+    // Frozen, not dead: only the missing heartbeats tell.
+    let r = run_with_fault(&mut p, greedy(q, 24), 8, &mut events, || unsafe {
+        libc::kill(first as i32, libc::SIGSTOP);
+    });
     assert_eq!(r.tokens, want);
     assert!(events.iter().any(|e| matches!(
         e,
