@@ -225,8 +225,15 @@ fn init_logging(settings: &Settings) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = hybrid_tui::supervisor::install_signal_handlers() {
+        eprintln!("warning: cannot handle termination signals: {e}");
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(_) if hybrid_tui::supervisor::interrupted() => {
+            eprintln!("interrupted: the executive was stopped and its shared memory removed");
+            ExitCode::from(130)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -390,6 +390,12 @@ impl Pipeline {
             ids.push(self.submit(r)?);
         }
         while ids.iter().any(|i| self.streams.contains_key(i)) {
+            if crate::supervisor::interrupted() {
+                for &id in &ids {
+                    self.cancel(id, sink);
+                }
+                return Err(PipelineError::Supervisor(SupervisorError::Interrupted));
+            }
             self.poll(sink)?;
         }
         let mut done = self.take_finished();

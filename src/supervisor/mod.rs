@@ -17,6 +17,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -100,6 +101,29 @@ pub enum SupervisorError {
     Ring(#[from] RingError),
     #[error("the executive {reason}")]
     Lost { reason: String },
+    #[error("interrupted")]
+    Interrupted,
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Turn SIGINT, SIGTERM and SIGHUP into a flag that start-up waits and the
+/// pipeline check, so the executive is shut down and the segment unlinked
+/// instead of the process dying mid-way. (The executive runs in its own
+/// process group, so a terminal's Ctrl-C reaches only this process.)
+pub fn install_signal_handlers() -> std::io::Result<()> {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only stores to a static atomic.
+        unsafe {
+            signal_hook::low_level::register(sig, || INTERRUPTED.store(true, Ordering::SeqCst))?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether a termination signal arrived.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
 }
 
 /// Where the executive program is: the setting, else next to this program.
@@ -205,6 +229,7 @@ impl Executive {
         unsafe {
             cmd.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+                libc::setpgid(0, 0);
                 if !cores.is_empty() {
                     libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
                 }
@@ -384,6 +409,9 @@ impl Executive {
     ) -> Result<Option<FromExecutive>, SupervisorError> {
         let deadline = Instant::now() + timeout;
         loop {
+            if interrupted() {
+                return Err(SupervisorError::Interrupted);
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Ok(None);
