@@ -194,7 +194,7 @@ pub fn generate(
         Event::Supervisor(ev) => {
             match &ev {
                 SupervisorEvent::Lost { reason, .. } => {
-                    let _ = writeln!(err, "\n[executive {reason}]");
+                    let _ = writeln!(err, "\n[{reason}]");
                 }
                 SupervisorEvent::Restarting {
                     attempt,

@@ -4,6 +4,7 @@
 pub mod affinity;
 pub mod bake;
 pub mod config;
+pub mod engine;
 pub mod executive;
 pub mod firstrun;
 pub mod generate;
@@ -14,3 +15,4 @@ pub mod reference;
 pub mod ring;
 pub mod shard_b;
 pub mod supervisor;
+pub mod tui;

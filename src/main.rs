@@ -249,7 +249,11 @@ fn run(cli: Cli) -> Result<()> {
         _ => {}
     }
     let loaded = load_settings(&cli.global)?;
-    init_logging(&loaded.settings);
+    let workbench = cli.command.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout());
+    // The workbench logs to its file and its log pane itself.
+    if !workbench {
+        init_logging(&loaded.settings);
+    }
     match cli.command {
         Some(Command::Config { json }) => {
             if json {
@@ -265,6 +269,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Some(Command::Generate(a)) => cmd_generate(&loaded, a),
+        None if workbench => cmd_workbench(&loaded),
         None => cmd_first_run(&loaded),
         Some(_) => Ok(()),
     }
@@ -344,6 +349,20 @@ fn cmd_generate(loaded: &Loaded, a: GenerateArgs) -> Result<()> {
     Ok(())
 }
 
+/// The workbench on the chat screen (stdout is a terminal).
+fn cmd_workbench(loaded: &Loaded) -> Result<()> {
+    let s = &loaded.settings;
+    hybrid_tui::pipeline::configure_cpu_pool(&s.shard_b).map_err(|e| anyhow::anyhow!(e))?;
+    let mut steps = Vec::new();
+    let model = resolve_model(s, &mut steps).map_err(|e| e.to_string());
+    for step in steps {
+        tracing::info!("{step}");
+    }
+    hybrid_tui::tui::run_terminal(s, &loaded.profile, model)
+}
+
+/// Without a terminal: the same start as text (make sure a model is there,
+/// generate a short chat answer through both shards, print the timings).
 fn cmd_first_run(loaded: &Loaded) -> Result<()> {
     let s = &loaded.settings;
     println!(

@@ -11,7 +11,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{baked_model, fresh_seed, rel_err};
+use common::{baked_model, children_of, fresh_seed, rel_err};
 use hybrid_tui::bake::store::BakedModel;
 use hybrid_tui::config::Settings;
 use hybrid_tui::model::Arch;
@@ -251,23 +251,6 @@ fn write_script(dir: &Path, name: &str, body: &str) -> PathBuf {
     std::fs::write(&p, body).unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
     p
-}
-
-fn children_of(parent: u32) -> Vec<u32> {
-    let mut v = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            let after = stat.rsplit(')').next().unwrap_or("");
-            let ppid = after.split_whitespace().nth(1).and_then(|x| x.parse().ok());
-            if ppid == Some(parent) {
-                v.push(pid);
-            }
-        }
-    }
-    v
 }
 
 #[test]

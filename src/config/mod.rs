@@ -34,8 +34,65 @@ pub struct Settings {
     pub split: SplitSettings,
     pub executive: ExecutiveSettings,
     pub ring: RingSettings,
+    pub keys: KeySettings,
     pub openvino: OpenVinoSettings,
     pub log: LogSettings,
+}
+
+/// The workbench's keys: "ctrl+r", "alt+enter", "f1", "pageup", "?"...
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySettings {
+    pub quit: String,
+    pub send: String,
+    pub newline: String,
+    pub stop: String,
+    pub regenerate: String,
+    pub clear: String,
+    pub copy_answer: String,
+    pub help: String,
+    pub scroll_up: String,
+    pub scroll_down: String,
+    pub history_prev: String,
+    pub history_next: String,
+    pub edit_system: String,
+    pub toggle_log: String,
+}
+
+impl KeySettings {
+    /// Action name → key, as the keymap takes them.
+    pub fn map(&self) -> BTreeMap<String, String> {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(m)) => m
+                .into_iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_string())))
+                .collect(),
+            _ => BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for KeySettings {
+    fn default() -> Self {
+        use crate::tui::keymap::Action as A;
+        let k = |a: A| a.default_key().to_string();
+        KeySettings {
+            quit: k(A::Quit),
+            send: k(A::Send),
+            newline: k(A::Newline),
+            stop: k(A::Stop),
+            regenerate: k(A::Regenerate),
+            clear: k(A::Clear),
+            copy_answer: k(A::CopyAnswer),
+            help: k(A::Help),
+            scroll_up: k(A::ScrollUp),
+            scroll_down: k(A::ScrollDown),
+            history_prev: k(A::HistoryPrev),
+            history_next: k(A::HistoryNext),
+            edit_system: k(A::EditSystem),
+            toggle_log: k(A::ToggleLog),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,6 +152,8 @@ pub struct ExecutiveSettings {
     pub compile_timeout_s: f64,
     /// Seconds without a heartbeat before a running executive counts as hung.
     pub heartbeat_timeout_s: f64,
+    /// Seconds one shard A call may run before the executive counts as hung.
+    pub call_timeout_s: f64,
     /// Restarts after a crash or hang before giving up.
     pub max_restarts: u32,
 }
@@ -161,9 +220,11 @@ impl Default for Settings {
                 handshake_timeout_s: 10.0,
                 compile_timeout_s: 600.0,
                 heartbeat_timeout_s: 10.0,
+                call_timeout_s: 120.0,
                 max_restarts: 3,
             },
             ring: RingSettings { slots: 8 },
+            keys: KeySettings::default(),
             openvino: OpenVinoSettings {
                 runtime_dir: String::new(),
             },
@@ -462,6 +523,7 @@ impl Settings {
                 "executive.heartbeat_timeout_s",
                 self.executive.heartbeat_timeout_s,
             ),
+            ("executive.call_timeout_s", self.executive.call_timeout_s),
         ] {
             if !(v.is_finite() && v > 0.0) {
                 return Err(SettingsError::BadValue {
@@ -470,6 +532,14 @@ impl Settings {
                     message: format!("{v} is not a positive number of seconds"),
                 });
             }
+        }
+        if let Err(message) = crate::tui::keymap::Keymap::new(&self.keys.map()) {
+            let key = message.split(':').next().unwrap_or("keys").to_string();
+            return Err(SettingsError::BadValue {
+                origin: origin(&key),
+                key,
+                message,
+            });
         }
         for (key, v) in [
             ("shard_a.cpu_cores", &self.shard_a.cpu_cores),

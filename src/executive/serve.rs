@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -145,25 +145,37 @@ fn run(start: &StartRequest, out: &Out) -> Result<(), (i32, String)> {
         }
         .into(),
     });
-    // Heartbeats while compiling (which can take minutes on an NPU).
-    let compiling = Arc::new(AtomicBool::new(true));
-    let beat = {
-        let (out, compiling) = (out.clone(), compiling.clone());
+    // One heartbeat thread for the whole life of the process: it says we
+    // are alive while compiling (minutes on an NPU) and during long calls,
+    // and how long the current call has been running, so the parent can
+    // tell a slow call from a stuck one.
+    let shared = Arc::new(Mutex::new(ExecStats {
+        phase: "compiling".into(),
+        ..Default::default()
+    }));
+    let busy_since = Arc::new(AtomicU64::new(0));
+    {
+        let (out, shared, busy_since) = (out.clone(), shared.clone(), busy_since.clone());
         std::thread::spawn(move || {
-            while compiling.load(Ordering::Relaxed) {
-                out.send(&FromExecutive::Stats(ExecStats {
-                    phase: "compiling".into(),
-                    uptime_ms: started.elapsed().as_millis() as u64,
-                    ..Default::default()
-                }));
+            loop {
+                let mut st = match shared.lock() {
+                    Ok(s) => s.clone(),
+                    Err(_) => return,
+                };
+                st.uptime_ms = started.elapsed().as_millis() as u64;
+                let since = busy_since.load(Ordering::Relaxed);
+                st.busy_ms = if since == 0 {
+                    0
+                } else {
+                    mono_ns().saturating_sub(since) / 1_000_000
+                };
+                out.send(&FromExecutive::Stats(st));
                 std::thread::sleep(HEARTBEAT);
             }
-        })
-    };
-    let shard = ShardA::compile(&mut core, &model, &opts);
-    compiling.store(false, Ordering::Relaxed);
-    let _ = beat.join();
-    let mut shard = shard.map_err(|e| startup(format!("shard A: {e}")))?;
+        });
+    }
+    let mut shard =
+        ShardA::compile(&mut core, &model, &opts).map_err(|e| startup(format!("shard A: {e}")))?;
     let act_slot = segment.slot_bytes(RingId::Activations);
     if act_slot < shard.max_out_bytes() {
         return Err(startup(format!(
@@ -218,15 +230,14 @@ fn run(start: &StartRequest, out: &Out) -> Result<(), (i32, String)> {
         phase: "running".into(),
         ..Default::default()
     };
-    let mut last_beat = Instant::now() - HEARTBEAT;
+    let publish = |stats: &ExecStats| {
+        if let Ok(mut s) = shared.lock() {
+            *s = stats.clone();
+        }
+    };
+    publish(&stats);
     let h = shard.spec.hidden_size;
     while !stop.load(Ordering::SeqCst) {
-        if last_beat.elapsed() >= HEARTBEAT {
-            stats.uptime_ms = started.elapsed().as_millis() as u64;
-            stats.streams = streams.len();
-            out.send(&FromExecutive::Stats(stats.clone()));
-            last_beat = Instant::now();
-        }
         let msg = tokens_rx
             .recv(Duration::from_millis(100))
             .map_err(|e| (EXIT_RING_FAILED, e.to_string()))?;
@@ -240,9 +251,12 @@ fn run(start: &StartRequest, out: &Out) -> Result<(), (i32, String)> {
         drop(msg);
         if hd.flags & flags::END != 0 {
             streams.remove(&hd.stream);
+            stats.streams = streams.len();
+            publish(&stats);
             continue;
         }
         let t_start = mono_ns();
+        busy_since.store(t_start, Ordering::Relaxed);
         // Reply slot first: shard A writes into it directly.
         let mut slot = loop {
             if let Some(r) = acts_tx.reserve(Duration::from_millis(100)) {
@@ -311,6 +325,9 @@ fn run(start: &StartRequest, out: &Out) -> Result<(), (i32, String)> {
             }
         }
         reply.t_done_ns = mono_ns();
+        busy_since.store(0, Ordering::Relaxed);
+        stats.streams = streams.len();
+        publish(&stats);
         slot.publish(reply)
             .map_err(|e| (EXIT_RING_FAILED, e.to_string()))?;
     }

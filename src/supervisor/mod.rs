@@ -183,6 +183,7 @@ pub struct Executive {
     pub stats: ExecStats,
     last_heard: Instant,
     heartbeat_timeout: Duration,
+    call_timeout: Duration,
 }
 
 fn describe(status: ExitStatus) -> String {
@@ -295,6 +296,7 @@ impl Executive {
             stats: ExecStats::default(),
             last_heard: Instant::now(),
             heartbeat_timeout: Duration::from_secs_f64(cfg.settings.executive.heartbeat_timeout_s),
+            call_timeout: Duration::from_secs_f64(cfg.settings.executive.call_timeout_s),
         };
         sink(SupervisorEvent::Started {
             pid,
@@ -473,6 +475,16 @@ impl Executive {
         if let Ok(Some(status)) = self.child.try_wait() {
             return Err(SupervisorError::Lost {
                 reason: describe(status),
+            });
+        }
+        if self.stats.busy_ms > self.call_timeout.as_millis() as u64 {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            return Err(SupervisorError::Lost {
+                reason: format!(
+                    "hung: one shard A call has run for {:.1}s (executive.call_timeout_s); it was killed",
+                    self.stats.busy_ms as f64 / 1e3
+                ),
             });
         }
         let silent = self.last_heard.elapsed();

@@ -70,6 +70,8 @@ pub struct ExecStats {
     pub infer_ms_total: f64,
     pub last_infer_ms: f64,
     pub streams: usize,
+    /// How long the call in progress has been running (0 when idle).
+    pub busy_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

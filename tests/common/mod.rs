@@ -73,3 +73,21 @@ pub fn fresh_seed() -> u64 {
     use rand::Rng;
     rand::rng().random()
 }
+
+/// Pids whose parent is `parent` (from /proc).
+pub fn children_of(parent: u32) -> Vec<u32> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            let after = stat.rsplit(')').next().unwrap_or("");
+            let ppid = after.split_whitespace().nth(1).and_then(|x| x.parse().ok());
+            if ppid == Some(parent) {
+                v.push(pid);
+            }
+        }
+    }
+    v
+}

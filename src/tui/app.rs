@@ -1,0 +1,642 @@
+//! The workbench's state and how events change it. Drawing reads it
+//! (`super::ui`), never writes it.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossterm::event::{
+    Event as TermEvent, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEventKind,
+};
+use tokenizers::Tokenizer;
+
+use super::keymap::{Action, Keymap};
+use super::telemetry::Sample;
+use crate::bake::store::BakedModel;
+use crate::engine::{Command, EngineEvent, EngineInfo};
+use crate::model::chat::{Message, render};
+use crate::pipeline::{Event, GenRequest, StageSample, StreamReport};
+use crate::ring::{RingStats, Segment};
+use crate::shard_b::sampling::{SamplingParams, StopCriteria};
+use crate::supervisor::{ExecState, SupervisorEvent};
+
+/// Everything that reaches the app loop.
+#[derive(Debug)]
+pub enum AppEvent {
+    Term(TermEvent),
+    Engine(EngineEvent),
+    Telemetry(Sample),
+    Log(String),
+    Tick,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    User,
+    Assistant,
+    /// Messages from the app itself (errors, restarts); never sent to the model.
+    Info,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub text: String,
+    /// A line under the message (speed, "stopped").
+    pub note: Option<String>,
+}
+
+/// Builds prompt ids from the conversation with the model's chat template.
+pub struct Prompter {
+    tokenizer: Tokenizer,
+    template: Option<String>,
+    bos: String,
+    eos: String,
+    eos_ids: Vec<u32>,
+}
+
+impl Prompter {
+    pub fn load(dir: &Path) -> Result<Prompter, String> {
+        let model = BakedModel::open(dir).map_err(|e| e.to_string())?;
+        let tok_path = dir.join("tokenizer.json");
+        let tokenizer =
+            Tokenizer::from_file(&tok_path).map_err(|e| format!("{}: {e}", tok_path.display()))?;
+        let template = match &model.manifest.tokens.chat_template_file {
+            Some(f) => Some(
+                std::fs::read_to_string(dir.join(f))
+                    .map_err(|e| format!("{}: {e}", dir.join(f).display()))?,
+            ),
+            None => None,
+        };
+        let name = |id: Option<u32>| {
+            id.and_then(|i| tokenizer.id_to_token(i))
+                .unwrap_or_default()
+        };
+        Ok(Prompter {
+            bos: name(model.manifest.tokens.bos_token_id),
+            eos: name(model.manifest.tokens.eos_token_ids.first().copied()),
+            eos_ids: model.manifest.tokens.eos_token_ids.clone(),
+            template,
+            tokenizer,
+        })
+    }
+
+    /// Token ids for the conversation, ready for the assistant's turn.
+    pub fn ids(&self, system: &str, conv: &[ChatMessage]) -> Result<Vec<u32>, String> {
+        let mut msgs = Vec::new();
+        if !system.trim().is_empty() {
+            msgs.push(Message::new("system", system));
+        }
+        for m in conv {
+            match m.role {
+                Role::User => msgs.push(Message::new("user", &m.text)),
+                Role::Assistant => msgs.push(Message::new("assistant", &m.text)),
+                Role::Info => {}
+            }
+        }
+        let text = match &self.template {
+            Some(t) => render(t, &msgs, true, &self.bos, &self.eos)?,
+            None => msgs
+                .iter()
+                .map(|m| m.content.clone())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        };
+        let enc = self
+            .tokenizer
+            .encode(text.as_str(), self.template.is_none())
+            .map_err(|e| format!("tokenizing: {e}"))?;
+        Ok(enc.get_ids().to_vec())
+    }
+}
+
+/// What is being generated now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Active {
+    pub tag: u64,
+    pub stream: Option<u32>,
+    /// Index of the answer being written in `messages`.
+    pub msg: usize,
+}
+
+/// Rolling speed figures for the speed pane.
+#[derive(Debug, Clone, Default)]
+pub struct Speed {
+    /// Decode tok/s of finished answers (last 60).
+    pub decode: VecDeque<f64>,
+    pub last: Option<StreamReport>,
+    /// Exponential means of the per-token stages (decode steps only).
+    pub stages: Option<StageSample>,
+    /// Live decode rate of the answer in progress.
+    pub live_tok_s: f64,
+    live_tokens: usize,
+    live_since: Option<Instant>,
+}
+
+impl Speed {
+    fn stage(&mut self, s: &StageSample) {
+        if s.prefill {
+            return;
+        }
+        let a = 0.2;
+        self.stages = Some(match self.stages {
+            None => *s,
+            Some(m) => StageSample {
+                b_to_a_wait_ms: m.b_to_a_wait_ms * (1.0 - a) + s.b_to_a_wait_ms * a,
+                a_ms: m.a_ms * (1.0 - a) + s.a_ms * a,
+                a_to_b_wait_ms: m.a_to_b_wait_ms * (1.0 - a) + s.a_to_b_wait_ms * a,
+                b_ms: m.b_ms * (1.0 - a) + s.b_ms * a,
+                ..*s
+            },
+        });
+    }
+}
+
+/// Ring figures for the ring pane, with rates.
+#[derive(Debug, Clone, Default)]
+pub struct RingView {
+    pub segment: String,
+    pub stats: [RingStats; 2],
+    pub bytes_per_s: [f64; 2],
+    at: Option<Instant>,
+}
+
+pub const HISTORY: usize = 60;
+
+pub struct App {
+    pub profile: String,
+    pub model_label: String,
+    pub state: ExecState,
+    pub info: Option<EngineInfo>,
+    pub failure: Option<String>,
+    pub messages: Vec<ChatMessage>,
+    pub system_prompt: String,
+    pub input: String,
+    pub editing_system: bool,
+    pub history: Vec<String>,
+    history_pos: Option<usize>,
+    /// Lines scrolled up from the bottom of the conversation.
+    pub scroll: usize,
+    pub active: Option<Active>,
+    next_tag: u64,
+    pub speed: Speed,
+    pub ring: Option<RingView>,
+    segment: Option<Arc<Segment>>,
+    pub devices: Option<Sample>,
+    pub cpu_history: VecDeque<u64>,
+    pub mem_history: VecDeque<u64>,
+    pub log: VecDeque<String>,
+    pub show_help: bool,
+    pub show_log: bool,
+    pub notice: Option<String>,
+    pub quit: bool,
+    pub keymap: Keymap,
+    prompter: Option<Prompter>,
+    commands: Box<dyn FnMut(Command) + Send>,
+    pub sampling: SamplingParams,
+    pub max_new_tokens: usize,
+    pub answers_dir: PathBuf,
+}
+
+impl App {
+    pub fn new(
+        profile: &str,
+        model_label: &str,
+        keymap: Keymap,
+        commands: Box<dyn FnMut(Command) + Send>,
+    ) -> App {
+        App {
+            profile: profile.into(),
+            model_label: model_label.into(),
+            state: ExecState::Starting,
+            info: None,
+            failure: None,
+            messages: Vec::new(),
+            system_prompt: "You are a helpful assistant.".into(),
+            input: String::new(),
+            editing_system: false,
+            history: Vec::new(),
+            history_pos: None,
+            scroll: 0,
+            active: None,
+            next_tag: 1,
+            speed: Speed::default(),
+            ring: None,
+            segment: None,
+            devices: None,
+            cpu_history: VecDeque::new(),
+            mem_history: VecDeque::new(),
+            log: VecDeque::new(),
+            show_help: false,
+            show_log: false,
+            notice: None,
+            quit: false,
+            keymap,
+            prompter: None,
+            commands,
+            sampling: SamplingParams {
+                temperature: 0.7,
+                top_p: 0.9,
+                ..SamplingParams::default()
+            },
+            max_new_tokens: 512,
+            answers_dir: crate::paths::data_dir()
+                .unwrap_or_else(|| PathBuf::from("."))
+                .join("answers"),
+        }
+    }
+
+    pub fn on_event(&mut self, ev: AppEvent) {
+        match ev {
+            AppEvent::Term(t) => self.on_term(t),
+            AppEvent::Engine(e) => self.on_engine(e),
+            AppEvent::Telemetry(s) => {
+                push_bounded(&mut self.cpu_history, s.cpu_total.round() as u64);
+                let mem = (s.mem_used as f64 / s.mem_total.max(1) as f64 * 100.0).round();
+                push_bounded(&mut self.mem_history, mem as u64);
+                self.devices = Some(s);
+            }
+            AppEvent::Log(line) => {
+                if self.log.len() == 500 {
+                    self.log.pop_front();
+                }
+                self.log.push_back(line);
+            }
+            AppEvent::Tick => self.on_tick(),
+        }
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(seg) = &self.segment {
+            let stats = seg.stats();
+            let now = Instant::now();
+            let view = self.ring.get_or_insert_with(RingView::default);
+            if let Some(at) = view.at {
+                let dt = (now - at).as_secs_f64().max(1e-6);
+                for (i, s) in stats.iter().enumerate() {
+                    let moved = s.bytes.saturating_sub(view.stats[i].bytes) as f64;
+                    view.bytes_per_s[i] = moved / dt;
+                }
+            }
+            view.stats = stats;
+            view.segment = seg.name().to_string();
+            view.at = Some(now);
+        }
+        if let (Some(since), true) = (self.speed.live_since, self.active.is_some()) {
+            let t = since.elapsed().as_secs_f64();
+            if t > 0.0 && self.speed.live_tokens > 1 {
+                self.speed.live_tok_s = (self.speed.live_tokens - 1) as f64 / t;
+            }
+        }
+    }
+
+    fn on_term(&mut self, ev: TermEvent) {
+        match ev {
+            TermEvent::Key(k) if k.kind != KeyEventKind::Release => self.on_key(k),
+            TermEvent::Mouse(m) => match m.kind {
+                MouseEventKind::ScrollUp => self.scroll += 3,
+                MouseEventKind::ScrollDown => self.scroll = self.scroll.saturating_sub(3),
+                _ => {}
+            },
+            TermEvent::Paste(s) => self.input.push_str(&s),
+            _ => {}
+        }
+    }
+
+    fn on_key(&mut self, k: KeyEvent) {
+        if self.show_help {
+            // Any key closes the help.
+            self.show_help = false;
+            return;
+        }
+        if k.code == KeyCode::Char('?') && self.input.is_empty() && !self.editing_system {
+            self.show_help = true;
+            return;
+        }
+        match self.keymap.action(&k) {
+            Some(a) => self.act(a),
+            None => match k.code {
+                KeyCode::Char(c)
+                    if !k
+                        .modifiers
+                        .intersects(KeyModifiers::CONTROL | KeyModifiers::ALT) =>
+                {
+                    self.input.push(c)
+                }
+                KeyCode::Backspace => {
+                    self.input.pop();
+                }
+                KeyCode::Tab => self.input.push_str("    "),
+                _ => {}
+            },
+        }
+    }
+
+    fn act(&mut self, a: Action) {
+        match a {
+            Action::Quit => self.quit = true,
+            Action::Help => self.show_help = true,
+            Action::ToggleLog => self.show_log = !self.show_log,
+            Action::Newline => self.input.push('\n'),
+            Action::Send if self.editing_system => {
+                self.system_prompt = std::mem::take(&mut self.input);
+                self.editing_system = false;
+                self.notice = Some("system prompt saved".into());
+            }
+            Action::Send => self.send(),
+            Action::Stop => {
+                if self.editing_system {
+                    self.editing_system = false;
+                    self.input.clear();
+                } else if let Some(Active {
+                    stream: Some(s), ..
+                }) = self.active
+                {
+                    (self.commands)(Command::Cancel { stream: s });
+                }
+            }
+            Action::Regenerate => {
+                if self.active.is_none()
+                    && self
+                        .messages
+                        .last()
+                        .is_some_and(|m| m.role == Role::Assistant)
+                {
+                    self.messages.pop();
+                    self.start_answer();
+                }
+            }
+            Action::Clear => {
+                if self.active.is_none() {
+                    self.messages.clear();
+                    self.scroll = 0;
+                }
+            }
+            Action::CopyAnswer => self.copy_answer(),
+            Action::ScrollUp => self.scroll += 5,
+            Action::ScrollDown => self.scroll = self.scroll.saturating_sub(5),
+            Action::HistoryPrev => {
+                if !self.history.is_empty() && !self.input.contains('\n') {
+                    let i = match self.history_pos {
+                        Some(0) => 0,
+                        Some(i) => i - 1,
+                        None => self.history.len() - 1,
+                    };
+                    self.history_pos = Some(i);
+                    self.input = self.history[i].clone();
+                }
+            }
+            Action::HistoryNext => {
+                if let Some(i) = self.history_pos {
+                    if i + 1 < self.history.len() {
+                        self.history_pos = Some(i + 1);
+                        self.input = self.history[i + 1].clone();
+                    } else {
+                        self.history_pos = None;
+                        self.input.clear();
+                    }
+                }
+            }
+            Action::EditSystem => {
+                if !self.editing_system {
+                    self.editing_system = true;
+                    self.input = self.system_prompt.clone();
+                }
+            }
+        }
+    }
+
+    fn send(&mut self) {
+        let text = self.input.trim().to_string();
+        if text.is_empty() || self.active.is_some() {
+            return;
+        }
+        if self.prompter.is_none() {
+            self.notice = Some("the model is not ready yet".into());
+            return;
+        }
+        self.history.push(text.clone());
+        self.history_pos = None;
+        self.input.clear();
+        self.messages.push(ChatMessage {
+            role: Role::User,
+            text,
+            note: None,
+        });
+        self.start_answer();
+    }
+
+    fn start_answer(&mut self) {
+        let Some(p) = &self.prompter else { return };
+        let conv: Vec<ChatMessage> = self.messages.clone();
+        let ids = match p.ids(&self.system_prompt, &conv) {
+            Ok(ids) => ids,
+            Err(e) => {
+                self.info(format!("cannot build the prompt: {e}"));
+                return;
+            }
+        };
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        self.messages.push(ChatMessage {
+            role: Role::Assistant,
+            text: String::new(),
+            note: Some("…".into()),
+        });
+        self.scroll = 0;
+        self.active = Some(Active {
+            tag,
+            stream: None,
+            msg: self.messages.len() - 1,
+        });
+        self.speed.live_tokens = 0;
+        self.speed.live_since = None;
+        self.speed.live_tok_s = 0.0;
+        let req = GenRequest {
+            prompt: ids,
+            max_new_tokens: self.max_new_tokens,
+            sampling: SamplingParams {
+                seed: tag,
+                ..self.sampling.clone()
+            },
+            stop: StopCriteria {
+                eos: p.eos_ids.clone(),
+                ..Default::default()
+            },
+            record_logits: false,
+        };
+        (self.commands)(Command::Submit {
+            tag,
+            req: Box::new(req),
+        });
+    }
+
+    fn copy_answer(&mut self) {
+        let Some(last) = self
+            .messages
+            .iter()
+            .rev()
+            .find(|m| m.role == Role::Assistant && !m.text.is_empty())
+        else {
+            self.notice = Some("no answer to save yet".into());
+            return;
+        };
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let path = self.answers_dir.join(format!("answer-{secs}.txt"));
+        let r = std::fs::create_dir_all(&self.answers_dir)
+            .and_then(|_| std::fs::write(&path, &last.text));
+        self.notice = Some(match r {
+            Ok(()) => format!("saved the last answer to {}", path.display()),
+            Err(e) => format!("cannot save to {}: {e}", path.display()),
+        });
+    }
+
+    /// A message from the app; during an answer it goes above the answer,
+    /// which keeps streaming at the bottom.
+    fn info(&mut self, text: String) {
+        let m = ChatMessage {
+            role: Role::Info,
+            text,
+            note: None,
+        };
+        match &mut self.active {
+            Some(a) if a.msg < self.messages.len() => {
+                self.messages.insert(a.msg, m);
+                a.msg += 1;
+            }
+            _ => self.messages.push(m),
+        }
+    }
+
+    fn on_engine(&mut self, e: EngineEvent) {
+        match e {
+            EngineEvent::Ready(info) => {
+                match Prompter::load(&info.model_dir) {
+                    Ok(p) => self.prompter = Some(p),
+                    Err(e) => self.failure = Some(format!("loading the tokenizer: {e}")),
+                }
+                self.info = Some(*info);
+                self.state = ExecState::Ready;
+            }
+            EngineEvent::Submitted { tag, stream } => {
+                if let Some(a) = &mut self.active
+                    && a.tag == tag
+                {
+                    a.stream = Some(stream);
+                }
+            }
+            EngineEvent::Rejected { tag, message } => {
+                if let Some(a) = self.active.filter(|a| a.tag == tag) {
+                    self.active = None;
+                    if a.msg < self.messages.len() {
+                        self.messages.remove(a.msg);
+                    }
+                    self.info(format!("not sent: {message}"));
+                }
+            }
+            EngineEvent::Pipeline(ev) => self.on_pipeline(ev),
+            EngineEvent::Failed(msg) => {
+                self.state = ExecState::Failed;
+                self.failure = Some(msg.clone());
+                self.active = None;
+                self.info(format!("the engine stopped: {msg}"));
+            }
+            EngineEvent::Stopped => self.state = ExecState::Stopped,
+        }
+    }
+
+    fn is_active(&self, stream: u32) -> bool {
+        self.active.is_some_and(|a| a.stream == Some(stream))
+    }
+
+    fn on_pipeline(&mut self, ev: Event) {
+        match ev {
+            Event::Token { stream, text, .. } if self.is_active(stream) => {
+                self.speed.live_tokens += 1;
+                if self.speed.live_since.is_none() {
+                    self.speed.live_since = Some(Instant::now());
+                }
+                if let Some(m) = self.active.and_then(|a| self.messages.get_mut(a.msg)) {
+                    m.text.push_str(&text);
+                }
+            }
+            Event::Stage(s) => self.speed.stage(&s),
+            Event::Finished(r) if self.is_active(r.stream) => {
+                let m = &r.metrics;
+                let note = match r.finish.as_str() {
+                    "cancelled" => format!("stopped · {} tokens", m.generated),
+                    "error" => format!("error: {}", r.error.clone().unwrap_or_default()),
+                    _ => format!(
+                        "{} tokens · {:.1} tok/s · ttft {:.0} ms · prompt {} at {:.0} tok/s",
+                        m.generated, m.decode_tok_s, m.ttft_ms, m.prompt_tokens, m.prefill_tok_s
+                    ),
+                };
+                if let Some(m) = self.active.and_then(|a| self.messages.get_mut(a.msg)) {
+                    m.note = Some(note);
+                }
+                if m.decode_tok_s > 0.0 {
+                    push_bounded_f(&mut self.speed.decode, m.decode_tok_s);
+                }
+                self.speed.last = Some(*r);
+                self.active = None;
+            }
+            Event::Supervisor(s) => self.on_supervisor(s),
+            _ => {}
+        }
+    }
+
+    fn on_supervisor(&mut self, s: SupervisorEvent) {
+        match s {
+            SupervisorEvent::State { state } => {
+                self.state = state;
+                if state == ExecState::Ready {
+                    self.notice = None;
+                }
+            }
+            SupervisorEvent::Started { segment, .. } => match Segment::open(&segment) {
+                Ok(seg) => {
+                    self.segment = Some(seg);
+                    self.ring = None;
+                }
+                Err(e) => self.notice = Some(format!("cannot read the ring stats: {e}")),
+            },
+            SupervisorEvent::Lost { reason, .. } => {
+                self.segment = None;
+                self.info(format!("{reason}; restarting it (the answer continues)"));
+            }
+            SupervisorEvent::Restarting {
+                attempt,
+                backoff_ms,
+            } => {
+                self.notice = Some(format!(
+                    "restarting the executive (attempt {attempt}, in {backoff_ms} ms)"
+                ));
+            }
+            SupervisorEvent::Failed { message } => {
+                self.failure = Some(message.clone());
+                self.info(format!("the executive failed: {message}"));
+            }
+            SupervisorEvent::Ready { .. }
+            | SupervisorEvent::Stats { .. }
+            | SupervisorEvent::StaleSegmentsRemoved { .. } => {}
+        }
+    }
+}
+
+fn push_bounded(q: &mut VecDeque<u64>, v: u64) {
+    if q.len() == HISTORY {
+        q.pop_front();
+    }
+    q.push_back(v);
+}
+
+fn push_bounded_f(q: &mut VecDeque<f64>, v: f64) {
+    if q.len() == HISTORY {
+        q.pop_front();
+    }
+    q.push_back(v);
+}

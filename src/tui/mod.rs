@@ -1,0 +1,218 @@
+//! The workbench: a ratatui front end over the engine.
+//!
+//! One loop (`run_loop`) over one event type: terminal input (crossterm's
+//! async stream), engine events, telemetry samples, log lines and a frame
+//! tick. Each round draws once from the state (`ui::render` only reads),
+//! then takes the next event and every other one already queued. The loop
+//! is generic over the backend and the input stream, so tests drive the
+//! real loop with scripted keys on a `TestBackend`.
+
+pub mod app;
+pub mod keymap;
+pub mod telemetry;
+pub mod ui;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use ratatui::Terminal;
+use ratatui::backend::Backend;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+use crate::config::Settings;
+use crate::engine::Engine;
+use app::{App, AppEvent};
+
+/// Frame tick: ring and speed figures refresh at this rate.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// Run the app loop until the app quits, the input ends or `stop` resolves.
+pub async fn run_loop<B, S>(
+    terminal: &mut Terminal<B>,
+    app: &mut App,
+    mut input: S,
+    rx: &mut UnboundedReceiver<AppEvent>,
+    mut stop: impl std::future::Future<Output = ()> + Unpin,
+) -> anyhow::Result<()>
+where
+    B: Backend,
+    B::Error: Send + Sync + 'static,
+    S: Stream<Item = std::io::Result<crossterm::event::Event>> + Unpin,
+{
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        terminal
+            .draw(|f| ui::render(f, app))
+            .map_err(|e| anyhow::anyhow!("drawing: {e}"))?;
+        tokio::select! {
+            ev = input.next() => match ev {
+                Some(Ok(e)) => app.on_event(AppEvent::Term(e)),
+                Some(Err(e)) => return Err(anyhow::anyhow!("reading the terminal: {e}")),
+                None => app.quit = true,
+            },
+            Some(ev) = rx.recv() => {
+                app.on_event(ev);
+                while let Ok(ev) = rx.try_recv() {
+                    app.on_event(ev);
+                }
+            }
+            _ = tick.tick() => app.on_event(AppEvent::Tick),
+            _ = &mut stop => return Ok(()),
+        }
+        if app.quit {
+            return Ok(());
+        }
+    }
+}
+
+/// tracing output to the log file and, line by line, to the app's log pane.
+#[derive(Clone)]
+struct LogTee {
+    file: Option<Arc<Mutex<std::fs::File>>>,
+    tx: UnboundedSender<AppEvent>,
+}
+
+impl Write for LogTee {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Some(f) = &self.file
+            && let Ok(mut f) = f.lock()
+        {
+            let _ = f.write_all(buf);
+        }
+        for line in String::from_utf8_lossy(buf).lines() {
+            if !line.trim().is_empty() {
+                let _ = self.tx.send(AppEvent::Log(line.to_string()));
+            }
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn init_logging(settings: &Settings, tx: UnboundedSender<AppEvent>) {
+    let path = if settings.log.file.is_empty() {
+        crate::paths::state_dir().map(|d| d.join("hybrid-tui.log"))
+    } else {
+        Some(PathBuf::from(&settings.log.file))
+    };
+    let file = path.and_then(|p| {
+        if let Some(d) = p.parent() {
+            let _ = std::fs::create_dir_all(d);
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .ok()
+    });
+    let tee = LogTee {
+        file: file.map(|f| Arc::new(Mutex::new(f))),
+        tx,
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(move || tee.clone())
+        .try_init();
+}
+
+/// Open the workbench on the real terminal. `model` is the resolved model
+/// directory, or why there is none (shown in the app, with how to get one).
+pub fn run_terminal(
+    settings: &Settings,
+    profile: &str,
+    model: Result<PathBuf, String>,
+) -> anyhow::Result<()> {
+    let (tx, mut rx) = unbounded_channel();
+    init_logging(settings, tx.clone());
+    let keymap = keymap::Keymap::new(&settings.keys.map()).map_err(|e| anyhow::anyhow!(e))?;
+    let label = match &model {
+        Ok(p) => p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        Err(_) => "none".into(),
+    };
+    let engine = match &model {
+        Ok(dir) => {
+            let tx = tx.clone();
+            Some(Engine::start(settings.clone(), dir.clone(), move |e| {
+                let _ = tx.send(AppEvent::Engine(e));
+            }))
+        }
+        Err(_) => None,
+    };
+    let commands: Box<dyn FnMut(crate::engine::Command) + Send> = match &engine {
+        Some(e) => {
+            let sender = e.sender();
+            Box::new(move |c| {
+                let _ = sender.send(c);
+            })
+        }
+        None => Box::new(|_| {}),
+    };
+    let mut app = App::new(profile, &label, keymap, commands);
+    if let Err(why) = &model {
+        app.failure = Some(why.clone());
+        app.state = crate::supervisor::ExecState::Failed;
+    }
+    {
+        let tx = tx.clone();
+        telemetry::spawn(move |s| tx.send(AppEvent::Telemetry(s)).is_ok());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let mut terminal = ratatui::try_init()?;
+    let _ = crossterm::execute!(
+        std::io::stdout(),
+        crossterm::event::EnableMouseCapture,
+        crossterm::event::EnableBracketedPaste
+    );
+    let result = rt.block_on(async {
+        let stop = Box::pin(async {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::hangup()),
+            ) else {
+                return std::future::pending().await;
+            };
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+                _ = hup.recv() => {},
+            }
+        });
+        run_loop(
+            &mut terminal,
+            &mut app,
+            crossterm::event::EventStream::new(),
+            &mut rx,
+            stop,
+        )
+        .await
+    });
+    let _ = crossterm::execute!(
+        std::io::stdout(),
+        crossterm::event::DisableMouseCapture,
+        crossterm::event::DisableBracketedPaste
+    );
+    ratatui::restore();
+    // The executive is stopped and the segment removed before we return.
+    if let Some(e) = engine {
+        e.shutdown();
+    }
+    drop(rt);
+    result
+}

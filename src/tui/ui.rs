@@ -1,0 +1,542 @@
+//! Drawing: a pure function of the app state.
+//!
+//! ```text
+//! ┌ status: profile · model · split k/L · A device · B backend · executive ┐
+//! │ conversation (or log)                    │ devices                      │
+//! │                                          │ ring                         │
+//! │                                          │ speed                        │
+//! ├──────────────────────────────────────────┴──────────────────────────────┤
+//! │ input                                                                    │
+//! └ hints ───────────────────────────────────────────────────────────────────┘
+//! ```
+//! Below 100 columns the panes go under the conversation as one compact
+//! row; below 60×16 the screen says it is too small.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Clear, Gauge, Paragraph, Sparkline, Wrap};
+use unicode_width::UnicodeWidthChar;
+
+use super::app::{App, Role};
+use super::keymap::Action;
+use crate::supervisor::ExecState;
+
+pub const MIN_W: u16 = 60;
+pub const MIN_H: u16 = 16;
+
+pub fn render(f: &mut Frame, app: &App) {
+    let area = f.area();
+    if area.width < MIN_W || area.height < MIN_H {
+        let msg = format!(
+            "terminal too small: {}×{}, hybrid-tui needs at least {MIN_W}×{MIN_H}",
+            area.width, area.height
+        );
+        f.render_widget(Paragraph::new(msg).wrap(Wrap { trim: true }), area);
+        return;
+    }
+    let input_h = (app.input.lines().count().max(1) as u16 + 2).min(8);
+    let [status, body, input, hints] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(5),
+        Constraint::Length(input_h),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    status_line(f, app, status);
+    if area.width >= 100 {
+        let [chat, panes] =
+            Layout::horizontal([Constraint::Min(50), Constraint::Length(38)]).areas(body);
+        main_area(f, app, chat);
+        let [dev, ring, speed] = Layout::vertical([
+            Constraint::Percentage(40),
+            Constraint::Length(7),
+            Constraint::Min(8),
+        ])
+        .areas(panes);
+        devices_pane(f, app, dev);
+        ring_pane(f, app, ring);
+        speed_pane(f, app, speed);
+    } else {
+        let [chat, strip] =
+            Layout::vertical([Constraint::Min(3), Constraint::Length(3)]).areas(body);
+        main_area(f, app, chat);
+        compact_panes(f, app, strip);
+    }
+    input_box(f, app, input);
+    hints_line(f, app, hints);
+    if app.show_help {
+        help_overlay(f, app, area);
+    }
+}
+
+fn state_style(s: ExecState) -> (&'static str, Color) {
+    match s {
+        ExecState::Starting => ("starting", Color::Yellow),
+        ExecState::Compiling => ("compiling", Color::Yellow),
+        ExecState::Ready => ("ready", Color::Green),
+        ExecState::Restarting => ("restarting", Color::Yellow),
+        ExecState::Failed => ("failed", Color::Red),
+        ExecState::Stopped => ("stopped", Color::DarkGray),
+    }
+}
+
+fn status_line(f: &mut Frame, app: &App, area: Rect) {
+    let (state, color) = state_style(app.state);
+    let right = format!("executive {state} ");
+    let [left_area, right_area] =
+        Layout::horizontal([Constraint::Min(0), Constraint::Length(right.len() as u16)])
+            .areas(area);
+    let mut text = format!(" hybrid-tui │ {} │ {}", app.profile, app.model_label);
+    if let Some(i) = &app.info {
+        text.push_str(&format!(
+            " │ split {}/{} │ A: {} │ B: {}",
+            i.split, i.layers, i.shard_a_device, i.shard_b_backend
+        ));
+    }
+    f.render_widget(
+        Paragraph::new(text).style(Style::default().add_modifier(Modifier::BOLD)),
+        left_area,
+    );
+    f.render_widget(
+        Paragraph::new(Line::from(vec![
+            Span::raw("executive "),
+            Span::styled(state, Style::default().fg(color)),
+        ])),
+        right_area,
+    );
+}
+
+/// Wrap `text` to `width` columns (by display width, breaking at spaces when it can).
+pub fn wrap(text: &str, width: usize) -> Vec<String> {
+    let width = width.max(1);
+    let mut out = Vec::new();
+    for para in text.split('\n') {
+        let mut line = String::new();
+        let mut w = 0;
+        for word in para.split_inclusive(' ') {
+            let ww: usize = word.chars().map(|c| c.width().unwrap_or(0)).sum();
+            if w + ww > width && w > 0 {
+                out.push(std::mem::take(&mut line).trim_end().to_string());
+                w = 0;
+            }
+            if ww > width {
+                for c in word.chars() {
+                    let cw = c.width().unwrap_or(0);
+                    if w + cw > width {
+                        out.push(std::mem::take(&mut line));
+                        w = 0;
+                    }
+                    line.push(c);
+                    w += cw;
+                }
+            } else {
+                line.push_str(word);
+                w += ww;
+            }
+        }
+        out.push(line.trim_end().to_string());
+    }
+    out
+}
+
+fn main_area(f: &mut Frame, app: &App, area: Rect) {
+    if app.show_log {
+        let block = Block::default().borders(Borders::ALL).title(" log (F2) ");
+        let h = area.height.saturating_sub(2) as usize;
+        let lines: Vec<Line> = app
+            .log
+            .iter()
+            .rev()
+            .take(h)
+            .rev()
+            .map(|l| Line::raw(l.clone()))
+            .collect();
+        f.render_widget(Paragraph::new(lines).block(block), area);
+        return;
+    }
+    let block = Block::default().borders(Borders::ALL).title(" chat ");
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let width = inner.width as usize;
+    let mut lines: Vec<Line> = Vec::new();
+    if app.messages.is_empty() {
+        let hint = match (&app.failure, app.state) {
+            (Some(e), _) => format!("cannot chat: {e}"),
+            (None, ExecState::Ready) => "Type a message and press Enter. F1 or ? for help.".into(),
+            (None, s) => format!(
+                "Starting: shard B is loading and the executive is {} shard A…",
+                match s {
+                    ExecState::Compiling => "compiling",
+                    _ => "starting",
+                }
+            ),
+        };
+        for l in wrap(&hint, width) {
+            lines.push(Line::styled(l, Style::default().fg(Color::DarkGray)));
+        }
+    }
+    for m in &app.messages {
+        let (who, style) = match m.role {
+            Role::User => ("you", Style::default().fg(Color::Cyan)),
+            Role::Assistant => ("model", Style::default().fg(Color::Green)),
+            Role::Info => ("·", Style::default().fg(Color::Yellow)),
+        };
+        lines.push(Line::styled(
+            who.to_string(),
+            style.add_modifier(Modifier::BOLD),
+        ));
+        for l in wrap(&m.text, width) {
+            lines.push(Line::raw(l));
+        }
+        if let Some(n) = &m.note {
+            for l in wrap(n, width) {
+                lines.push(Line::styled(l, Style::default().fg(Color::DarkGray)));
+            }
+        }
+        lines.push(Line::raw(""));
+    }
+    let h = inner.height as usize;
+    let max_scroll = lines.len().saturating_sub(h);
+    let scroll = app.scroll.min(max_scroll);
+    let start = lines.len().saturating_sub(h + scroll);
+    let visible: Vec<Line> = lines.into_iter().skip(start).take(h).collect();
+    f.render_widget(Paragraph::new(visible), inner);
+}
+
+fn gib(b: u64) -> f64 {
+    b as f64 / (1u64 << 30) as f64
+}
+
+fn devices_pane(f: &mut Frame, app: &App, area: Rect) {
+    let block = Block::default().borders(Borders::ALL).title(" devices ");
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let Some(d) = &app.devices else {
+        f.render_widget(Paragraph::new("sampling…"), inner);
+        return;
+    };
+    let rows = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Length(2),
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Min(0),
+    ])
+    .split(inner);
+    f.render_widget(
+        Gauge::default()
+            .ratio((d.cpu_total as f64 / 100.0).clamp(0.0, 1.0))
+            .label(format!(
+                "CPU {:>3.0}% · {} cores",
+                d.cpu_total,
+                d.cpu_per_core.len()
+            )),
+        rows[0],
+    );
+    let cores: String = d
+        .cpu_per_core
+        .iter()
+        .map(|u| match *u as u32 {
+            0..=12 => '▁',
+            13..=25 => '▂',
+            26..=37 => '▃',
+            38..=50 => '▄',
+            51..=62 => '▅',
+            63..=75 => '▆',
+            76..=87 => '▇',
+            _ => '█',
+        })
+        .collect();
+    f.render_widget(Paragraph::new(format!("cores {cores}")), rows[1]);
+    f.render_widget(
+        Sparkline::default()
+            .data(app.cpu_history.iter().copied())
+            .max(100),
+        rows[2],
+    );
+    f.render_widget(
+        Gauge::default()
+            .ratio((d.mem_used as f64 / d.mem_total.max(1) as f64).clamp(0.0, 1.0))
+            .label(format!(
+                "mem {:.1}/{:.1} GiB",
+                gib(d.mem_used),
+                gib(d.mem_total)
+            )),
+        rows[3],
+    );
+    f.render_widget(
+        Sparkline::default()
+            .data(app.mem_history.iter().copied())
+            .max(100),
+        rows[4],
+    );
+    let na: Vec<Line> = d
+        .unavailable
+        .iter()
+        .map(|(what, why)| {
+            Line::styled(
+                format!("{what}: not available ({why})"),
+                Style::default().fg(Color::DarkGray),
+            )
+        })
+        .collect();
+    f.render_widget(Paragraph::new(na).wrap(Wrap { trim: true }), rows[5]);
+}
+
+fn human_rate(b: f64) -> String {
+    if b >= 1e9 {
+        format!("{:.2} GB/s", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.1} MB/s", b / 1e6)
+    } else {
+        format!("{:.0} kB/s", b / 1e3)
+    }
+}
+
+fn ring_pane(f: &mut Frame, app: &App, area: Rect) {
+    let block = Block::default().borders(Borders::ALL).title(" ring ");
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let Some(r) = &app.ring else {
+        f.render_widget(Paragraph::new("no segment yet"), inner);
+        return;
+    };
+    let mut lines = Vec::new();
+    for (i, name) in ["tokens B→A", "hidden A→B"].iter().enumerate() {
+        let s = r.stats[i];
+        lines.push(Line::raw(format!(
+            "{name}: {}/{} used · high {}",
+            s.occupancy, s.slots, s.high_water
+        )));
+        lines.push(Line::styled(
+            format!(
+                "  {} · slot {} KiB · {} msgs",
+                human_rate(r.bytes_per_s[i]),
+                s.slot_bytes / 1024,
+                s.messages
+            ),
+            Style::default().fg(Color::DarkGray),
+        ));
+    }
+    f.render_widget(Paragraph::new(lines), inner);
+}
+
+fn speed_pane(f: &mut Frame, app: &App, area: Rect) {
+    let block = Block::default().borders(Borders::ALL).title(" speed ");
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let [text, spark, bar] = Layout::vertical([
+        Constraint::Length(3),
+        Constraint::Min(1),
+        Constraint::Length(2),
+    ])
+    .areas(inner);
+    let s = &app.speed;
+    let mut lines = vec![Line::raw(if app.active.is_some() {
+        format!("decoding {:.1} tok/s", s.live_tok_s)
+    } else {
+        match s.decode.back() {
+            Some(v) => format!("last answer {v:.1} tok/s"),
+            None => "no answer yet".into(),
+        }
+    })];
+    if let Some(r) = &s.last {
+        lines.push(Line::raw(format!(
+            "ttft {:.0} ms · prefill {:.0} tok/s",
+            r.metrics.ttft_ms, r.metrics.prefill_tok_s
+        )));
+    }
+    f.render_widget(Paragraph::new(lines), text);
+    let data: Vec<u64> = s.decode.iter().map(|v| (v * 10.0) as u64).collect();
+    f.render_widget(Sparkline::default().data(data), spark);
+    if let Some(st) = &s.stages {
+        let total = (st.a_ms + st.a_to_b_wait_ms + st.b_ms + st.b_to_a_wait_ms).max(1e-9);
+        let parts = [
+            (st.a_ms, Color::Blue),
+            (st.a_to_b_wait_ms, Color::DarkGray),
+            (st.b_ms, Color::Green),
+            (st.b_to_a_wait_ms, Color::Gray),
+        ];
+        let widths = split_width(
+            bar.width as usize,
+            &parts.iter().map(|(v, _)| v / total).collect::<Vec<_>>(),
+        );
+        let spans: Vec<Span> = parts
+            .iter()
+            .zip(widths)
+            .map(|((_, c), n)| Span::styled("█".repeat(n), Style::default().fg(*c)))
+            .collect();
+        let legend = format!(
+            "A {:.1} · wait {:.1} · B {:.1} · wait {:.1} ms",
+            st.a_ms, st.a_to_b_wait_ms, st.b_ms, st.b_to_a_wait_ms
+        );
+        f.render_widget(
+            Paragraph::new(vec![Line::from(spans), Line::raw(legend)]),
+            bar,
+        );
+    }
+}
+
+/// Split `width` cells in the given shares (summing to 1): floors, then the
+/// cells left over to the largest remainders, so the bar is always full.
+fn split_width(width: usize, shares: &[f64]) -> Vec<usize> {
+    let exact: Vec<f64> = shares.iter().map(|s| s.max(0.0) * width as f64).collect();
+    let mut cells: Vec<usize> = exact.iter().map(|e| e.floor() as usize).collect();
+    let mut order: Vec<usize> = (0..shares.len()).collect();
+    order.sort_by(|&a, &b| (exact[b] - exact[b].floor()).total_cmp(&(exact[a] - exact[a].floor())));
+    let mut left = width.saturating_sub(cells.iter().sum());
+    for i in order.into_iter().cycle().take(shares.len() * 2) {
+        if left == 0 {
+            break;
+        }
+        cells[i] += 1;
+        left -= 1;
+    }
+    cells
+}
+
+fn compact_panes(f: &mut Frame, app: &App, area: Rect) {
+    let mut lines = Vec::new();
+    if let Some(d) = &app.devices {
+        lines.push(Line::raw(format!(
+            "CPU {:.0}% · mem {:.1}/{:.1} GiB · GPU/NPU: not available (no reader yet)",
+            d.cpu_total,
+            gib(d.mem_used),
+            gib(d.mem_total)
+        )));
+    }
+    if let Some(r) = &app.ring {
+        lines.push(Line::raw(format!(
+            "ring B→A {}/{} · A→B {}/{} · {}",
+            r.stats[0].occupancy,
+            r.stats[0].slots,
+            r.stats[1].occupancy,
+            r.stats[1].slots,
+            human_rate(r.bytes_per_s[1])
+        )));
+    }
+    let s = &app.speed;
+    lines.push(Line::raw(match (&s.stages, app.active.is_some()) {
+        (Some(st), true) => format!(
+            "{:.1} tok/s · A {:.1} · B {:.1} ms",
+            s.live_tok_s, st.a_ms, st.b_ms
+        ),
+        (Some(st), false) => format!(
+            "last {:.1} tok/s · A {:.1} · B {:.1} ms",
+            s.decode.back().copied().unwrap_or(0.0),
+            st.a_ms,
+            st.b_ms
+        ),
+        _ => "no answer yet".into(),
+    }));
+    f.render_widget(
+        Paragraph::new(lines).style(Style::default().fg(Color::Gray)),
+        area,
+    );
+}
+
+fn input_box(f: &mut Frame, app: &App, area: Rect) {
+    let title = if app.editing_system {
+        " system prompt (Enter saves, Esc cancels) "
+    } else if app.active.is_some() {
+        " generating… (Esc stops) "
+    } else {
+        " message "
+    };
+    let block = Block::default().borders(Borders::ALL).title(title);
+    let inner_w = area.width.saturating_sub(2) as usize;
+    let lines: Vec<Line> = wrap(&app.input, inner_w)
+        .into_iter()
+        .map(Line::raw)
+        .collect();
+    let h = area.height.saturating_sub(2) as usize;
+    let skip = lines.len().saturating_sub(h);
+    let shown: Vec<Line> = lines.into_iter().skip(skip).collect();
+    f.render_widget(Paragraph::new(shown).block(block), area);
+}
+
+fn hints_line(f: &mut Frame, app: &App, area: Rect) {
+    let k = |a: Action| app.keymap.key_for(a);
+    let text = match &app.notice {
+        Some(n) => n.clone(),
+        None => format!(
+            "{} help · {} send · {} stop · {} regenerate · {} log · {} quit",
+            k(Action::Help),
+            k(Action::Send),
+            k(Action::Stop),
+            k(Action::Regenerate),
+            k(Action::ToggleLog),
+            k(Action::Quit)
+        ),
+    };
+    f.render_widget(
+        Paragraph::new(text).style(Style::default().fg(Color::DarkGray)),
+        area,
+    );
+}
+
+fn help_overlay(f: &mut Frame, app: &App, area: Rect) {
+    let mut lines = vec![Line::styled(
+        "keys (any key closes this)",
+        Style::default().add_modifier(Modifier::BOLD),
+    )];
+    lines.push(Line::raw(format!(
+        "{:<12} this help (when the message is empty)",
+        "?"
+    )));
+    for a in Action::ALL {
+        lines.push(Line::raw(format!(
+            "{:<12} {}",
+            app.keymap.key_for(a),
+            a.describe()
+        )));
+    }
+    lines.push(Line::raw(format!("{:<12} quit", "Ctrl-C")));
+    lines.push(Line::raw(format!(
+        "{:<12} scroll the conversation",
+        "mouse wheel"
+    )));
+    // Across the whole screen, so nothing half-hidden shows around it.
+    let w = area.width.saturating_sub(4);
+    let h = (lines.len() as u16 + 2).min(area.height);
+    let r = Rect {
+        x: area.x + (area.width - w) / 2,
+        y: area.y + (area.height - h) / 2,
+        width: w,
+        height: h,
+    };
+    f.render_widget(Clear, r);
+    f.render_widget(
+        Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(" help ")),
+        r,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{split_width, wrap};
+
+    #[test]
+    fn stage_bar_fills_its_width() {
+        for w in [1, 7, 36, 100] {
+            let c = split_width(w, &[0.31, 0.02, 0.66, 0.01]);
+            assert_eq!(c.iter().sum::<usize>(), w, "{c:?}");
+        }
+        assert_eq!(split_width(10, &[0.5, 0.5]), vec![5, 5]);
+    }
+    use unicode_width::UnicodeWidthStr;
+
+    #[test]
+    fn wrapping_keeps_words_and_display_width() {
+        let w = wrap("the quick brown fox jumps", 10);
+        assert_eq!(w, vec!["the quick", "brown fox", "jumps"]);
+        // Wide characters count two columns; a long word is cut.
+        for l in wrap("東京東京東京 abcdefghijklmnop", 6) {
+            assert!(l.width() <= 6, "{l:?}");
+        }
+        assert_eq!(wrap("a\n\nb", 5), vec!["a", "", "b"]);
+    }
+}

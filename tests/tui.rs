@@ -1,0 +1,318 @@
+//! The workbench's real loop on a TestBackend, with scripted keys and the
+//! real CPU pipeline (executive + shard B) on a tiny test model. Each step
+//! types its keys, then runs the loop until an engine event says the step
+//! is done (never a sleep), and the screen is compared with a snapshot.
+//! Timings and counters are masked by filters.
+
+mod common;
+
+use std::time::Duration;
+
+use common::baked_model;
+use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
+use futures_util::StreamExt;
+use hybrid_tui::config::Settings;
+use hybrid_tui::engine::{Engine, EngineEvent};
+use hybrid_tui::model::Arch;
+use hybrid_tui::pipeline::Event;
+use hybrid_tui::shard_b::sampling::SamplingParams;
+use hybrid_tui::supervisor::SupervisorEvent;
+use hybrid_tui::tui::app::{App, AppEvent};
+use hybrid_tui::tui::keymap::Keymap;
+use hybrid_tui::tui::run_loop;
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use tokio::sync::broadcast;
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+
+struct Harness {
+    term: Terminal<TestBackend>,
+    app: App,
+    rx: UnboundedReceiver<AppEvent>,
+    tap: broadcast::Receiver<EngineEvent>,
+    engine: Option<Engine>,
+}
+
+fn key(c: KeyCode) -> TermEvent {
+    TermEvent::Key(KeyEvent::new(c, KeyModifiers::NONE))
+}
+
+fn typed(s: &str) -> Vec<TermEvent> {
+    s.chars().map(|c| key(KeyCode::Char(c))).collect()
+}
+
+fn screen(term: &Terminal<TestBackend>) -> String {
+    let buf = term.backend().buffer();
+    let mut out = String::new();
+    for y in 0..buf.area.height {
+        for x in 0..buf.area.width {
+            out.push_str(buf[(x, y)].symbol());
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Numbers change from run to run (timings, counters, pids, segment
+/// names): segment names become <segment>, every run of digits (and its
+/// decimal part) '#', and runs of spaces one space (padding follows the
+/// numbers' widths).
+fn masked(s: &str) -> String {
+    let mut text = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("hybrid-tui.") {
+        let (head, tail) = rest.split_at(i + "hybrid-tui.".len());
+        text.push_str(head);
+        let end = tail
+            .find(|c: char| !(c.is_ascii_hexdigit() || c == '.'))
+            .unwrap_or(tail.len());
+        if end > 0 {
+            text.push_str("<segment>");
+        }
+        rest = &tail[end..];
+    }
+    text.push_str(rest);
+    let mut out = String::with_capacity(text.len());
+    let mut in_num = false;
+    let mut in_space = false;
+    for c in text.chars() {
+        if c.is_ascii_digit() || (in_num && c == '.') {
+            if !in_num {
+                out.push('#');
+                in_num = true;
+            }
+            continue;
+        }
+        in_num = false;
+        if c == ' ' {
+            if !in_space {
+                out.push(' ');
+            }
+            in_space = true;
+            continue;
+        }
+        in_space = false;
+        // Bar and sparkline lengths follow the timings.
+        if "▁▂▃▄▅▆▇█".contains(c) {
+            if !out.ends_with('▮') {
+                out.push('▮');
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl Harness {
+    fn new(width: u16, height: u16) -> Harness {
+        let dir = baked_model(Arch::Qwen2, "int4_sym");
+        let mut s = Settings::default();
+        s.executive.path = env!("CARGO_BIN_EXE_hybrid-executive").into();
+        s.shard_a.inference_precision = "f32".into();
+        s.shard_a.kv_capacity = 256;
+        let (tx, rx) = unbounded_channel();
+        let (tap_tx, tap) = broadcast::channel(4096);
+        let engine = Engine::start(s.clone(), dir, move |e| {
+            // The app's channel first: when the tap sees an event, the app
+            // can already take it.
+            let _ = tx.send(AppEvent::Engine(e.clone()));
+            let _ = tap_tx.send(e);
+        });
+        let sender = engine.sender();
+        let keymap = Keymap::new(&s.keys.map()).unwrap();
+        let mut app = App::new(
+            "cpu",
+            "baked-qwen2-int4_sym",
+            keymap,
+            Box::new(move |c| {
+                let _ = sender.send(c);
+            }),
+        );
+        app.sampling = SamplingParams::greedy();
+        // Fixed device readings, so the devices pane can be compared.
+        app.on_event(AppEvent::Telemetry(hybrid_tui::tui::telemetry::Sample {
+            cpu_brand: "Test CPU".into(),
+            cpu_total: 50.0,
+            cpu_per_core: vec![10.0, 90.0],
+            mem_used: 8 << 30,
+            mem_total: 16 << 30,
+            swap_used: 0,
+            swap_total: 0,
+            unavailable: vec![("Intel NPU".into(), "no reader yet".into())],
+        }));
+        app.max_new_tokens = 24;
+        app.answers_dir = common::fixtures().join("answers");
+        Harness {
+            term: Terminal::new(TestBackend::new(width, height)).unwrap(),
+            app,
+            rx,
+            tap,
+            engine: Some(engine),
+        }
+    }
+
+    /// Type `keys`, run the loop until `done` matches an engine event, then
+    /// take every queued event and draw once more.
+    async fn step(&mut self, keys: Vec<TermEvent>, mut done: impl FnMut(&EngineEvent) -> bool) {
+        let mut tap = self.tap.resubscribe();
+        let stop = Box::pin(async move {
+            loop {
+                let got = tap.recv().await;
+                if std::env::var("TUI_TEST_DEBUG").is_ok() {
+                    eprintln!("tap: {got:?}");
+                }
+                match got {
+                    Ok(e) if done(&e) => return,
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        let input = futures_util::stream::iter(keys.into_iter().map(Ok))
+            .chain(futures_util::stream::pending());
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            run_loop(&mut self.term, &mut self.app, input, &mut self.rx, stop),
+        )
+        .await
+        .expect("step timed out")
+        .expect("loop");
+        if std::env::var("TUI_TEST_DEBUG").is_ok() {
+            eprintln!(
+                "step done: quit={} input={:?} messages={}",
+                self.app.quit,
+                self.app.input,
+                self.app.messages.len()
+            );
+        }
+        self.settle();
+    }
+
+    /// The random model's words are not part of the picture.
+    fn hide_answers(&mut self) {
+        for m in &mut self.app.messages {
+            if m.role == hybrid_tui::tui::app::Role::Assistant {
+                m.text = "(the answer)".into();
+            }
+        }
+        self.settle();
+    }
+
+    /// Apply queued events and draw.
+    fn settle(&mut self) {
+        while let Ok(ev) = self.rx.try_recv() {
+            self.app.on_event(ev);
+        }
+        self.app.on_event(AppEvent::Tick);
+        self.term
+            .draw(|f| hybrid_tui::tui::ui::render(f, &self.app))
+            .unwrap();
+    }
+
+    /// Keys only: run the loop until they are consumed (an immediate stop
+    /// after the input, as the loop handles one event per round).
+    async fn keys(&mut self, keys: Vec<TermEvent>) {
+        for k in keys {
+            self.app.on_event(AppEvent::Term(k));
+        }
+        self.settle();
+    }
+}
+
+fn finished(e: &EngineEvent) -> bool {
+    matches!(e, EngineEvent::Pipeline(Event::Finished(_)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_streams_stops_scrolls_helps_and_resizes() {
+    let mut h = Harness::new(110, 32);
+    h.step(vec![], |e| matches!(e, EngineEvent::Ready(_))).await;
+    insta::assert_snapshot!("ready", masked(&screen(&h.term)));
+
+    let mut keys = typed("Hello there");
+    keys.push(key(KeyCode::Enter));
+    h.step(keys, finished).await;
+    let answered = screen(&h.term);
+    assert!(answered.contains("Hello there"));
+    let answer = h.app.messages.last().unwrap().text.clone();
+    assert!(answer.chars().count() > 1, "no answer text");
+    assert!(
+        !answer.contains("<|im_end|>") && !answer.contains("<|im_start|>"),
+        "special tokens leaked: {answer:?}"
+    );
+    h.hide_answers();
+    insta::assert_snapshot!("answered", masked(&screen(&h.term)));
+
+    // A second, long question, stopped with Esc after its first token.
+    h.app.max_new_tokens = 200;
+    let mut keys = typed("and more");
+    keys.push(key(KeyCode::Enter));
+    h.step(keys, |e| {
+        matches!(e, EngineEvent::Pipeline(Event::Token { .. }))
+    })
+    .await;
+    h.step(vec![key(KeyCode::Esc)], finished).await;
+    let stopped = h.app.messages.last().unwrap();
+    assert!(
+        stopped.note.as_deref().unwrap_or("").starts_with("stopped"),
+        "{stopped:?}"
+    );
+    assert!(screen(&h.term).contains("stopped"));
+
+    // Scroll up, help, resize.
+    h.keys(vec![key(KeyCode::PageUp)]).await;
+    assert!(h.app.scroll > 0);
+    h.keys(vec![key(KeyCode::Char('?'))]).await;
+    h.hide_answers();
+    insta::assert_snapshot!("help", masked(&screen(&h.term)));
+    h.keys(vec![key(KeyCode::Char('x'))]).await;
+    assert!(!h.app.show_help);
+    h.term.backend_mut().resize(80, 24);
+    h.settle();
+    insta::assert_snapshot!("narrow", masked(&screen(&h.term)));
+    h.term.backend_mut().resize(50, 12);
+    h.settle();
+    assert!(screen(&h.term).contains("terminal too small"));
+    if let Some(e) = h.engine.take() {
+        e.shutdown();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executive_crash_is_shown_and_the_answer_completes() {
+    let mut h = Harness::new(110, 32);
+    let mut pid = 0;
+    h.step(vec![], |e| {
+        if let EngineEvent::Pipeline(Event::Supervisor(SupervisorEvent::Started {
+            pid: p, ..
+        })) = e
+        {
+            pid = *p;
+        }
+        matches!(e, EngineEvent::Ready(_))
+    })
+    .await;
+    let mut keys = typed("Hi");
+    keys.push(key(KeyCode::Enter));
+    h.step(keys, |e| {
+        matches!(e, EngineEvent::Pipeline(Event::Token { .. }))
+    })
+    .await;
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    h.step(vec![], finished).await;
+    let s = screen(&h.term);
+    assert!(s.contains("SIGKILL"), "{s}");
+    assert!(s.contains("restarting it"), "{s}");
+    let answer = h.app.messages.last().unwrap();
+    assert_eq!(answer.role, hybrid_tui::tui::app::Role::Assistant);
+    assert!(
+        answer.note.as_deref().unwrap_or("").contains("tokens"),
+        "{answer:?}"
+    );
+    h.hide_answers();
+    insta::assert_snapshot!("recovered", masked(&screen(&h.term)));
+    if let Some(e) = h.engine.take() {
+        e.shutdown();
+    }
+}
