@@ -136,6 +136,8 @@ fn ov_executive(
         static_shapes,
         chunk: 5,
         capacity: 40,
+        // Small, so the span handed over grows during the run (8, 16, 24).
+        span: 8,
     };
     let mut shard = ShardA::compile(&mut core, model, &opts).expect("compile");
     let mut stream = shard.new_stream().expect("stream");

@@ -246,13 +246,28 @@ async fn chat_streams_stops_scrolls_helps_and_resizes() {
 
     // A second, long question, stopped with Esc after its first token.
     h.app.max_new_tokens = 200;
+    // A multi-line message (Alt-Enter), long enough to scroll.
     let mut keys = typed("and more");
+    for i in 0..16 {
+        keys.push(TermEvent::Key(KeyEvent::new(
+            KeyCode::Enter,
+            KeyModifiers::ALT,
+        )));
+        keys.extend(typed(&format!("line {i}")));
+    }
     keys.push(key(KeyCode::Enter));
     h.step(keys, |e| {
         matches!(e, EngineEvent::Pipeline(Event::Token { .. }))
     })
     .await;
     h.step(vec![key(KeyCode::Esc)], finished).await;
+    assert!(
+        h.app
+            .messages
+            .iter()
+            .any(|m| m.text.contains("and more\nline 0\n")),
+        "Alt-Enter did not make a new line"
+    );
     let stopped = h.app.messages.last().unwrap();
     assert!(
         stopped.note.as_deref().unwrap_or("").starts_with("stopped"),
@@ -262,7 +277,24 @@ async fn chat_streams_stops_scrolls_helps_and_resizes() {
 
     // Scroll up, help, resize.
     h.keys(vec![key(KeyCode::PageUp)]).await;
-    assert!(h.app.scroll > 0);
+    let by_key = h.app.scroll;
+    assert!(by_key > 0);
+    let wheel = |kind| {
+        TermEvent::Mouse(crossterm::event::MouseEvent {
+            kind,
+            column: 10,
+            row: 10,
+            modifiers: KeyModifiers::NONE,
+        })
+    };
+    h.keys(vec![wheel(crossterm::event::MouseEventKind::ScrollUp)])
+        .await;
+    assert!(h.app.scroll > by_key, "the mouse wheel does not scroll");
+    h.hide_answers();
+    insta::assert_snapshot!("scrolled", masked(&screen(&h.term)));
+    h.keys(vec![wheel(crossterm::event::MouseEventKind::ScrollDown)])
+        .await;
+    assert_eq!(h.app.scroll, by_key);
     h.keys(vec![key(KeyCode::Char('?'))]).await;
     h.hide_answers();
     insta::assert_snapshot!("help", masked(&screen(&h.term)));

@@ -21,9 +21,12 @@
 //!
 //! Static mode fixes B = 1, T = `chunk` and P = `capacity` (the NPU compiles
 //! static shapes only); unused past slots and padded tokens are masked.
-//! Resident mode fixes B = 1 and P = `capacity` but keeps T dynamic: the
-//! executive's mode on CPU/GPU, where each stream's fixed-capacity cache is
-//! handed to OpenVINO as it is and only the T new entries come back.
+//! Resident mode fixes B = 1, keeps T and P dynamic, and takes the past
+//! position-major, `[1, P, kv_heads, head_dim]` (transposed in the graph):
+//! the executive's mode on CPU/GPU. Each stream keeps its cache in that
+//! layout, so the first P positions are one contiguous prefix that is
+//! handed to OpenVINO as it is (P = the filled part rounded up to a span,
+//! not the capacity); only the T new entries come back.
 
 use std::fmt::Write as _;
 
@@ -590,7 +593,7 @@ pub fn build_shard_a(model: &BakedModel, opts: &IrOptions) -> Result<ShardIr, Ir
             if capacity == 0 {
                 return Err(IrError::StaticShape { chunk: 1, capacity });
             }
-            (1, -1, capacity as i64)
+            (1, -1, -1)
         }
     };
     let is_static = matches!(opts.mode, ShapeMode::Static { .. });
@@ -608,18 +611,18 @@ pub fn build_shard_a(model: &BakedModel, opts: &IrOptions) -> Result<ShardIr, Ir
     let ids = g.parameter("input_ids", Et::I64, vec![b, t]);
     let pos = g.parameter("position_ids", Et::I64, vec![b, t]);
     let mask = g.parameter("attention_mask", Et::F32, vec![b, 1, t, kv_len]);
+    let resident = matches!(opts.mode, ShapeMode::Resident { .. });
     let mut past = Vec::new();
     for l in 0..opts.layers {
-        let k = g.parameter(
-            &format!("past_key_values.{l}.key"),
-            Et::F32,
-            vec![b, nkv, p, hd],
-        );
-        let v = g.parameter(
-            &format!("past_key_values.{l}.value"),
-            Et::F32,
-            vec![b, nkv, p, hd],
-        );
+        let [k, v] = ["key", "value"].map(|which| {
+            let name = format!("past_key_values.{l}.{which}");
+            if resident {
+                let x = g.parameter(&name, Et::F32, vec![b, p, nkv, hd]);
+                g.transpose(&x, &[0, 2, 1, 3])
+            } else {
+                g.parameter(&name, Et::F32, vec![b, nkv, p, hd])
+            }
+        });
         past.push((k, v));
     }
 

@@ -134,6 +134,7 @@ fn run(start: &StartRequest, out: &Out) -> Result<(), (i32, String)> {
         static_shapes: s.static_shapes,
         chunk: s.prefill_chunk,
         capacity: s.kv_capacity,
+        span: super::shard::RESIDENT_SPAN,
     };
     out.send(&FromExecutive::Compiling {
         device: s.device.clone(),

@@ -71,8 +71,10 @@ pub struct ShardInputs<'a> {
 pub struct ResidentCall<'a> {
     pub input_ids: &'a [i64],
     pub position_ids: &'a [i64],
-    /// `[1, 1, T, capacity + T]`, additive.
+    /// `[1, 1, T, P + T]`, additive.
     pub attention_mask: &'a [f32],
+    /// P: past slots handed over (static: the capacity; resident: a span).
+    pub past_len: usize,
 }
 
 pub struct ShardOutputs {
@@ -179,7 +181,7 @@ impl ShardASession {
     }
 
     /// One call over tensors the caller keeps: `past` is a stream's own
-    /// fixed-capacity cache (set, not copied), `hidden_out` receives the
+    /// cache (set, not copied; its shape says the layout), `hidden_out` receives the
     /// hidden states in place (a tensor over a shared-memory slot). Only the
     /// small per-call inputs (ids, positions, mask) are copied.
     pub fn run_resident(
@@ -189,11 +191,12 @@ impl ShardASession {
         hidden_out: &Tensor,
     ) -> Result<Duration, RuntimeError> {
         let t = call.input_ids.len() as i64;
-        let Some(cap) = self.mode.capacity() else {
+        if self.mode.capacity().is_none() {
             return Err(RuntimeError::Call(
                 "run_resident needs a resident or static shard".into(),
             ));
-        };
+        }
+        let p = call.past_len as i64;
         if past.len() != self.layers {
             return Err(RuntimeError::Call(format!(
                 "{} past layers given, shard A has {}",
@@ -216,11 +219,7 @@ impl ShardASession {
         self.request
             .set_tensor(
                 "attention_mask",
-                &tensor_from(
-                    ElementType::F32,
-                    &[1, 1, t, cap as i64 + t],
-                    call.attention_mask,
-                )?,
+                &tensor_from(ElementType::F32, &[1, 1, t, p + t], call.attention_mask)?,
             )
             .map_err(ov("attention_mask"))?;
         for (l, (k, v)) in past.iter().enumerate() {

@@ -1,10 +1,15 @@
 //! Shard A as the executive runs it: compiled variants, one fixed-capacity
-//! KV cache per stream held in OpenVINO tensors, and hidden states written
-//! straight into the caller's buffer (a shared-memory slot).
+//! KV cache per stream, and hidden states written straight into the
+//! caller's buffer (a shared-memory slot).
 //!
 //! Per call only the ids, positions and mask are copied in, and only the T
 //! new KV entries per layer are copied out of `present` into the stream's
-//! cache; the cache itself is handed to OpenVINO as it is.
+//! cache; the cache itself is handed to OpenVINO as it is:
+//! - resident mode (CPU/GPU): position-major `[capacity, kv_heads, head_dim]`
+//!   per layer, of which the filled prefix rounded up to [`ShardAOptions::span`]
+//!   slots is wrapped as `[1, P, kv_heads, head_dim]`, so attention reads
+//!   what is filled, not the capacity;
+//! - static mode (NPU): OpenVINO tensors `[1, kv_heads, capacity, head_dim]`.
 
 use std::time::{Duration, Instant};
 
@@ -61,7 +66,13 @@ pub struct ShardAOptions {
     pub chunk: usize,
     /// KV capacity per stream, tokens.
     pub capacity: usize,
+    /// Resident mode hands over the filled cache rounded up to this many
+    /// slots (fewer distinct shapes, so fewer kernel re-selections).
+    pub span: usize,
 }
+
+/// Default [`ShardAOptions::span`].
+pub const RESIDENT_SPAN: usize = 128;
 
 pub struct ShardA {
     pub spec: ModelSpec,
@@ -70,9 +81,16 @@ pub struct ShardA {
     pub compile_time: Duration,
 }
 
-/// One stream's KV cache: per layer, keys and values `[1, kv_heads, capacity, head_dim]`.
+enum Cache {
+    /// Per layer (keys, values), position-major `[capacity, kv_heads, head_dim]`.
+    Resident(Vec<(Vec<f32>, Vec<f32>)>),
+    /// Per layer (keys, values) `[1, kv_heads, capacity, head_dim]`.
+    Static(Vec<(Tensor, Tensor)>),
+}
+
+/// One stream's KV cache for shard A's layers.
 pub struct StreamKv {
-    kv: Vec<(Tensor, Tensor)>,
+    cache: Cache,
     len: usize,
 }
 
@@ -87,6 +105,13 @@ impl StreamKv {
     pub fn reset(&mut self) {
         self.len = 0;
     }
+}
+
+/// The bytes of an f32 buffer (every byte pattern is a valid u8).
+fn f32_bytes(v: &mut [f32]) -> &mut [u8] {
+    // SAFETY: same memory, same lifetime, u8 has no alignment or validity
+    // requirements; the length is in bytes.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), v.len() * 4) }
 }
 
 fn ov(context: &'static str) -> impl FnOnce(openvino::InferenceError) -> RuntimeError {
@@ -154,21 +179,30 @@ impl ShardA {
     /// A new, empty stream (its cache is allocated here, once).
     pub fn new_stream(&self) -> Result<StreamKv, ShardAError> {
         let s = &self.spec;
-        let dims = [
-            1,
-            s.num_kv_heads as i64,
-            self.opts.capacity as i64,
-            s.head_dim as i64,
-        ];
-        let shape = Shape::new(&dims).map_err(ov("cache shape"))?;
-        let mut kv = Vec::with_capacity(self.opts.layers);
-        for _ in 0..self.opts.layers {
-            kv.push((
-                Tensor::new(ElementType::F32, &shape).map_err(ov("cache tensor"))?,
-                Tensor::new(ElementType::F32, &shape).map_err(ov("cache tensor"))?,
-            ));
-        }
-        Ok(StreamKv { kv, len: 0 })
+        let cache = match self.variants {
+            Variants::Resident(_) => {
+                let n = self.opts.capacity * s.num_kv_heads * s.head_dim;
+                Cache::Resident(vec![(vec![0.0; n], vec![0.0; n]); self.opts.layers])
+            }
+            Variants::Static { .. } => {
+                let dims = [
+                    1,
+                    s.num_kv_heads as i64,
+                    self.opts.capacity as i64,
+                    s.head_dim as i64,
+                ];
+                let shape = Shape::new(&dims).map_err(ov("cache shape"))?;
+                let mut kv = Vec::with_capacity(self.opts.layers);
+                for _ in 0..self.opts.layers {
+                    kv.push((
+                        Tensor::new(ElementType::F32, &shape).map_err(ov("cache tensor"))?,
+                        Tensor::new(ElementType::F32, &shape).map_err(ov("cache tensor"))?,
+                    ));
+                }
+                Cache::Static(kv)
+            }
+        };
+        Ok(StreamKv { cache, len: 0 })
     }
 
     /// Bytes the output buffer needs for a call of `n` tokens (static
@@ -233,31 +267,79 @@ impl ShardA {
             *d = s as i64;
         }
         let pos: Vec<i64> = (filled..filled + rows).map(|i| i as i64).collect();
-        let mask = static_mask(cap, filled, rows, n, self.spec.sliding_window);
-        // SAFETY: `out` is exclusively ours for this call; the request's
-        // output is replaced by the next call's tensor before it runs again.
+        let (nkv, hd) = (self.spec.num_kv_heads, self.spec.head_dim);
+        let window = self.spec.sliding_window;
+        // SAFETY (all tensors over our memory below): `out` is exclusively
+        // ours for this call; the stream's buffers are neither moved nor
+        // resized while they exist; every input and the output are replaced
+        // on the request before it runs again.
         let hidden =
             unsafe { f32_tensor_over(&mut out[..rows * h * 4], &[1, rows as i64, h as i64])? };
-        let elapsed = session.run_resident(
-            &ResidentCall {
-                input_ids: &ids64,
-                position_ids: &pos,
-                attention_mask: &mask,
-            },
-            &stream.kv,
-            &hidden,
-        )?;
+        let elapsed = match &mut stream.cache {
+            Cache::Static(kv) => {
+                let mask = static_mask(cap, filled, rows, n, window);
+                session.run_resident(
+                    &ResidentCall {
+                        input_ids: &ids64,
+                        position_ids: &pos,
+                        attention_mask: &mask,
+                        past_len: cap,
+                    },
+                    kv,
+                    &hidden,
+                )?
+            }
+            Cache::Resident(bufs) => {
+                let span = self.opts.span.max(1);
+                let p = filled.max(1).div_ceil(span).saturating_mul(span).min(cap);
+                let mask = static_mask(p, filled, rows, n, window);
+                let dims = [1, p as i64, nkv as i64, hd as i64];
+                let mut past = Vec::with_capacity(bufs.len());
+                for (k, v) in bufs.iter_mut() {
+                    let kt = unsafe { f32_tensor_over(f32_bytes(&mut k[..p * nkv * hd]), &dims)? };
+                    let vt = unsafe { f32_tensor_over(f32_bytes(&mut v[..p * nkv * hd]), &dims)? };
+                    past.push((kt, vt));
+                }
+                session.run_resident(
+                    &ResidentCall {
+                        input_ids: &ids64,
+                        position_ids: &pos,
+                        attention_mask: &mask,
+                        past_len: p,
+                    },
+                    &past,
+                    &hidden,
+                )?
+            }
+        };
         // Append the n new entries of every layer to the stream's cache.
-        let (nkv, hd) = (self.spec.num_kv_heads, self.spec.head_dim);
-        for (l, (k, v)) in stream.kv.iter_mut().enumerate() {
+        for l in 0..self.opts.layers {
             let (nk, nv) = session.present(l)?;
-            for (dst, src) in [(k, nk), (v, nv)] {
-                let src = src.get_data::<f32>().map_err(ov("present data"))?;
-                let d = dst.get_data_mut::<f32>().map_err(ov("cache data"))?;
-                for head in 0..nkv {
-                    let from = head * rows * hd;
-                    let to = (head * cap + filled) * hd;
-                    d[to..to + n * hd].copy_from_slice(&src[from..from + n * hd]);
+            let nk = nk.get_data::<f32>().map_err(ov("present data"))?;
+            let nv = nv.get_data::<f32>().map_err(ov("present data"))?;
+            match &mut stream.cache {
+                Cache::Static(kv) => {
+                    let (k, v) = &mut kv[l];
+                    for (dst, src) in [(k, nk), (v, nv)] {
+                        let d = dst.get_data_mut::<f32>().map_err(ov("cache data"))?;
+                        for head in 0..nkv {
+                            let from = head * rows * hd;
+                            let to = (head * cap + filled) * hd;
+                            d[to..to + n * hd].copy_from_slice(&src[from..from + n * hd]);
+                        }
+                    }
+                }
+                Cache::Resident(bufs) => {
+                    let (k, v) = &mut bufs[l];
+                    for (dst, src) in [(k, nk), (v, nv)] {
+                        for t in 0..n {
+                            for head in 0..nkv {
+                                let from = (head * rows + t) * hd;
+                                let to = ((filled + t) * nkv + head) * hd;
+                                dst[to..to + hd].copy_from_slice(&src[from..from + hd]);
+                            }
+                        }
+                    }
                 }
             }
         }
