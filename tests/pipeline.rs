@@ -401,7 +401,12 @@ fn killing_the_parent_takes_the_executive_down_and_the_next_start_cleans_up() {
     let dir = baked_model(Arch::Llama, "int4_sym");
     let (mut parent, exec) = long_generation(&dir);
     let ppid = parent.id();
-    // Kill the parent without warning.
+    let stale: Vec<String> = list_segments()
+        .into_iter()
+        .filter(|n| n.starts_with(&format!("hybrid-tui.{ppid}.")))
+        .collect();
+    assert_eq!(stale.len(), 1, "the running parent's segment");
+    // Kill the parent without warning: its segment stays behind.
     kill9(ppid);
     parent.wait().unwrap();
     let t1 = Instant::now();
@@ -409,25 +414,13 @@ fn killing_the_parent_takes_the_executive_down_and_the_next_start_cleans_up() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(!alive(exec), "the executive outlived its parent by 2 s");
-    let stale: Vec<String> = list_segments()
-        .into_iter()
-        .filter(|n| n.starts_with(&format!("hybrid-tui.{ppid}.")))
-        .collect();
-    assert_eq!(
-        stale.len(),
-        1,
-        "the killed parent's segment is left (as expected)"
-    );
-    let mut events = Vec::new();
-    let p = Pipeline::new(&settings(-1), &dir, &mut |e| events.push(e)).unwrap();
+    let p = Pipeline::new(&settings(-1), &dir, &mut |_| {}).unwrap();
     assert!(
         list_segments().iter().all(|n| !stale.contains(n)),
         "the next start did not remove the stale segment"
     );
-    assert!(events.iter().any(|e| matches!(
-        e,
-        Event::Supervisor(SupervisorEvent::StaleSegmentsRemoved { .. })
-    )));
+    // (Another test's start may have removed it first; the event itself is
+    // checked in tests/process.rs, where nothing else runs at the same time.)
     p.shutdown();
 }
 

@@ -1,5 +1,6 @@
-//! Threads and cores per shard. Its own test binary: configuring shard B's
-//! CPU pool is once per process.
+//! What is process-wide: shard B's CPU pool (configured once per process),
+//! cores per shard, and /dev/shm cleanup. Its own test binary, and its tests
+//! take turns (each start cleans up every stale segment it finds).
 
 mod common;
 
@@ -32,18 +33,26 @@ fn list(cores: &[usize]) -> String {
     }
 }
 
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Shard B on one thread on the first core (the pool is configured once,
+/// before the fixture's bake could start rayon with defaults), and the model.
+fn setup() -> (Settings, std::path::PathBuf) {
+    let mut s = Settings::default();
+    s.executive.path = env!("CARGO_BIN_EXE_hybrid-executive").into();
+    s.shard_b.cpu_cores = allowed_cores()[0].to_string();
+    s.shard_b.threads = 1;
+    hybrid_tui::pipeline::configure_cpu_pool(&s.shard_b).expect("pool");
+    (s, baked_model(Arch::Llama, "int4_sym"))
+}
+
 #[test]
 fn each_shard_runs_on_its_own_cores() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let all = allowed_cores();
     let first = all[0];
     let last = *all.last().unwrap();
-    let mut s = Settings::default();
-    s.executive.path = env!("CARGO_BIN_EXE_hybrid-executive").into();
-    s.shard_b.cpu_cores = first.to_string();
-    s.shard_b.threads = 1;
-    // Before the fixture's bake starts rayon with default settings.
-    hybrid_tui::pipeline::configure_cpu_pool(&s.shard_b).expect("pool");
-    let dir = baked_model(Arch::Llama, "int4_sym");
+    let (mut s, dir) = setup();
 
     // Shard A unpinned: the executive gets the process's cores back, not
     // those of the shard-B thread that started it.
@@ -82,4 +91,28 @@ fn each_shard_runs_on_its_own_cores() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("shard_a.cpu_cores"), "{err}");
+}
+
+#[test]
+fn a_start_removes_segments_of_dead_processes_and_says_so() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let stale = std::path::PathBuf::from(format!("/dev/shm/hybrid-tui.{dead}.00000000deadbeef"));
+    std::fs::write(&stale, b"left by a crash").unwrap();
+    let (s, dir) = setup();
+    let mut events = Vec::new();
+    let p = Pipeline::new(&s, &dir, &mut |e| events.push(e)).expect("pipeline");
+    assert!(!stale.exists(), "the stale segment is still there");
+    let said = events.iter().any(|e| {
+        matches!(
+            e,
+            hybrid_tui::pipeline::Event::Supervisor(
+                hybrid_tui::supervisor::SupervisorEvent::StaleSegmentsRemoved { paths }
+            ) if paths.iter().any(|x| x.ends_with("deadbeef"))
+        )
+    });
+    assert!(said, "no StaleSegmentsRemoved event naming it");
+    p.shutdown();
 }
