@@ -496,3 +496,48 @@ fn sigterm_and_sigint_stop_generate_cleanly() {
         );
     }
 }
+
+#[test]
+fn a_call_that_never_ends_counts_as_a_hang() {
+    // A peer that speaks the protocol and reports a call busy for 1000 s.
+    let tmp = tempfile::tempdir().unwrap();
+    let stuck = write_script(
+        tmp.path(),
+        "stuck-executive",
+        r#"#!/bin/sh
+echo '{"type":"hello","protocol":1,"pid":1,"version":"stuck"}'
+read line
+echo '{"type":"ready","model_hash":"x","device":"CPU","compile_ms":1.0,"capacities":{"kv_capacity":128,"chunk":8,"hidden":64,"act_slot_bytes":4096,"max_out_bytes":4096}}'
+while true; do
+  echo '{"type":"stats","phase":"running","uptime_ms":1,"infers":0,"tokens":0,"infer_ms_total":0.0,"last_infer_ms":0.0,"streams":1,"busy_ms":1000000}'
+  sleep 0.1
+done
+"#,
+    );
+    let mut s = settings(-1);
+    s.executive.path = stuck.display().to_string();
+    s.executive.call_timeout_s = 5.0;
+    s.executive.max_restarts = 0;
+    let mut events = Vec::new();
+    let mut p = Pipeline::new(&s, &baked_model(Arch::Llama, "int4_sym"), &mut |e| {
+        events.push(e)
+    })
+    .expect("the stuck executive starts");
+    let t0 = Instant::now();
+    let err = loop {
+        match p.poll(&mut |e| events.push(e)) {
+            Ok(()) => assert!(t0.elapsed() < Duration::from_secs(10), "no hang noticed"),
+            Err(e) => break e,
+        }
+    };
+    let msg = err.to_string();
+    assert!(
+        msg.contains("one shard A call has run") && msg.contains("executive.call_timeout_s"),
+        "{msg}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Supervisor(SupervisorEvent::Failed { .. })))
+    );
+}
