@@ -84,9 +84,13 @@ impl Session {
             app: 0,
             executive: 0,
         };
-        s.wait_for("the executive to be ready", 120, |s| {
+        let ready = s.wait_for("the executive to be ready", 120, |s| {
             s.contains("executive ready")
         });
+        assert!(
+            ready.contains("This is the demo model"),
+            "the demo model is not called what it is:\n{ready}"
+        );
         tmux(&s.sock, &["send-keys", "-t", "t", "-l", "Hello there"]);
         tmux(&s.sock, &["send-keys", "-t", "t", "Enter"]);
         let screen = s.wait_for("the answer", 120, |s| s.contains("tok/s · ttft"));

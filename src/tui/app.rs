@@ -497,7 +497,7 @@ impl App {
 
     /// A message from the app; during an answer it goes above the answer,
     /// which keeps streaming at the bottom.
-    fn info(&mut self, text: String) {
+    pub fn info(&mut self, text: String) {
         let m = ChatMessage {
             role: Role::Info,
             text,

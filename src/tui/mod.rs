@@ -160,6 +160,11 @@ pub fn run_terminal(
         None => Box::new(|_| {}),
     };
     let mut app = App::new(profile, &label, keymap, commands);
+    if settings.model.source == "demo" && model.is_ok() {
+        app.info(
+            "This is the demo model: random weights, so its answers are noise. For real answers bake a model (hybrid-tui bake --model <hf-dir> --out <dir>) and set model.source to it.".into(),
+        );
+    }
     if let Err(why) = &model {
         app.failure = Some(why.clone());
         app.state = crate::supervisor::ExecState::Failed;
