@@ -109,10 +109,6 @@ impl Drop for Engine {
 }
 
 fn run(settings: Settings, model_dir: PathBuf, rx: Receiver<Command>, sink: impl Fn(EngineEvent)) {
-    if let Err(e) = crate::pipeline::configure_cpu_pool(&settings.shard_b) {
-        sink(EngineEvent::Failed(e));
-        return;
-    }
     let mut p = match Pipeline::new(&settings, &model_dir, &mut |e| {
         sink(EngineEvent::Pipeline(e))
     }) {

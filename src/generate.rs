@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
-use tokenizers::Tokenizer;
 
-use crate::bake::store::{BakedModel, MANIFEST};
+use crate::bake::store::MANIFEST;
 use crate::bake::{BakeOptions, bake};
 use crate::config::Settings;
-use crate::model::chat::{Message, render};
+use crate::model::chat::Message;
+use crate::pipeline::prompt::Prompter;
 use crate::pipeline::{Event, GenRequest, Pipeline, StageSample, StreamReport, bake_cache_dir};
 use crate::shard_b::sampling::{SamplingParams, StopCriteria};
 use crate::supervisor::SupervisorEvent;
@@ -126,49 +126,27 @@ pub fn baked_dir_for(dir: &Path, note: &mut dyn FnMut(String)) -> anyhow::Result
 
 /// Token ids of `text`, through the model's chat template when `chat`.
 pub fn prompt_ids(
-    model_dir: &Path,
-    model: &BakedModel,
-    tokenizer: &Tokenizer,
+    prompter: &Prompter,
     text: &str,
     chat: bool,
     system: Option<&str>,
 ) -> anyhow::Result<Vec<u32>> {
-    let rendered = if chat {
-        let file = model
-            .manifest
-            .tokens
-            .chat_template_file
-            .as_ref()
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "--chat: {} has no chat template (the source had none); drop --chat",
-                    model_dir.display()
-                )
-            })?;
-        let template = std::fs::read_to_string(model_dir.join(file))?;
-        let name = |id: Option<u32>| {
-            id.and_then(|i| tokenizer.id_to_token(i))
-                .unwrap_or_default()
-        };
-        let bos = name(model.manifest.tokens.bos_token_id);
-        let eos = name(model.manifest.tokens.eos_token_ids.first().copied());
+    let ids = if chat {
+        if !prompter.has_template() {
+            anyhow::bail!(
+                "--chat: the model has no chat template (the source had none); drop --chat"
+            );
+        }
         let mut messages = Vec::new();
         if let Some(s) = system {
             messages.push(Message::new("system", s));
         }
         messages.push(Message::new("user", text));
-        render(&template, &messages, true, &bos, &eos).map_err(|e| anyhow::anyhow!(e))?
+        prompter.chat_ids(&messages)
     } else {
-        text.to_string()
+        prompter.text_ids(text)
     };
-    let enc = tokenizer
-        .encode(rendered.as_str(), !chat)
-        .map_err(|e| anyhow::anyhow!("tokenizing the prompt: {e}"))?;
-    let ids = enc.get_ids().to_vec();
-    if ids.is_empty() {
-        anyhow::bail!("the prompt is empty after tokenization");
-    }
-    Ok(ids)
+    ids.map_err(|e| anyhow::anyhow!(e))
 }
 
 /// Run a generation; text of stream 0 goes to `out` as it is produced
@@ -217,14 +195,9 @@ pub fn generate(
         _ => {}
     };
     let mut pipeline = Pipeline::new(settings, model_dir, &mut |e| sink(e, out, err))?;
-    let prompt = prompt_ids(
-        model_dir,
-        &pipeline.model,
-        &pipeline.tokenizer,
-        &opts.prompt,
-        opts.chat,
-        opts.system.as_deref(),
-    )?;
+    let prompter = Prompter::new(model_dir, &pipeline.model, pipeline.tokenizer.clone())
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let prompt = prompt_ids(&prompter, &opts.prompt, opts.chat, opts.system.as_deref())?;
     let stop = StopCriteria {
         eos: pipeline.model.manifest.tokens.eos_token_ids.clone(),
         stop_strings: opts.stop_strings.clone(),

@@ -20,19 +20,21 @@ fn cmd(bin: &str, home: &std::path::Path) -> Command {
     c
 }
 
-#[test]
-fn probe_prints_the_runtime_and_cpu_as_json() {
-    let h = tempfile::tempdir().unwrap();
-    let out = cmd("hybrid-executive", h.path())
-        .arg("--probe")
-        .output()
-        .unwrap();
+/// Run `c`, require success (showing its stderr if not), parse stdout as JSON.
+fn json_of(c: &mut Command) -> serde_json::Value {
+    let out = c.output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).expect("json on stdout")
+}
+
+#[test]
+fn probe_prints_the_runtime_and_cpu_as_json() {
+    let h = tempfile::tempdir().unwrap();
+    let v = json_of(cmd("hybrid-executive", h.path()).arg("--probe"));
     assert!(v["build"].as_str().unwrap().starts_with("2026.4"), "{v}");
     let cpu = v["devices"]
         .as_array()
@@ -234,18 +236,12 @@ fn first_run_with_a_model_that_is_not_baked_says_how() {
 }
 
 fn generate_json(h: &Path, args: &[&str]) -> serde_json::Value {
-    let out = cmd("hybrid-tui", h)
-        .args(["--set", "shard_a.inference_precision=f32", "generate"])
-        .args(args)
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("json")
+    json_of(
+        cmd("hybrid-tui", h)
+            .args(["--set", "shard_a.inference_precision=f32", "generate"])
+            .args(args)
+            .arg("--json"),
+    )
 }
 
 #[test]

@@ -12,6 +12,7 @@
 //! and every live stream is prefilled again from position 0; shard B skips
 //! the rows it already holds, so the conversation continues where it was.
 
+pub mod prompt;
 pub mod text;
 
 use std::collections::BTreeMap;
@@ -155,13 +156,15 @@ static POOL: OnceLock<Result<(), String>> = OnceLock::new();
 
 /// Size and pin the CPU backend's thread pool (rayon's global pool, which
 /// burn's Flex backend and gemm use) from `shard_b.threads` and
-/// `shard_b.cpu_cores`, and pin the calling thread. Call it before anything
-/// else uses rayon (a bake does): the first call builds the pool for the
-/// whole process; later calls only pin their thread.
+/// `shard_b.cpu_cores`. Call it before anything else uses rayon (a bake
+/// does): the first call builds the pool for the whole process, later calls
+/// return its result. The thread that runs shard B is pinned by
+/// [`Pipeline::new`], not here (the caller may be a UI thread).
 pub fn configure_cpu_pool(s: &ShardBSettings) -> Result<(), String> {
     let cores = crate::affinity::parse_cpu_list(&s.cpu_cores)
         .map_err(|e| format!("shard_b.cpu_cores: {e}"))?;
-    crate::affinity::pin_current_thread(&cores)?;
+    // Remember the process's cores before any thread is pinned.
+    crate::affinity::process_cores();
     let threads = s.threads;
     POOL.get_or_init(|| {
         let n = if threads > 0 { threads } else { cores.len() };
@@ -210,6 +213,10 @@ impl Pipeline {
         let tokenizer = Tokenizer::from_file(&tok_path)
             .map_err(|e| PipelineError::Setup(format!("{}: {e}", tok_path.display())))?;
         configure_cpu_pool(&settings.shard_b).map_err(PipelineError::Setup)?;
+        // This thread runs shard B: it goes on shard B's cores.
+        let cores = crate::affinity::parse_cpu_list(&settings.shard_b.cpu_cores)
+            .map_err(|e| PipelineError::Setup(format!("shard_b.cpu_cores: {e}")))?;
+        crate::affinity::pin_current_thread(&cores).map_err(PipelineError::Setup)?;
         let (device, info) =
             select_device(&settings.shard_b).map_err(|e| PipelineError::Setup(e.to_string()))?;
         let wdt = WeightDtype::parse(&settings.shard_b.weights_dtype).unwrap_or(WeightDtype::F32);

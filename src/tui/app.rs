@@ -2,20 +2,19 @@
 //! (`super::ui`), never writes it.
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use crossterm::event::{
     Event as TermEvent, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEventKind,
 };
-use tokenizers::Tokenizer;
 
 use super::keymap::{Action, Keymap};
 use super::telemetry::Sample;
-use crate::bake::store::BakedModel;
 use crate::engine::{Command, EngineEvent, EngineInfo};
-use crate::model::chat::{Message, render};
+use crate::model::chat::Message;
+use crate::pipeline::prompt::Prompter;
 use crate::pipeline::{Event, GenRequest, StageSample, StreamReport};
 use crate::ring::{RingStats, Segment};
 use crate::shard_b::sampling::{SamplingParams, StopCriteria};
@@ -45,70 +44,6 @@ pub struct ChatMessage {
     pub text: String,
     /// A line under the message (speed, "stopped").
     pub note: Option<String>,
-}
-
-/// Builds prompt ids from the conversation with the model's chat template.
-pub struct Prompter {
-    tokenizer: Tokenizer,
-    template: Option<String>,
-    bos: String,
-    eos: String,
-    eos_ids: Vec<u32>,
-}
-
-impl Prompter {
-    pub fn load(dir: &Path) -> Result<Prompter, String> {
-        let model = BakedModel::open(dir).map_err(|e| e.to_string())?;
-        let tok_path = dir.join("tokenizer.json");
-        let tokenizer =
-            Tokenizer::from_file(&tok_path).map_err(|e| format!("{}: {e}", tok_path.display()))?;
-        let template = match &model.manifest.tokens.chat_template_file {
-            Some(f) => Some(
-                std::fs::read_to_string(dir.join(f))
-                    .map_err(|e| format!("{}: {e}", dir.join(f).display()))?,
-            ),
-            None => None,
-        };
-        let name = |id: Option<u32>| {
-            id.and_then(|i| tokenizer.id_to_token(i))
-                .unwrap_or_default()
-        };
-        Ok(Prompter {
-            bos: name(model.manifest.tokens.bos_token_id),
-            eos: name(model.manifest.tokens.eos_token_ids.first().copied()),
-            eos_ids: model.manifest.tokens.eos_token_ids.clone(),
-            template,
-            tokenizer,
-        })
-    }
-
-    /// Token ids for the conversation, ready for the assistant's turn.
-    pub fn ids(&self, system: &str, conv: &[ChatMessage]) -> Result<Vec<u32>, String> {
-        let mut msgs = Vec::new();
-        if !system.trim().is_empty() {
-            msgs.push(Message::new("system", system));
-        }
-        for m in conv {
-            match m.role {
-                Role::User => msgs.push(Message::new("user", &m.text)),
-                Role::Assistant => msgs.push(Message::new("assistant", &m.text)),
-                Role::Info => {}
-            }
-        }
-        let text = match &self.template {
-            Some(t) => render(t, &msgs, true, &self.bos, &self.eos)?,
-            None => msgs
-                .iter()
-                .map(|m| m.content.clone())
-                .collect::<Vec<_>>()
-                .join("\n"),
-        };
-        let enc = self
-            .tokenizer
-            .encode(text.as_str(), self.template.is_none())
-            .map_err(|e| format!("tokenizing: {e}"))?;
-        Ok(enc.get_ids().to_vec())
-    }
 }
 
 /// What is being generated now.
@@ -429,8 +364,18 @@ impl App {
 
     fn start_answer(&mut self) {
         let Some(p) = &self.prompter else { return };
-        let conv: Vec<ChatMessage> = self.messages.clone();
-        let ids = match p.ids(&self.system_prompt, &conv) {
+        let mut conv = Vec::new();
+        if !self.system_prompt.trim().is_empty() {
+            conv.push(Message::new("system", &self.system_prompt));
+        }
+        for m in &self.messages {
+            match m.role {
+                Role::User => conv.push(Message::new("user", &m.text)),
+                Role::Assistant => conv.push(Message::new("assistant", &m.text)),
+                Role::Info => {}
+            }
+        }
+        let ids = match p.chat_ids(&conv) {
             Ok(ids) => ids,
             Err(e) => {
                 self.info(format!("cannot build the prompt: {e}"));
