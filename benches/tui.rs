@@ -15,13 +15,16 @@ use futures_util::StreamExt;
 use hybrid_tui::bake::{BakeOptions, bake};
 use hybrid_tui::config::Settings;
 use hybrid_tui::engine::{Engine, EngineEvent};
+use hybrid_tui::hw::memory::Memory;
+use hybrid_tui::hw::sampler::{self, CpuUse, Pids};
+use hybrid_tui::hw::{Reading, Root};
 use hybrid_tui::model::Arch;
 use hybrid_tui::model::test_model::{Preset, TestModelOptions, WeightDtype, make_test_model};
 use hybrid_tui::pipeline::Event;
 use hybrid_tui::shard_b::sampling::SamplingParams;
 use hybrid_tui::tui::app::{App, AppEvent, ChatMessage, Role};
 use hybrid_tui::tui::keymap::Keymap;
-use hybrid_tui::tui::{run_loop, telemetry, ui};
+use hybrid_tui::tui::{run_loop, ui};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 
@@ -69,13 +72,19 @@ fn frames() {
             note: Some("64 tokens · 31.2 tok/s · first token 80 ms".into()),
         });
     }
-    a.on_event(AppEvent::Telemetry(telemetry::Sample {
-        cpu_total: 37.0,
-        cpu_per_core: vec![12.0, 80.0, 40.0, 5.0],
-        mem_used: 6 << 30,
-        mem_total: 24 << 30,
-        ..Default::default()
-    }));
+    let mut snap = sampler::Sampler::new(Root::live(), Pids::new()).sample();
+    snap.cpu = Reading::Ok(CpuUse {
+        total: 37.0,
+        per_core: vec![12.0, 80.0, 40.0, 5.0],
+        mhz: 2400,
+    });
+    snap.memory = Reading::Ok(Memory {
+        total: 24 << 30,
+        available: 18 << 30,
+        swap_total: 0,
+        swap_free: 0,
+    });
+    a.on_event(AppEvent::Telemetry(Box::new(snap)));
     for (w, h) in [(110u16, 32u16), (200, 60)] {
         let mut term = Terminal::new(TestBackend::new(w, h)).expect("terminal");
         let mut times = Vec::new();
@@ -145,7 +154,10 @@ fn live() {
     a.max_new_tokens = 256;
     {
         let tx = tx.clone();
-        telemetry::spawn(move |s| tx.send(AppEvent::Telemetry(s)).is_ok());
+        let pids = a.pids.clone();
+        sampler::spawn(Root::live(), pids, sampler::PERIOD, move |s| {
+            tx.send(AppEvent::Telemetry(Box::new(s))).is_ok()
+        });
     }
     let mut term = Terminal::new(TestBackend::new(110, 32)).expect("terminal");
     let wait = |tap: &tokio::sync::broadcast::Receiver<EngineEvent>,

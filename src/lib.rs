@@ -8,6 +8,7 @@ pub mod engine;
 pub mod executive;
 pub mod firstrun;
 pub mod generate;
+pub mod hw;
 pub mod model;
 pub mod paths;
 pub mod pipeline;

@@ -65,6 +65,21 @@ enum Command {
     Bake(BakeArgs),
     /// Generate text headless: shard A in the executive, shard B here, streamed to stdout.
     Generate(GenerateArgs),
+    /// Check the hardware (NPU, GPUs, drivers, OpenVINO, shared memory, memory, disk) and recommend a profile. Live screen on a terminal; text otherwise; exit code 1 when a check fails.
+    Check(CheckArgs),
+}
+
+#[derive(Args, Debug)]
+struct CheckArgs {
+    /// Print the report as JSON (for scripts and bug reports).
+    #[arg(long)]
+    json: bool,
+    /// Print plain text even on a terminal.
+    #[arg(long, conflicts_with = "json")]
+    text: bool,
+    /// Read sysfs/procfs/dev from this recorded tree instead of / (tests, bug reports).
+    #[arg(long, value_name = "DIR", hide = true)]
+    sysroot: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -249,7 +264,9 @@ fn run(cli: Cli) -> Result<()> {
         _ => {}
     }
     let loaded = load_settings(&cli.global)?;
-    let workbench = cli.command.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let check_screen = matches!(&cli.command, Some(Command::Check(a)) if !a.json && !a.text && tty);
+    let workbench = (cli.command.is_none() && tty) || check_screen;
     // The workbench logs to its file and its log pane itself.
     if !workbench {
         init_logging(&loaded.settings);
@@ -269,6 +286,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Some(Command::Generate(a)) => cmd_generate(&loaded, a),
+        Some(Command::Check(a)) => cmd_check(&loaded, a, check_screen),
         None if workbench => cmd_workbench(&loaded),
         None => cmd_first_run(&loaded),
         Some(_) => Ok(()),
@@ -345,6 +363,39 @@ fn cmd_generate(loaded: &Loaded, a: GenerateArgs) -> Result<()> {
     }
     if let Some(e) = summary.streams.iter().find_map(|r| r.error.clone()) {
         bail!("{e}");
+    }
+    Ok(())
+}
+
+/// `hybrid-tui check`: the live screen on a terminal, JSON or text otherwise.
+fn cmd_check(loaded: &Loaded, a: CheckArgs, screen: bool) -> Result<()> {
+    use hybrid_tui::hw::{Root, checks};
+    let root = match &a.sysroot {
+        Some(d) if !d.is_dir() => bail!("--sysroot {}: not a directory", d.display()),
+        Some(d) => Root::at(d),
+        None => Root::live(),
+    };
+    if screen {
+        return hybrid_tui::tui::run_check_screen(&loaded.settings, &loaded.profile, root);
+    }
+    let report = checks::report(&root, &loaded.settings, &loaded.profile);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", checks::render_text(&report));
+    }
+    if report.counts.fail > 0 {
+        bail!(
+            "{} check(s) failed: {}",
+            report.counts.fail,
+            report
+                .checks
+                .iter()
+                .filter(|c| c.status == checks::Status::Fail)
+                .map(|c| c.id)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     Ok(())
 }

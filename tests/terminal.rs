@@ -138,6 +138,15 @@ impl Session {
 #[test]
 fn the_workbench_answers_and_quits_with_its_key() {
     let Some(s) = Session::answered() else { return };
+    // F3: the hardware check over the chat, with the live devices pane; Esc back.
+    tmux(&s.sock, &["send-keys", "-t", "t", "F3"]);
+    let check = s.wait_for("the check screen", 60, |s| {
+        s.contains("recommended: --profile")
+    });
+    assert!(check.contains("[pass] OpenVINO runtime"), "{check}");
+    assert!(check.contains("Intel NPU: not available"), "{check}");
+    tmux(&s.sock, &["send-keys", "-t", "t", "Escape"]);
+    s.wait_for("the chat again", 10, |s| s.contains("Hello there"));
     tmux(&s.sock, &["send-keys", "-t", "t", "C-q"]);
     s.check_clean_exit("exit=0");
 }
@@ -147,4 +156,59 @@ fn sigterm_restores_the_terminal_and_stops_the_executive() {
     let Some(s) = Session::answered() else { return };
     unsafe { libc::kill(s.app as i32, libc::SIGTERM) };
     s.check_clean_exit("exit=");
+}
+
+/// `hybrid-tui check` on a terminal: the live check screen; Esc quits and
+/// the terminal is cooked again.
+#[test]
+fn the_check_screen_runs_alone_and_quits_with_esc() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        assert!(std::env::var("HYBRID_TUI_REQUIRE_TMUX").is_err());
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let sock = home.path().join("tmux.sock");
+    let after = home.path().join("after.txt");
+    let bin = env!("CARGO_BIN_EXE_hybrid-tui");
+    let h = home.path().display();
+    let script = format!(
+        "export XDG_CONFIG_HOME={h}/config XDG_DATA_HOME={h}/data XDG_STATE_HOME={h}/state XDG_CACHE_HOME={h}/cache HYBRID_TUI_PROFILE=cpu; \
+         {bin} check; echo \"exit=$?\" > {a}; stty -a >> {a}; echo done-marker; sleep 30",
+        a = after.display()
+    );
+    tmux(
+        &sock,
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            "t",
+            "-x",
+            "100",
+            "-y",
+            "30",
+            "bash",
+            "-c",
+            &script,
+        ],
+    );
+    let s = Session {
+        _home: home,
+        sock,
+        after,
+        app: 0,
+        executive: 0,
+    };
+    let screen = s.wait_for("the checks and the gauges", 60, |s| {
+        s.contains("recommended: --profile cpu") && s.contains("mem ")
+    });
+    assert!(screen.contains("hardware check · profile cpu"), "{screen}");
+    assert!(screen.contains("[pass] Shared memory"), "{screen}");
+    assert!(screen.contains("Intel NPU: not available"), "{screen}");
+    tmux(&s.sock, &["send-keys", "-t", "t", "Escape"]);
+    s.wait_for("the app to exit", 30, |s| s.contains("done-marker"));
+    let rec = std::fs::read_to_string(&s.after).unwrap();
+    let _ = tmux(&s.sock, &["kill-server"]);
+    assert!(rec.starts_with("exit=0"), "{rec}");
+    assert!(rec.contains(" icanon") && rec.contains(" echo"), "{rec}");
 }

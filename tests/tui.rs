@@ -13,6 +13,9 @@ use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
 use futures_util::StreamExt;
 use hybrid_tui::config::Settings;
 use hybrid_tui::engine::{Engine, EngineEvent};
+use hybrid_tui::hw::memory::Memory;
+use hybrid_tui::hw::sampler::{CpuUse, Pids, Sampler, Snapshot};
+use hybrid_tui::hw::{Reading, Root};
 use hybrid_tui::model::Arch;
 use hybrid_tui::pipeline::Event;
 use hybrid_tui::shard_b::sampling::SamplingParams;
@@ -24,6 +27,28 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use tokio::sync::broadcast;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+
+/// Readings of the recorded Meteor Lake tree (GPU and NPU rows), with CPU
+/// and memory filled in by hand: the same on every run.
+fn fixed_snapshot() -> Snapshot {
+    let mut snap = Sampler::new(
+        Root::at(common::hw_fixture("mtl-i915")),
+        Pids::of(common::HW_PID),
+    )
+    .sample_at(0);
+    snap.cpu = Reading::Ok(CpuUse {
+        total: 50.0,
+        per_core: vec![10.0, 90.0],
+        mhz: 2000,
+    });
+    snap.memory = Reading::Ok(Memory {
+        total: 16 << 30,
+        available: 8 << 30,
+        swap_total: 0,
+        swap_free: 0,
+    });
+    snap
+}
 
 struct Harness {
     term: Terminal<TestBackend>,
@@ -131,16 +156,8 @@ impl Harness {
         );
         app.sampling = SamplingParams::greedy();
         // Fixed device readings, so the devices pane can be compared.
-        app.on_event(AppEvent::Telemetry(hybrid_tui::tui::telemetry::Sample {
-            cpu_brand: "Test CPU".into(),
-            cpu_total: 50.0,
-            cpu_per_core: vec![10.0, 90.0],
-            mem_used: 8 << 30,
-            mem_total: 16 << 30,
-            swap_used: 0,
-            swap_total: 0,
-            unavailable: vec![("Intel NPU".into(), "no reader yet".into())],
-        }));
+        // Fixed device readings, so the devices pane can be compared.
+        app.on_event(AppEvent::Telemetry(Box::new(fixed_snapshot())));
         app.max_new_tokens = 24;
         app.answers_dir = common::fixtures().join("answers");
         Harness {
@@ -347,4 +364,69 @@ async fn an_executive_crash_is_shown_and_the_answer_completes() {
     if let Some(e) = h.engine.take() {
         e.shutdown();
     }
+}
+
+/// The check screen (what `hybrid-tui check` shows on a terminal) over the
+/// recorded Meteor Lake tree, with OpenVINO and Vulkan answers filled in.
+#[test]
+fn check_screen_snapshot() {
+    use hybrid_tui::executive::probe::{DeviceInfo, ProbeReport};
+    use hybrid_tui::hw::checks;
+    use hybrid_tui::hw::vulkan::VulkanAdapter;
+    let root = Root::at(common::hw_fixture("mtl-i915"));
+    let s = Settings {
+        shard_a: hybrid_tui::config::ShardASettings {
+            device: "NPU".into(),
+            ..Settings::default().shard_a
+        },
+        // Not the test user's demo model: the figures must not depend on it.
+        model: hybrid_tui::config::ModelSettings {
+            source: "/nonexistent/model".into(),
+        },
+        ..Settings::default()
+    };
+    let mut facts = checks::gather(&root, &s);
+    facts.openvino = Reading::Ok(ProbeReport {
+        library: "/opt/openvino/libopenvino_c.so".into(),
+        version: "2026.4".into(),
+        build: "2026.4.0-20000".into(),
+        devices: ["CPU", "GPU", "NPU"]
+            .iter()
+            .map(|d| DeviceInfo {
+                name: d.to_string(),
+                full_name: Some(format!("Intel {d}")),
+                plugin_version: None,
+                properties: Default::default(),
+            })
+            .collect(),
+    });
+    facts.vulkan_adapters = Reading::Ok(vec![VulkanAdapter {
+        index: 0,
+        name: "Intel(R) Arc(tm) Graphics (MTL)".into(),
+        kind: "IntegratedGpu".into(),
+    }]);
+    facts.model = Reading::Ok(checks::ModelNeed {
+        source: "demo".into(),
+        bytes: 400 << 20,
+        how: "demo model".into(),
+    });
+    facts.cache = Reading::Ok(checks::Space {
+        path: "/home/user/.cache/hybrid-tui".into(),
+        free: 1 << 30,
+    });
+    let report = checks::build_report(&root, "core-ultra", facts);
+    let keymap = Keymap::new(&s.keys.map()).unwrap();
+    let mut app = App::new("core-ultra", "none", keymap, Box::new(|_| {}));
+    app.check_only = true;
+    app.on_event(AppEvent::Telemetry(Box::new(fixed_snapshot())));
+    app.open_check();
+    app.on_event(AppEvent::Check(Box::new(report)));
+    let mut term = Terminal::new(TestBackend::new(110, 32)).unwrap();
+    term.draw(|f| hybrid_tui::tui::ui::render(f, &app)).unwrap();
+    let text = masked(&screen(&term));
+    assert!(text.contains("[fail]"), "{text}");
+    insta::assert_snapshot!("check_screen", text);
+    // Esc on a check-only screen quits.
+    app.on_event(AppEvent::Term(key(KeyCode::Esc)));
+    assert!(app.quit);
 }

@@ -57,6 +57,7 @@ pub struct KeySettings {
     pub history_next: String,
     pub edit_system: String,
     pub toggle_log: String,
+    pub hardware: String,
 }
 
 impl KeySettings {
@@ -91,6 +92,7 @@ impl Default for KeySettings {
             history_next: k(A::HistoryNext),
             edit_system: k(A::EditSystem),
             toggle_log: k(A::ToggleLog),
+            hardware: k(A::Hardware),
         }
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use openvino::{DeviceType, PropertyKey};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::runtime::RuntimeError;
 use super::session::new_core;
@@ -27,7 +27,7 @@ const MAIN_PROPERTIES: &[&str] = &[
     "DEVICE_ID",
 ];
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeviceInfo {
     pub name: String,
     pub full_name: Option<String>,
@@ -35,7 +35,7 @@ pub struct DeviceInfo {
     pub properties: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProbeReport {
     pub library: String,
     pub version: String,

@@ -48,6 +48,11 @@ pub struct SegmentSpec {
     pub act_slot_bytes: usize,
 }
 
+/// Bytes a segment of this shape takes in /dev/shm.
+pub fn segment_bytes(spec: &SegmentSpec) -> u64 {
+    plan(spec).0 as u64
+}
+
 fn round_up(x: usize, to: usize) -> usize {
     x.div_ceil(to) * to
 }
@@ -92,7 +97,8 @@ pub struct Segment {
 unsafe impl Send for Segment {}
 unsafe impl Sync for Segment {}
 
-fn free_bytes(dir: &Path) -> Option<u64> {
+/// Free bytes of the filesystem holding `dir` (statvfs), for unprivileged users.
+pub fn free_bytes(dir: &Path) -> Option<u64> {
     let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
     let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: statvfs fills the struct we own from a NUL-terminated path.

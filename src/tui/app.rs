@@ -11,8 +11,9 @@ use crossterm::event::{
 };
 
 use super::keymap::{Action, Keymap};
-use super::telemetry::Sample;
 use crate::engine::{Command, EngineEvent, EngineInfo};
+use crate::hw::checks::Report;
+use crate::hw::sampler::{Pids, Snapshot};
 use crate::model::chat::Message;
 use crate::pipeline::prompt::Prompter;
 use crate::pipeline::{Event, GenRequest, StageSample, StreamReport};
@@ -25,7 +26,9 @@ use crate::supervisor::{ExecState, SupervisorEvent};
 pub enum AppEvent {
     Term(TermEvent),
     Engine(EngineEvent),
-    Telemetry(Sample),
+    Telemetry(Box<Snapshot>),
+    /// A finished hardware check.
+    Check(Box<Report>),
     Log(String),
     Tick,
 }
@@ -99,6 +102,14 @@ pub struct RingView {
 
 pub const HISTORY: usize = 60;
 
+/// Which screen is showing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Screen {
+    Chat,
+    /// The hardware check with live device use.
+    Check,
+}
+
 pub struct App {
     pub profile: String,
     pub model_label: String,
@@ -118,7 +129,17 @@ pub struct App {
     pub speed: Speed,
     pub ring: Option<RingView>,
     segment: Option<Arc<Segment>>,
-    pub devices: Option<Sample>,
+    pub devices: Option<Snapshot>,
+    /// Our processes, for the GPU readers (the executive is added when it starts).
+    pub pids: Pids,
+    pub screen: Screen,
+    pub check: Option<Report>,
+    pub check_running: bool,
+    /// Opened by `hybrid-tui check`: no chat behind the check screen.
+    pub check_only: bool,
+    /// The check whose detail and fix are shown.
+    pub check_selected: usize,
+    run_check: Box<dyn FnMut() + Send>,
     pub cpu_history: VecDeque<u64>,
     pub mem_history: VecDeque<u64>,
     pub log: VecDeque<String>,
@@ -160,6 +181,13 @@ impl App {
             ring: None,
             segment: None,
             devices: None,
+            pids: Pids::new(),
+            screen: Screen::Chat,
+            check: None,
+            check_running: false,
+            check_only: false,
+            check_selected: 0,
+            run_check: Box::new(|| {}),
             cpu_history: VecDeque::new(),
             mem_history: VecDeque::new(),
             log: VecDeque::new(),
@@ -187,10 +215,23 @@ impl App {
             AppEvent::Term(t) => self.on_term(t),
             AppEvent::Engine(e) => self.on_engine(e),
             AppEvent::Telemetry(s) => {
-                push_bounded(&mut self.cpu_history, s.cpu_total.round() as u64);
-                let mem = (s.mem_used as f64 / s.mem_total.max(1) as f64 * 100.0).round();
-                push_bounded(&mut self.mem_history, mem as u64);
-                self.devices = Some(s);
+                if let Some(c) = s.cpu.ok() {
+                    push_bounded(&mut self.cpu_history, c.total.round() as u64);
+                }
+                if let Some(m) = s.memory.ok() {
+                    let mem = (m.used() as f64 / m.total.max(1) as f64 * 100.0).round();
+                    push_bounded(&mut self.mem_history, mem as u64);
+                }
+                self.devices = Some(*s);
+            }
+            AppEvent::Check(r) => {
+                // Select the first failure, else the first warning.
+                let first = |st| r.checks.iter().position(|c| c.status == st);
+                self.check_selected = first(crate::hw::checks::Status::Fail)
+                    .or_else(|| first(crate::hw::checks::Status::Warn))
+                    .unwrap_or(0);
+                self.check = Some(*r);
+                self.check_running = false;
             }
             AppEvent::Log(line) => {
                 if self.log.len() == 500 {
@@ -239,7 +280,56 @@ impl App {
         }
     }
 
+    /// How the check screen starts a check (a thread that sends
+    /// `AppEvent::Check`); set by the terminal front end.
+    pub fn set_check_runner(&mut self, f: Box<dyn FnMut() + Send>) {
+        self.run_check = f;
+    }
+
+    /// Show the check screen, running the check if none is there yet.
+    pub fn open_check(&mut self) {
+        self.screen = Screen::Check;
+        if self.check.is_none() && !self.check_running {
+            self.rerun_check();
+        }
+    }
+
+    fn rerun_check(&mut self) {
+        self.check_running = true;
+        (self.run_check)();
+    }
+
+    fn on_check_key(&mut self, k: KeyEvent) {
+        let action = self.keymap.action(&k);
+        match (action, k.code) {
+            (Some(Action::Quit), _) => self.quit = true,
+            (Some(Action::Hardware), _) | (_, KeyCode::Esc) | (_, KeyCode::Char('q')) => {
+                if self.check_only {
+                    self.quit = true;
+                } else {
+                    self.screen = Screen::Chat;
+                }
+            }
+            (_, KeyCode::Char('r')) if !self.check_running => self.rerun_check(),
+            (Some(Action::ScrollUp), _) | (_, KeyCode::Up) => {
+                self.check_selected = self.check_selected.saturating_sub(1)
+            }
+            (Some(Action::ScrollDown), _) | (_, KeyCode::Down) => {
+                let last = self
+                    .check
+                    .as_ref()
+                    .map_or(0, |r| r.checks.len().saturating_sub(1));
+                self.check_selected = (self.check_selected + 1).min(last);
+            }
+            _ => {}
+        }
+    }
+
     fn on_key(&mut self, k: KeyEvent) {
+        if self.screen == Screen::Check {
+            self.on_check_key(k);
+            return;
+        }
         if self.show_help {
             // Any key closes the help.
             self.show_help = false;
@@ -273,6 +363,7 @@ impl App {
             Action::Quit => self.quit = true,
             Action::Help => self.show_help = true,
             Action::ToggleLog => self.show_log = !self.show_log,
+            Action::Hardware => self.open_check(),
             Action::Newline => self.input.push('\n'),
             Action::Send if self.editing_system => {
                 self.system_prompt = std::mem::take(&mut self.input);
@@ -542,14 +633,18 @@ impl App {
                     self.notice = None;
                 }
             }
-            SupervisorEvent::Started { segment, .. } => match Segment::open(&segment) {
-                Ok(seg) => {
-                    self.segment = Some(seg);
-                    self.ring = None;
+            SupervisorEvent::Started { segment, pid } => {
+                self.pids.set_executive(Some(pid));
+                match Segment::open(&segment) {
+                    Ok(seg) => {
+                        self.segment = Some(seg);
+                        self.ring = None;
+                    }
+                    Err(e) => self.notice = Some(format!("cannot read the ring stats: {e}")),
                 }
-                Err(e) => self.notice = Some(format!("cannot read the ring stats: {e}")),
-            },
+            }
             SupervisorEvent::Lost { reason, .. } => {
+                self.pids.set_executive(None);
                 self.segment = None;
                 self.info(format!("{reason}; restarting it (the answer continues)"));
             }

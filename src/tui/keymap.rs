@@ -19,10 +19,11 @@ pub enum Action {
     HistoryNext,
     EditSystem,
     ToggleLog,
+    Hardware,
 }
 
 impl Action {
-    pub const ALL: [Action; 14] = [
+    pub const ALL: [Action; 15] = [
         Action::Send,
         Action::Newline,
         Action::Stop,
@@ -35,6 +36,7 @@ impl Action {
         Action::HistoryPrev,
         Action::HistoryNext,
         Action::ToggleLog,
+        Action::Hardware,
         Action::Help,
         Action::Quit,
     ];
@@ -56,6 +58,7 @@ impl Action {
             Action::HistoryNext => "history_next",
             Action::EditSystem => "edit_system",
             Action::ToggleLog => "toggle_log",
+            Action::Hardware => "hardware",
         }
     }
 
@@ -75,6 +78,7 @@ impl Action {
             Action::HistoryNext => "next message from history",
             Action::EditSystem => "edit the system prompt (Enter saves)",
             Action::ToggleLog => "show / hide the log",
+            Action::Hardware => "hardware check and live device use (Esc returns)",
         }
     }
 
@@ -95,6 +99,7 @@ impl Action {
             Action::HistoryNext => "down",
             Action::EditSystem => "ctrl+s",
             Action::ToggleLog => "f2",
+            Action::Hardware => "f3",
         }
     }
 }

@@ -9,7 +9,6 @@
 
 pub mod app;
 pub mod keymap;
-pub mod telemetry;
 pub mod ui;
 
 use std::io::Write;
@@ -24,7 +23,9 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::config::Settings;
 use crate::engine::Engine;
-use app::{App, AppEvent};
+use crate::hw::Root;
+use crate::hw::sampler::{self, Pids};
+use app::{App, AppEvent, Screen};
 
 /// Frame tick: ring and speed figures refresh at this rate.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -169,10 +170,68 @@ pub fn run_terminal(
         app.failure = Some(why.clone());
         app.state = crate::supervisor::ExecState::Failed;
     }
+    start_sampler(app.pids.clone(), &tx);
+    app.set_check_runner(check_runner(settings, profile, Root::live(), tx.clone()));
+    let result = on_terminal(&mut app, &mut rx);
+    // The executive is stopped and the segment removed before we return.
+    if let Some(e) = engine {
+        e.shutdown();
+    }
+    result
+}
+
+/// `hybrid-tui check` on a terminal: the check screen alone, live.
+pub fn run_check_screen(settings: &Settings, profile: &str, root: Root) -> anyhow::Result<()> {
+    let (tx, mut rx) = unbounded_channel();
+    init_logging(settings, tx.clone());
+    let keymap = keymap::Keymap::new(&settings.keys.map()).map_err(|e| anyhow::anyhow!(e))?;
+    let mut app = App::new(profile, "none", keymap, Box::new(|_| {}));
+    app.check_only = true;
+    app.state = crate::supervisor::ExecState::Stopped;
+    let pids = Pids::new();
     {
         let tx = tx.clone();
-        telemetry::spawn(move |s| tx.send(AppEvent::Telemetry(s)).is_ok());
+        sampler::spawn(root.clone(), pids, sampler::PERIOD, move |s| {
+            tx.send(AppEvent::Telemetry(Box::new(s))).is_ok()
+        });
     }
+    app.set_check_runner(check_runner(settings, profile, root, tx));
+    app.open_check();
+    debug_assert_eq!(app.screen, Screen::Check);
+    on_terminal(&mut app, &mut rx)
+}
+
+fn start_sampler(pids: Pids, tx: &UnboundedSender<AppEvent>) {
+    let tx = tx.clone();
+    sampler::spawn(Root::live(), pids, sampler::PERIOD, move |s| {
+        tx.send(AppEvent::Telemetry(Box::new(s))).is_ok()
+    });
+}
+
+/// Runs the hardware check on a thread and sends the report to the app.
+fn check_runner(
+    settings: &Settings,
+    profile: &str,
+    root: Root,
+    tx: UnboundedSender<AppEvent>,
+) -> Box<dyn FnMut() + Send> {
+    let settings = settings.clone();
+    let profile = profile.to_string();
+    Box::new(move || {
+        let (settings, profile, root, tx) =
+            (settings.clone(), profile.clone(), root.clone(), tx.clone());
+        let _ = std::thread::Builder::new()
+            .name("check".into())
+            .spawn(move || {
+                let r = crate::hw::checks::report(&root, &settings, &profile);
+                let _ = tx.send(AppEvent::Check(Box::new(r)));
+            });
+    })
+}
+
+/// Take over the terminal, run the loop until the app quits or a signal
+/// comes, and give the terminal back as it was.
+fn on_terminal(app: &mut App, rx: &mut UnboundedReceiver<AppEvent>) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -201,9 +260,9 @@ pub fn run_terminal(
         });
         run_loop(
             &mut terminal,
-            &mut app,
+            app,
             crossterm::event::EventStream::new(),
-            &mut rx,
+            rx,
             stop,
         )
         .await
@@ -214,10 +273,6 @@ pub fn run_terminal(
         crossterm::event::DisableBracketedPaste
     );
     ratatui::restore();
-    // The executive is stopped and the segment removed before we return.
-    if let Some(e) = engine {
-        e.shutdown();
-    }
     drop(rt);
     result
 }

@@ -19,8 +19,11 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Gauge, Paragraph, Sparkline, Wrap};
 use unicode_width::UnicodeWidthChar;
 
-use super::app::{App, Role};
+use super::app::{App, Role, Screen};
 use super::keymap::Action;
+use crate::hw::Reading;
+use crate::hw::checks::{self, Status};
+use crate::hw::sampler::Snapshot;
 use crate::supervisor::ExecState;
 
 pub const MIN_W: u16 = 60;
@@ -28,6 +31,10 @@ pub const MIN_H: u16 = 16;
 
 pub fn render(f: &mut Frame, app: &App) {
     let area = f.area();
+    if area.width >= MIN_W && area.height >= MIN_H && app.screen == Screen::Check {
+        check_screen(f, app, area);
+        return;
+    }
     if area.width < MIN_W || area.height < MIN_H {
         let msg = format!(
             "terminal too small: {}×{}, hybrid-tui needs at least {MIN_W}×{MIN_H}",
@@ -209,6 +216,85 @@ fn gib(b: u64) -> f64 {
     b as f64 / (1u64 << 30) as f64
 }
 
+/// One accelerator row of the devices pane: a gauge, or a grey line.
+enum DevLine {
+    Gauge(String, f64),
+    Text(String),
+}
+
+fn pct(v: Option<f32>) -> String {
+    v.map(|p| format!("{p:>3.0}%"))
+        .unwrap_or_else(|| "  –%".into())
+}
+
+/// GPU, NPU and NVIDIA rows from one snapshot.
+fn accel_lines(d: &Snapshot) -> Vec<DevLine> {
+    let mut out = Vec::new();
+    match &d.intel_gpus {
+        Reading::Ok(list) => {
+            for g in list {
+                // Whole-GPU use when the PMU is readable, else our own.
+                let (busy, whose) = match g.all_busy_pct.ok() {
+                    Some(p) => (Some(*p), "all"),
+                    None => (g.ours_busy_pct, "ours"),
+                };
+                out.push(DevLine::Gauge(
+                    format!(
+                        "{} {} {whose} · {} MHz",
+                        if g.integrated { "iGPU" } else { "dGPU" },
+                        pct(busy),
+                        g.cur_mhz
+                            .map(|m| m.to_string())
+                            .unwrap_or_else(|| "?".into())
+                    ),
+                    busy.unwrap_or(0.0) as f64 / 100.0,
+                ));
+            }
+        }
+        Reading::Unavailable(r) => {
+            out.push(DevLine::Text(format!("Intel GPU: not available ({r})")))
+        }
+    }
+    match &d.npus {
+        Reading::Ok(list) => {
+            for n in list {
+                out.push(DevLine::Gauge(
+                    format!(
+                        "NPU {} · {} MHz · {} MiB",
+                        pct(n.busy_pct),
+                        n.cur_mhz
+                            .map(|m| m.to_string())
+                            .unwrap_or_else(|| "?".into()),
+                        n.memory_bytes.unwrap_or(0) >> 20
+                    ),
+                    n.busy_pct.unwrap_or(0.0) as f64 / 100.0,
+                ));
+            }
+        }
+        Reading::Unavailable(r) => {
+            out.push(DevLine::Text(format!("Intel NPU: not available ({r})")))
+        }
+    }
+    match &d.nvidia {
+        Reading::Ok(list) => {
+            for g in list {
+                out.push(DevLine::Gauge(
+                    format!(
+                        "GPU{} {} · {:.1}/{:.1} GiB",
+                        g.index,
+                        pct(g.busy_pct),
+                        gib(g.mem_used.unwrap_or(0)),
+                        gib(g.mem_total.unwrap_or(0))
+                    ),
+                    g.busy_pct.unwrap_or(0.0) as f64 / 100.0,
+                ));
+            }
+        }
+        Reading::Unavailable(r) => out.push(DevLine::Text(format!("NVIDIA: not available ({r})"))),
+    }
+    out
+}
+
 fn devices_pane(f: &mut Frame, app: &App, area: Rect) {
     let block = Block::default().borders(Borders::ALL).title(" devices ");
     let inner = block.inner(area);
@@ -222,68 +308,230 @@ fn devices_pane(f: &mut Frame, app: &App, area: Rect) {
         Constraint::Length(1),
         Constraint::Length(2),
         Constraint::Length(1),
-        Constraint::Length(1),
         Constraint::Min(0),
     ])
     .split(inner);
-    f.render_widget(
-        Gauge::default()
-            .ratio((d.cpu_total as f64 / 100.0).clamp(0.0, 1.0))
-            .label(format!(
-                "CPU {:>3.0}% · {} cores",
-                d.cpu_total,
-                d.cpu_per_core.len()
-            )),
-        rows[0],
-    );
-    let cores: String = d
-        .cpu_per_core
-        .iter()
-        .map(|u| match *u as u32 {
-            0..=12 => '▁',
-            13..=25 => '▂',
-            26..=37 => '▃',
-            38..=50 => '▄',
-            51..=62 => '▅',
-            63..=75 => '▆',
-            76..=87 => '▇',
-            _ => '█',
-        })
-        .collect();
-    f.render_widget(Paragraph::new(format!("cores {cores}")), rows[1]);
+    match &d.cpu {
+        Reading::Ok(c) => {
+            f.render_widget(
+                Gauge::default()
+                    .ratio((c.total as f64 / 100.0).clamp(0.0, 1.0))
+                    .label(format!(
+                        "CPU {:>3.0}% · {} cores",
+                        c.total,
+                        c.per_core.len()
+                    )),
+                rows[0],
+            );
+            let cores: String = c
+                .per_core
+                .iter()
+                .map(|u| match *u as u32 {
+                    0..=12 => '▁',
+                    13..=25 => '▂',
+                    26..=37 => '▃',
+                    38..=50 => '▄',
+                    51..=62 => '▅',
+                    63..=75 => '▆',
+                    76..=87 => '▇',
+                    _ => '█',
+                })
+                .collect();
+            f.render_widget(Paragraph::new(format!("cores {cores}")), rows[1]);
+        }
+        Reading::Unavailable(r) => f.render_widget(
+            Paragraph::new(format!("CPU: not available ({r})"))
+                .style(Style::default().fg(Color::DarkGray)),
+            rows[0],
+        ),
+    }
     f.render_widget(
         Sparkline::default()
             .data(app.cpu_history.iter().copied())
             .max(100),
         rows[2],
     );
+    if let Some(m) = d.memory.ok() {
+        f.render_widget(
+            Gauge::default()
+                .ratio((m.used() as f64 / m.total.max(1) as f64).clamp(0.0, 1.0))
+                .label(format!("mem {:.1}/{:.1} GiB", gib(m.used()), gib(m.total))),
+            rows[3],
+        );
+    }
+    let mut area = rows[4];
+    for line in accel_lines(d) {
+        if area.height == 0 {
+            break;
+        }
+        match line {
+            DevLine::Gauge(label, ratio) => {
+                let [row, rest] =
+                    Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(area);
+                f.render_widget(
+                    Gauge::default().ratio(ratio.clamp(0.0, 1.0)).label(label),
+                    row,
+                );
+                area = rest;
+            }
+            DevLine::Text(t) => {
+                // One line each, so every device keeps a row; the check
+                // screen (F3) has the whole reason.
+                let w = area.width as usize;
+                let lines = wrap(&t, w.saturating_sub(1).max(1));
+                let mut text = lines.first().cloned().unwrap_or_default();
+                if lines.len() > 1 {
+                    text.push('…');
+                }
+                let [row, rest] =
+                    Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(area);
+                f.render_widget(
+                    Paragraph::new(text).style(Style::default().fg(Color::DarkGray)),
+                    row,
+                );
+                area = rest;
+            }
+        }
+    }
+}
+
+/// The hardware check screen: facts and checks on the left, the live
+/// devices pane on the right (under them when narrow).
+fn check_screen(f: &mut Frame, app: &App, area: Rect) {
+    let [title, body, rec, hints] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(5),
+        Constraint::Length(2),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    let head = match (&app.check, app.check_running) {
+        (_, true) => format!(" hardware check · profile {} · checking…", app.profile),
+        (Some(r), false) => format!(
+            " hardware check · profile {} · {} pass · {} warn · {} fail",
+            app.profile, r.counts.pass, r.counts.warn, r.counts.fail
+        ),
+        (None, false) => format!(" hardware check · profile {}", app.profile),
+    };
     f.render_widget(
-        Gauge::default()
-            .ratio((d.mem_used as f64 / d.mem_total.max(1) as f64).clamp(0.0, 1.0))
-            .label(format!(
-                "mem {:.1}/{:.1} GiB",
-                gib(d.mem_used),
-                gib(d.mem_total)
-            )),
-        rows[3],
+        Paragraph::new(head).style(Style::default().fg(Color::Black).bg(Color::Cyan)),
+        title,
     );
+    let (list_area, dev_area) = if area.width >= 100 {
+        let [l, d] = Layout::horizontal([Constraint::Min(50), Constraint::Length(38)]).areas(body);
+        (l, d)
+    } else {
+        let [l, d] = Layout::vertical([Constraint::Min(3), Constraint::Length(10)]).areas(body);
+        (l, d)
+    };
+    let block = Block::default().borders(Borders::ALL).title(" checks ");
+    let inner = block.inner(list_area);
+    f.render_widget(block, list_area);
+    let w = inner.width as usize;
+    let Some(r) = &app.check else {
+        f.render_widget(
+            Paragraph::new("running the checks (OpenVINO probe, Vulkan adapters)…"),
+            inner,
+        );
+        devices_pane(f, app, dev_area);
+        return;
+    };
+    // Machine lines, one line per check (the selected one marked), then
+    // the selected check's detail and fix.
+    let mut top: Vec<Line> = Vec::new();
+    // Machine lines as room allows, keeping 6 rows for the detail.
+    let room = (inner.height as usize).saturating_sub(r.checks.len() + 7);
+    let machine = checks::machine_lines(&r.facts);
+    for (k, v) in machine.iter().take(room) {
+        top.push(Line::raw(clip(&format!("{k:<9} {v}"), w)));
+    }
+    if room > 0 {
+        top.push(Line::raw(""));
+    }
+    let selected = app.check_selected.min(r.checks.len().saturating_sub(1));
+    for (i, c) in r.checks.iter().enumerate() {
+        let color = match c.status {
+            Status::Pass => Color::Green,
+            Status::Warn => Color::Yellow,
+            Status::Fail => Color::Red,
+        };
+        let mark = if i == selected { "▶" } else { " " };
+        let text = clip(&format!("{}: {}", c.title, c.detail), w.saturating_sub(8));
+        let style = if i == selected {
+            Style::default().add_modifier(Modifier::REVERSED)
+        } else {
+            Style::default()
+        };
+        top.push(Line::from(vec![
+            Span::raw(mark),
+            Span::styled(
+                format!("[{}] ", c.status.label()),
+                Style::default().fg(color).add_modifier(Modifier::BOLD),
+            ),
+            Span::styled(text, style),
+        ]));
+    }
+    let top_h = (top.len() as u16).min(inner.height);
+    let [list, detail] =
+        Layout::vertical([Constraint::Length(top_h), Constraint::Min(0)]).areas(inner);
+    f.render_widget(Paragraph::new(top), list);
+    if let Some(c) = r.checks.get(selected) {
+        let mut lines = vec![Line::styled(
+            format!("{} ({})", c.title, c.id),
+            Style::default().add_modifier(Modifier::BOLD),
+        )];
+        for l in wrap(&c.detail, w) {
+            lines.push(Line::raw(l));
+        }
+        if let Some(fix) = c.fix {
+            for l in wrap(&format!("fix: {fix}"), w) {
+                lines.push(Line::styled(l, Style::default().fg(Color::Yellow)));
+            }
+        }
+        let block = Block::default().borders(Borders::TOP);
+        f.render_widget(Paragraph::new(lines).block(block), detail);
+    }
+    devices_pane(f, app, dev_area);
+    if let Some(r) = &app.check {
+        let rc = &r.recommended;
+        let flags = if rc.flags.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", rc.flags)
+        };
+        f.render_widget(
+            Paragraph::new(format!(
+                "recommended: --profile {}{flags} — {}",
+                rc.profile, rc.why
+            ))
+            .wrap(Wrap { trim: true })
+            .style(Style::default().add_modifier(Modifier::BOLD)),
+            rec,
+        );
+    }
+    let back = if app.check_only {
+        "quit"
+    } else {
+        "back to the chat"
+    };
     f.render_widget(
-        Sparkline::default()
-            .data(app.mem_history.iter().copied())
-            .max(100),
-        rows[4],
+        Paragraph::new(format!(
+            "Esc {back} · ↑/↓ select a check · r check again · {} quit",
+            app.keymap.key_for(Action::Quit)
+        ))
+        .style(Style::default().fg(Color::DarkGray)),
+        hints,
     );
-    let na: Vec<Line> = d
-        .unavailable
-        .iter()
-        .map(|(what, why)| {
-            Line::styled(
-                format!("{what}: not available ({why})"),
-                Style::default().fg(Color::DarkGray),
-            )
-        })
-        .collect();
-    f.render_widget(Paragraph::new(na).wrap(Wrap { trim: true }), rows[5]);
+}
+
+/// `text` cut to `width` display columns, with … when cut.
+fn clip(text: &str, width: usize) -> String {
+    let lines = wrap(text, width.saturating_sub(1).max(1));
+    match lines.as_slice() {
+        [] => String::new(),
+        [one] => one.clone(),
+        [first, ..] => format!("{first}…"),
+    }
 }
 
 fn human_rate(b: f64) -> String {
@@ -401,12 +649,29 @@ fn split_width(width: usize, shares: &[f64]) -> Vec<usize> {
 fn compact_panes(f: &mut Frame, app: &App, area: Rect) {
     let mut lines = Vec::new();
     if let Some(d) = &app.devices {
-        lines.push(Line::raw(format!(
-            "CPU {:.0}% · mem {:.1}/{:.1} GiB · GPU/NPU: not available (no reader yet)",
-            d.cpu_total,
-            gib(d.mem_used),
-            gib(d.mem_total)
-        )));
+        let mut parts = Vec::new();
+        if let Some(c) = d.cpu.ok() {
+            parts.push(format!("CPU {:.0}%", c.total));
+        }
+        if let Some(m) = d.memory.ok() {
+            parts.push(format!("mem {:.1}/{:.1} GiB", gib(m.used()), gib(m.total)));
+        }
+        let accels: Vec<String> = accel_lines(d)
+            .into_iter()
+            .filter_map(|l| match l {
+                DevLine::Gauge(label, _) => Some(label),
+                DevLine::Text(_) => None,
+            })
+            .collect();
+        parts.push(if accels.is_empty() {
+            format!(
+                "no GPU/NPU reading ({} for why)",
+                app.keymap.key_for(Action::Hardware)
+            )
+        } else {
+            accels.join(" · ")
+        });
+        lines.push(Line::raw(parts.join(" · ")));
     }
     if let Some(r) = &app.ring {
         lines.push(Line::raw(format!(
@@ -462,13 +727,23 @@ fn hints_line(f: &mut Frame, app: &App, area: Rect) {
     let k = |a: Action| app.keymap.key_for(a);
     let text = match &app.notice {
         Some(n) => n.clone(),
+        // Narrow terminals get the keys a user needs first; F1 lists all.
+        None if area.width < 100 => format!(
+            "{} help · {} send · {} stop · {} hardware · {} quit",
+            k(Action::Help),
+            k(Action::Send),
+            k(Action::Stop),
+            k(Action::Hardware),
+            k(Action::Quit)
+        ),
         None => format!(
-            "{} help · {} send · {} stop · {} regenerate · {} log · {} quit",
+            "{} help · {} send · {} stop · {} regenerate · {} log · {} hardware · {} quit",
             k(Action::Help),
             k(Action::Send),
             k(Action::Stop),
             k(Action::Regenerate),
             k(Action::ToggleLog),
+            k(Action::Hardware),
             k(Action::Quit)
         ),
     };

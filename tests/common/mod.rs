@@ -91,3 +91,17 @@ pub fn children_of(parent: u32) -> Vec<u32> {
     }
     v
 }
+
+/// The recorded sysfs/procfs trees of tests/fixtures/hw (see generate.py there).
+#[allow(dead_code)]
+pub fn hw_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hw")
+        .join(name)
+}
+
+/// Our pid in every recorded tree, and the executive's.
+#[allow(dead_code)]
+pub const HW_PID: u32 = 4242;
+#[allow(dead_code)]
+pub const HW_EXEC_PID: u32 = 4243;

@@ -1,0 +1,1007 @@
+//! The hardware check: facts from the readers, judged against the settings
+//! in use, each check pass / warn / fail with a one-line fix, and the
+//! profile that fits this machine.
+//!
+//! The fix lines are constants: the README's troubleshooting section
+//! quotes each one verbatim (a test holds them to it).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::cpu::{self, CpuInfo};
+use super::intel_gpu::{self, IntelGpu};
+use super::memory::{self, Memory};
+use super::npu::{self, Npu};
+use super::nvidia::{NvidiaGpu, NvidiaReader};
+use super::openvino::{self, ProbeReport};
+use super::vulkan::{self, VulkanAdapter};
+use super::{Reading, Root, read_str};
+use crate::bake::store::{MANIFEST, Manifest, file_for};
+use crate::config::Settings;
+use crate::ring::segment::{SHM_DIR, SegmentSpec, free_bytes, segment_bytes};
+
+pub const FIX_NPU_NOT_FOUND: &str = "No NPU: on a Core Ultra machine load the driver (sudo modprobe intel_vpu) and use a 6.8+ kernel; without one use --profile cpu or --profile vulkan";
+pub const FIX_NPU_DRIVER: &str =
+    "Load the NPU driver: sudo modprobe intel_vpu (in the kernel since 6.3; 6.8+ recommended)";
+pub const FIX_NPU_NODE: &str = "The NPU has no device node: reload the driver (sudo modprobe -r intel_vpu && sudo modprobe intel_vpu) and look for intel_vpu errors in sudo dmesg";
+pub const FIX_NPU_ACCESS: &str = "Add yourself to the group that owns /dev/accel/accel0 (usually render): sudo usermod -aG render $USER, then log out and in";
+pub const FIX_KERNEL: &str = "Kernel older than 6.8: install a 6.8+ kernel (Ubuntu 24.04's, or your distribution's backports) for a stable NPU driver";
+pub const FIX_LEVEL_ZERO: &str = "Install the Level Zero loader (libze1, or level-zero from github.com/oneapi-src/level-zero releases) and the NPU user-mode driver (intel-driver-compiler-npu and intel-level-zero-npu from github.com/intel/linux-npu-driver releases)";
+pub const FIX_NPU_FIRMWARE: &str = "OpenVINO does not see the NPU: install the NPU firmware and user-mode driver from github.com/intel/linux-npu-driver releases (firmware in /lib/firmware/intel/vpu), then reboot";
+pub const FIX_GPU_DRIVER: &str = "No Intel GPU driver: on a Core Ultra machine use a kernel whose i915 or xe driver binds the GPU (lspci -k shows the driver in use); elsewhere shard B runs on another Vulkan GPU or the CPU";
+pub const FIX_VULKAN: &str = "Install your GPU's Vulkan driver and loader: mesa-vulkan-drivers and libvulkan1 (Intel, AMD) or the NVIDIA driver; vulkaninfo --summary should list the GPU";
+pub const FIX_OPENVINO: &str = "Run scripts/setup (it installs the OpenVINO wheel into .openvino), or point openvino.runtime_dir (or OPENVINO_LIB_DIR) at the folder holding libopenvino_c.so";
+pub const FIX_SHM: &str = "Free or enlarge /dev/shm (sudo mount -o remount,size=2G /dev/shm; in Docker --shm-size=2g), or lower ring.slots or shard_a.prefill_chunk";
+pub const FIX_MEMORY: &str = "Not enough memory for this model: close other programs, pick a smaller model, or halve shard B's weights with --set shard_b.weights_dtype=f16";
+pub const FIX_DISK: &str = "Free space where models are cached ($XDG_CACHE_HOME/hybrid-tui, by default ~/.cache/hybrid-tui), or point XDG_CACHE_HOME at a larger disk";
+
+/// Every fix line, for the README test.
+pub const ALL_FIXES: &[&str] = &[
+    FIX_NPU_NOT_FOUND,
+    FIX_NPU_DRIVER,
+    FIX_NPU_NODE,
+    FIX_NPU_ACCESS,
+    FIX_KERNEL,
+    FIX_LEVEL_ZERO,
+    FIX_NPU_FIRMWARE,
+    FIX_GPU_DRIVER,
+    FIX_VULKAN,
+    FIX_OPENVINO,
+    FIX_SHM,
+    FIX_MEMORY,
+    FIX_DISK,
+];
+
+/// Where the Level Zero loader is looked for.
+const LIB_DIRS: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib64",
+    "/usr/lib",
+    "/usr/local/lib",
+    "/lib/x86_64-linux-gnu",
+    "/lib64",
+    "/lib",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pass,
+    Warn,
+    Fail,
+}
+
+impl Status {
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Pass => "pass",
+            Status::Warn => "warn",
+            Status::Fail => "fail",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Check {
+    pub id: &'static str,
+    pub title: &'static str,
+    pub status: Status,
+    pub detail: String,
+    /// What to do; none when the check passed.
+    pub fix: Option<&'static str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Space {
+    pub path: String,
+    pub free: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Shm {
+    pub mounted: bool,
+    pub free: Option<u64>,
+    /// Bytes the configured rings take.
+    pub need: u64,
+    pub how: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelNeed {
+    pub source: String,
+    /// Estimated resident bytes when running.
+    pub bytes: u64,
+    pub how: String,
+}
+
+/// Everything the checks look at.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Facts {
+    pub kernel: Option<String>,
+    pub cpu: Reading<CpuInfo>,
+    pub memory: Reading<Memory>,
+    /// Intel NPU PCI devices, driver bound or not ("8086:7d1d").
+    pub npu_pci: Vec<String>,
+    pub npu_driver_loaded: bool,
+    pub npus: Reading<Vec<Npu>>,
+    pub intel_gpus: Reading<Vec<IntelGpu>>,
+    pub level_zero: Option<String>,
+    pub vulkan_icds: Vec<String>,
+    pub vulkan_adapters: Reading<Vec<VulkanAdapter>>,
+    pub nvidia: Reading<Vec<NvidiaGpu>>,
+    pub openvino: Reading<ProbeReport>,
+    pub shm: Shm,
+    pub model: Reading<ModelNeed>,
+    pub cache: Reading<Space>,
+    /// shard_a.device asks for the NPU.
+    pub wants_npu: bool,
+    /// shard_b.backend is vulkan.
+    pub wants_vulkan: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Recommendation {
+    pub profile: &'static str,
+    /// Extra flags on top of the profile, if any.
+    pub flags: String,
+    pub why: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub tool_version: &'static str,
+    pub profile: String,
+    /// The recorded tree the readers read, when not this machine.
+    pub sysroot: Option<String>,
+    pub facts: Facts,
+    pub checks: Vec<Check>,
+    pub recommended: Recommendation,
+    pub counts: Counts,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Counts {
+    pub pass: usize,
+    pub warn: usize,
+    pub fail: usize,
+}
+
+/// Gather the facts (runs the OpenVINO probe and asks Vulkan on a live root).
+pub fn gather(root: &Root, settings: &Settings) -> Facts {
+    let openvino = if root.is_live() {
+        openvino::probe(
+            settings,
+            Duration::from_secs_f64(settings.executive.handshake_timeout_s.max(10.0)),
+        )
+    } else {
+        Reading::Unavailable("OpenVINO is probed on the running system only".into())
+    };
+    let nvidia = NvidiaReader::new(root).sample();
+    Facts {
+        kernel: read_str(&root.path("/proc/sys/kernel/osrelease")),
+        cpu: cpu::info(root),
+        memory: memory::read(root),
+        npu_pci: npu_pci_devices(root),
+        npu_driver_loaded: npu::driver_loaded(root),
+        npus: npu::discover(root),
+        intel_gpus: intel_gpu::discover(root),
+        level_zero: LIB_DIRS.iter().find_map(|d| {
+            ["libze_loader.so.1", "libze_loader.so"]
+                .iter()
+                .map(|f| format!("{d}/{f}"))
+                .find(|p| root.path(p).exists())
+        }),
+        vulkan_icds: vulkan::icd_files(root),
+        vulkan_adapters: vulkan::adapters(root),
+        nvidia,
+        openvino,
+        shm: shm(root, settings),
+        model: model_need(settings),
+        cache: cache_space(root),
+        wants_npu: settings.shard_a.device.to_uppercase().contains("NPU"),
+        wants_vulkan: settings.shard_b.backend == "vulkan",
+    }
+}
+
+/// Intel NPU PCI functions, whether or not a driver is bound.
+fn npu_pci_devices(root: &Root) -> Vec<String> {
+    let dir = root.path("/sys/bus/pci/devices");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        let vendor = read_str(&p.join("vendor")).unwrap_or_default();
+        let device = read_str(&p.join("device")).unwrap_or_default();
+        let id = u32::from_str_radix(device.trim_start_matches("0x"), 16).unwrap_or(0);
+        if vendor == "0x8086" && npu::generation(id).is_some() {
+            out.push(format!("8086:{id:04x}"));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn shm(root: &Root, settings: &Settings) -> Shm {
+    let mounts = read_str(&root.path("/proc/mounts")).unwrap_or_default();
+    let mounted = mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(SHM_DIR));
+    let (hidden, how) = match model_spec(settings) {
+        Some(m) => (
+            m.model.hidden_size,
+            format!("hidden size {}", m.model.hidden_size),
+        ),
+        None => (
+            4096,
+            "hidden size 4096 assumed (model not baked yet)".into(),
+        ),
+    };
+    let chunk = settings.shard_a.prefill_chunk;
+    let need = segment_bytes(&SegmentSpec {
+        token_slots: settings.ring.slots,
+        token_slot_bytes: chunk * 4,
+        act_slots: settings.ring.slots,
+        act_slot_bytes: chunk * hidden * 4,
+    });
+    Shm {
+        mounted,
+        free: free_bytes(&root.path(SHM_DIR)),
+        need,
+        how: format!("{} slots × {chunk} tokens, {how}", settings.ring.slots),
+    }
+}
+
+fn model_dir(settings: &Settings) -> Option<PathBuf> {
+    if settings.model.source == "demo" {
+        let hf = crate::model::test_model::demo_dir(
+            crate::firstrun::DEMO_ARCH,
+            crate::firstrun::DEMO_PRESET,
+        )?;
+        Some(hf.with_extension("baked"))
+    } else {
+        Some(PathBuf::from(&settings.model.source))
+    }
+}
+
+fn model_spec(settings: &Settings) -> Option<Manifest> {
+    let dir = model_dir(settings)?;
+    let text = std::fs::read_to_string(dir.join(MANIFEST)).ok()?;
+    toml::from_str(&text).ok()
+}
+
+fn file_len(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+/// What running the chosen model takes: shard A's weights as OpenVINO keeps
+/// them (packed, as stored), shard B's dequantized to shard_b.weights_dtype,
+/// both KV caches for one stream at shard_a.kv_capacity, and 300 MiB for
+/// the runtimes.
+pub fn model_need(settings: &Settings) -> Reading<ModelNeed> {
+    let source = settings.model.source.clone();
+    let Some(dir) = model_dir(settings) else {
+        return Reading::Unavailable("no data directory (set HOME or XDG_DATA_HOME)".into());
+    };
+    let Some(m) = model_spec(settings) else {
+        if settings.model.source == "demo" {
+            return Reading::Ok(ModelNeed {
+                source,
+                bytes: 400 << 20,
+                how: "the demo model is made on first run: about 100 MiB of weights + 300 MiB runtimes".into(),
+            });
+        }
+        return Reading::Unavailable(format!(
+            "{} is not a baked model (no {MANIFEST}); bake it first",
+            dir.display()
+        ));
+    };
+    let spec = &m.model;
+    let layers = spec.num_layers;
+    let split = if settings.split.layers < 0 {
+        layers / 2
+    } else {
+        (settings.split.layers as usize).min(layers)
+    };
+    let b_elem: u64 = match settings.shard_b.weights_dtype.as_str() {
+        "f16" | "bf16" => 2,
+        _ => 4,
+    };
+    let mut a_bytes = 0u64;
+    let mut b_elems = 0u64;
+    let mut files_seen = std::collections::BTreeSet::new();
+    for (name, t) in &m.tensors {
+        let layer = name
+            .strip_prefix("model.layers.")
+            .and_then(|r| r.split('.').next())
+            .and_then(|i| i.parse::<usize>().ok());
+        let numel: u64 = t.shape.iter().product::<usize>() as u64;
+        let in_a = match layer {
+            Some(i) => i < split,
+            None => name.starts_with("model.embed_tokens"),
+        };
+        let in_b = match layer {
+            Some(i) => i >= split,
+            None => {
+                !name.starts_with("model.embed_tokens")
+                    || (spec.tie_word_embeddings && name == "model.embed_tokens.weight")
+            }
+        };
+        if in_a && files_seen.insert(file_for(name)) {
+            // Whole stored files: packed weights + scales as on disk.
+            a_bytes += file_len(&dir.join(file_for(name)));
+        }
+        if in_b {
+            b_elems += numel;
+        }
+    }
+    let kv_per_layer = 2
+        * spec.num_kv_heads as u64
+        * spec.head_dim as u64
+        * settings.shard_a.kv_capacity as u64
+        * 4;
+    let kv = kv_per_layer * layers as u64;
+    let b_bytes = b_elems * b_elem;
+    let runtime = 300u64 << 20;
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    Reading::Ok(ModelNeed {
+        source,
+        bytes: a_bytes + b_bytes + kv + runtime,
+        how: format!(
+            "shard A {:.2} GiB (layers 0..{split}, packed) + shard B {:.2} GiB ({} values as {}) + KV {:.2} GiB + runtimes 0.29 GiB",
+            gib(a_bytes),
+            gib(b_bytes),
+            b_elems,
+            settings.shard_b.weights_dtype,
+            gib(kv)
+        ),
+    })
+}
+
+fn cache_space(root: &Root) -> Reading<Space> {
+    let Some(dir) = crate::paths::cache_dir() else {
+        return Reading::Unavailable("no cache directory (set HOME or XDG_CACHE_HOME)".into());
+    };
+    // The nearest existing ancestor tells the filesystem.
+    let mut p = dir.as_path();
+    while !root.path(p).exists() {
+        match p.parent() {
+            Some(q) => p = q,
+            None => break,
+        }
+    }
+    match free_bytes(&root.path(p)) {
+        Some(free) => Reading::Ok(Space {
+            path: dir.display().to_string(),
+            free,
+        }),
+        None => Reading::Unavailable(format!("statvfs {} failed", p.display())),
+    }
+}
+
+fn gib(b: u64) -> String {
+    format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64)
+}
+
+fn mib(b: u64) -> String {
+    format!("{} MiB", b.div_ceil(1 << 20))
+}
+
+/// "6.8.0-45-generic" → (6, 8).
+fn kernel_version(s: &str) -> Option<(u32, u32)> {
+    let mut it = s.split(|c: char| !c.is_ascii_digit());
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+/// The NPU checks are failures when the settings put shard A on the NPU,
+/// warnings otherwise (the other profiles run without one).
+fn npu_severity(f: &Facts) -> Status {
+    if f.wants_npu {
+        Status::Fail
+    } else {
+        Status::Warn
+    }
+}
+
+fn check(
+    id: &'static str,
+    title: &'static str,
+    status: Status,
+    detail: String,
+    fix: &'static str,
+) -> Check {
+    Check {
+        id,
+        title,
+        status,
+        detail,
+        fix: (status != Status::Pass).then_some(fix),
+    }
+}
+
+pub fn evaluate(f: &Facts) -> Vec<Check> {
+    let sev = npu_severity(f);
+    let npus = f.npus.ok().cloned().unwrap_or_default();
+    let has_npu_hw = !npus.is_empty() || !f.npu_pci.is_empty();
+    let mut out = Vec::new();
+
+    // 1. NPU device node.
+    out.push(match npus.first() {
+        None => check(
+            "npu-device",
+            "NPU device node",
+            sev,
+            match (&f.npus, f.npu_pci.first()) {
+                (Reading::Unavailable(r), _) => r.clone(),
+                (_, Some(id)) => format!("an NPU ({id}) is on the PCI bus but no driver serves it"),
+                _ => "no Intel NPU (no intel_vpu device under /sys/class/accel)".into(),
+            },
+            if f.npu_pci.is_empty() {
+                FIX_NPU_NOT_FOUND
+            } else {
+                FIX_NPU_DRIVER
+            },
+        ),
+        Some(n) if !n.node_present => check(
+            "npu-device",
+            "NPU device node",
+            sev,
+            format!("{} ({}) has no {}", n.accel, n.generation, n.node),
+            FIX_NPU_NODE,
+        ),
+        Some(n) if !n.node_accessible => check(
+            "npu-device",
+            "NPU device node",
+            sev,
+            format!(
+                "{} is not readable and writable by this user (group {}; member: {})",
+                n.node,
+                n.node_group.as_deref().unwrap_or("?"),
+                if n.in_node_group { "yes" } else { "no" }
+            ),
+            FIX_NPU_ACCESS,
+        ),
+        Some(n) => check(
+            "npu-device",
+            "NPU device node",
+            Status::Pass,
+            format!("{} · {} · {}", n.node, n.generation, n.pci_id),
+            FIX_NPU_ACCESS,
+        ),
+    });
+
+    // 2. intel_vpu loaded.
+    out.push(if f.npu_driver_loaded {
+        check(
+            "npu-driver",
+            "intel_vpu driver",
+            Status::Pass,
+            "intel_vpu is loaded".into(),
+            FIX_NPU_DRIVER,
+        )
+    } else if has_npu_hw {
+        check(
+            "npu-driver",
+            "intel_vpu driver",
+            sev,
+            "intel_vpu is not loaded but an NPU is present".into(),
+            FIX_NPU_DRIVER,
+        )
+    } else {
+        check(
+            "npu-driver",
+            "intel_vpu driver",
+            sev,
+            "intel_vpu is not loaded (and no NPU was found)".into(),
+            FIX_NPU_NOT_FOUND,
+        )
+    });
+
+    // 3. Kernel version.
+    out.push(
+        match f
+            .kernel
+            .as_deref()
+            .and_then(|k| kernel_version(k).map(|v| (k, v)))
+        {
+            Some((k, v)) if v >= (6, 8) => check(
+                "kernel",
+                "Kernel 6.8+ (for the NPU)",
+                Status::Pass,
+                k.to_string(),
+                FIX_KERNEL,
+            ),
+            Some((k, _)) => check(
+                "kernel",
+                "Kernel 6.8+ (for the NPU)",
+                Status::Warn,
+                format!("{k} is older than 6.8"),
+                FIX_KERNEL,
+            ),
+            None => check(
+                "kernel",
+                "Kernel 6.8+ (for the NPU)",
+                Status::Warn,
+                "cannot read /proc/sys/kernel/osrelease".into(),
+                FIX_KERNEL,
+            ),
+        },
+    );
+
+    // 4. Level Zero loader (the NPU plugin talks to the driver through it).
+    out.push(match &f.level_zero {
+        Some(p) => check(
+            "level-zero",
+            "Level Zero loader",
+            Status::Pass,
+            p.clone(),
+            FIX_LEVEL_ZERO,
+        ),
+        None => check(
+            "level-zero",
+            "Level Zero loader",
+            sev,
+            format!("libze_loader.so.1 is in none of {}", LIB_DIRS.join(", ")),
+            FIX_LEVEL_ZERO,
+        ),
+    });
+
+    // 5. NPU visible to OpenVINO (firmware and user-mode driver work).
+    out.push(match &f.openvino {
+        Reading::Ok(r) => match r.devices.iter().find(|d| d.name.starts_with("NPU")) {
+            Some(d) => check(
+                "npu-openvino",
+                "NPU visible to OpenVINO",
+                Status::Pass,
+                format!(
+                    "{}{}",
+                    d.full_name.as_deref().unwrap_or("NPU"),
+                    d.properties
+                        .get("NPU_DRIVER_VERSION")
+                        .map(|v| format!(" · driver {v}"))
+                        .unwrap_or_default()
+                ),
+                FIX_NPU_FIRMWARE,
+            ),
+            None if has_npu_hw => check(
+                "npu-openvino",
+                "NPU visible to OpenVINO",
+                sev,
+                format!(
+                    "OpenVINO lists {} but not the NPU{}",
+                    device_names(r),
+                    npus.first()
+                        .filter(|n| n.firmware.is_empty())
+                        .map(|_| "; no firmware for it in /lib/firmware/intel/vpu")
+                        .unwrap_or_default()
+                ),
+                FIX_NPU_FIRMWARE,
+            ),
+            None => check(
+                "npu-openvino",
+                "NPU visible to OpenVINO",
+                sev,
+                format!("OpenVINO lists {}: there is no NPU", device_names(r)),
+                FIX_NPU_NOT_FOUND,
+            ),
+        },
+        Reading::Unavailable(why) => check(
+            "npu-openvino",
+            "NPU visible to OpenVINO",
+            Status::Warn,
+            format!("cannot tell: {why}"),
+            FIX_OPENVINO,
+        ),
+    });
+
+    // 6. Intel GPU driver.
+    let gpus = f.intel_gpus.ok().cloned().unwrap_or_default();
+    out.push(if gpus.is_empty() {
+        check(
+            "gpu-driver",
+            "Intel GPU driver (i915/xe)",
+            Status::Warn,
+            f.intel_gpus
+                .reason()
+                .map(str::to_string)
+                .unwrap_or_else(|| "no Intel GPU bound to i915 or xe".into()),
+            FIX_GPU_DRIVER,
+        )
+    } else {
+        check(
+            "gpu-driver",
+            "Intel GPU driver (i915/xe)",
+            Status::Pass,
+            gpus.iter()
+                .map(|g| format!("{} ({}, {})", g.name, g.driver, g.card))
+                .collect::<Vec<_>>()
+                .join("; "),
+            FIX_GPU_DRIVER,
+        )
+    });
+
+    // 7. Vulkan: a driver manifest and a hardware adapter.
+    let vk_sev = if f.wants_vulkan {
+        Status::Fail
+    } else {
+        Status::Warn
+    };
+    out.push(match &f.vulkan_adapters {
+        Reading::Ok(list) if list.iter().any(VulkanAdapter::is_hardware) => check(
+            "vulkan",
+            "Vulkan GPU adapter",
+            Status::Pass,
+            list.iter()
+                .map(|a| format!("{} ({})", a.name, a.kind))
+                .collect::<Vec<_>>()
+                .join("; "),
+            FIX_VULKAN,
+        ),
+        Reading::Ok(list) if !list.is_empty() => check(
+            "vulkan",
+            "Vulkan GPU adapter",
+            Status::Warn,
+            format!(
+                "only software adapters ({}): shard B on Vulkan would run on the CPU",
+                list.iter()
+                    .map(|a| a.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            FIX_VULKAN,
+        ),
+        other => check(
+            "vulkan",
+            "Vulkan GPU adapter",
+            vk_sev,
+            match (other.reason(), f.vulkan_icds.is_empty()) {
+                (_, true) => format!(
+                    "no Vulkan driver manifest in {}",
+                    vulkan::ICD_DIRS.join(", ")
+                ),
+                (Some(r), false) => format!("{r}; manifests: {}", f.vulkan_icds.join(", ")),
+                (None, false) => format!(
+                    "no adapter although manifests are installed ({})",
+                    f.vulkan_icds.join(", ")
+                ),
+            },
+            FIX_VULKAN,
+        ),
+    });
+
+    // 8. OpenVINO runtime.
+    out.push(match &f.openvino {
+        Reading::Ok(r) => check(
+            "openvino",
+            "OpenVINO runtime",
+            Status::Pass,
+            format!("{} ({}) · devices {}", r.build, r.library, device_names(r)),
+            FIX_OPENVINO,
+        ),
+        Reading::Unavailable(why) => check(
+            "openvino",
+            "OpenVINO runtime",
+            Status::Fail,
+            why.clone(),
+            FIX_OPENVINO,
+        ),
+    });
+
+    // 9. /dev/shm for the rings.
+    let s = &f.shm;
+    out.push(match (s.mounted, s.free) {
+        (false, _) => check(
+            "shm",
+            "Shared memory (/dev/shm)",
+            Status::Fail,
+            "/dev/shm is not mounted".into(),
+            FIX_SHM,
+        ),
+        (true, Some(free)) if free >= s.need => check(
+            "shm",
+            "Shared memory (/dev/shm)",
+            Status::Pass,
+            format!(
+                "{} free, the rings need {} ({})",
+                mib(free),
+                mib(s.need),
+                s.how
+            ),
+            FIX_SHM,
+        ),
+        (true, free) => check(
+            "shm",
+            "Shared memory (/dev/shm)",
+            Status::Fail,
+            format!(
+                "{} free, the rings need {} ({})",
+                free.map(mib).unwrap_or_else(|| "unknown".into()),
+                mib(s.need),
+                s.how
+            ),
+            FIX_SHM,
+        ),
+    });
+
+    // 10. Memory for the model.
+    out.push(match (&f.model, &f.memory) {
+        (Reading::Ok(m), Reading::Ok(mem)) => {
+            let status = if m.bytes <= mem.available {
+                Status::Pass
+            } else if m.bytes <= mem.total {
+                Status::Warn
+            } else {
+                Status::Fail
+            };
+            check(
+                "memory",
+                "Memory for the model",
+                status,
+                format!(
+                    "{} needs about {} ({}); {} available of {}",
+                    m.source,
+                    gib(m.bytes),
+                    m.how,
+                    gib(mem.available),
+                    gib(mem.total)
+                ),
+                FIX_MEMORY,
+            )
+        }
+        (Reading::Unavailable(r), _) | (_, Reading::Unavailable(r)) => check(
+            "memory",
+            "Memory for the model",
+            Status::Warn,
+            format!("cannot tell: {r}"),
+            FIX_MEMORY,
+        ),
+    });
+
+    // 11. Disk for the model cache.
+    const DISK_WARN: u64 = 10 << 30;
+    const DISK_FAIL: u64 = 2 << 30;
+    out.push(match &f.cache {
+        Reading::Ok(c) => check(
+            "disk",
+            "Disk for the model cache",
+            if c.free >= DISK_WARN {
+                Status::Pass
+            } else if c.free >= DISK_FAIL {
+                Status::Warn
+            } else {
+                Status::Fail
+            },
+            format!(
+                "{} free at {} (a 1B model takes about 3.5 GiB downloaded and baked, an 8B one about 21 GiB)",
+                gib(c.free),
+                c.path
+            ),
+            FIX_DISK,
+        ),
+        Reading::Unavailable(r) => check(
+            "disk",
+            "Disk for the model cache",
+            Status::Warn,
+            r.clone(),
+            FIX_DISK,
+        ),
+    });
+    out
+}
+
+fn device_names(r: &ProbeReport) -> String {
+    r.devices
+        .iter()
+        .map(|d| d.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The profile that fits the facts.
+pub fn recommend(f: &Facts) -> Recommendation {
+    let npu = f.openvino.ok().and_then(|r| {
+        r.devices
+            .iter()
+            .find(|d| d.name.starts_with("NPU"))
+            .cloned()
+    });
+    let adapters = f.vulkan_adapters.ok().cloned().unwrap_or_default();
+    let discrete = adapters.iter().find(|a| a.kind == "DiscreteGpu");
+    let integrated = adapters.iter().find(|a| a.kind == "IntegratedGpu");
+    let any_gpu = adapters.iter().find(|a| a.is_hardware());
+    let r = |profile, flags: &str, why: String| Recommendation {
+        profile,
+        flags: flags.into(),
+        why,
+    };
+    match (npu, discrete, integrated, any_gpu) {
+        (Some(_), Some(d), _, _) => r(
+            "core-ultra-dgpu",
+            "",
+            format!("OpenVINO sees the NPU and Vulkan a discrete GPU ({}): shard A on the NPU, shard B on the discrete GPU", d.name),
+        ),
+        (Some(_), None, Some(i), _) => r(
+            "core-ultra",
+            "",
+            format!("OpenVINO sees the NPU and Vulkan the integrated GPU ({}): shard A on the NPU, shard B on the integrated GPU", i.name),
+        ),
+        (Some(_), None, None, _) => r(
+            "cpu",
+            "--device NPU",
+            "OpenVINO sees the NPU but Vulkan no GPU: shard A on the NPU, shard B on the CPU".into(),
+        ),
+        (None, _, _, Some(g)) => r(
+            "vulkan",
+            "",
+            format!("no usable NPU, but a Vulkan GPU ({}): shard A on OpenVINO's CPU device, shard B on the GPU", g.name),
+        ),
+        (None, _, _, None) => r(
+            "cpu",
+            "",
+            "no usable NPU and no hardware Vulkan GPU: both shards on the CPU (OpenVINO CPU + burn CPU)".into(),
+        ),
+    }
+}
+
+pub fn report(root: &Root, settings: &Settings, profile: &str) -> Report {
+    let facts = gather(root, settings);
+    build_report(root, profile, facts)
+}
+
+pub fn build_report(root: &Root, profile: &str, facts: Facts) -> Report {
+    let checks = evaluate(&facts);
+    let mut counts = Counts::default();
+    for c in &checks {
+        match c.status {
+            Status::Pass => counts.pass += 1,
+            Status::Warn => counts.warn += 1,
+            Status::Fail => counts.fail += 1,
+        }
+    }
+    Report {
+        tool_version: env!("CARGO_PKG_VERSION"),
+        profile: profile.to_string(),
+        sysroot: (!root.is_live()).then(|| root.base().display().to_string()),
+        recommended: recommend(&facts),
+        facts,
+        checks,
+        counts,
+    }
+}
+
+/// A device list as one line: each item, or "not available: why".
+fn list_line<T>(r: &Reading<Vec<T>>, none: &str, item: impl Fn(&T) -> String) -> String {
+    match r {
+        Reading::Ok(l) if !l.is_empty() => l.iter().map(item).collect::<Vec<_>>().join("; "),
+        Reading::Ok(_) => format!("not available: {none}"),
+        Reading::Unavailable(why) => format!("not available: {why}"),
+    }
+}
+
+/// What the machine is, one line per part (the report's head, the check screen's top).
+pub fn machine_lines(f: &Facts) -> Vec<(&'static str, String)> {
+    let na = |why: &str| format!("not available: {why}");
+    vec![
+        (
+            "CPU",
+            match &f.cpu {
+                Reading::Ok(c) => format!("{} · {}", c.model, c.summary()),
+                Reading::Unavailable(r) => na(r),
+            },
+        ),
+        (
+            "memory",
+            match &f.memory {
+                Reading::Ok(m) => format!(
+                    "{} total, {} available, swap {}",
+                    gib(m.total),
+                    gib(m.available),
+                    gib(m.swap_total)
+                ),
+                Reading::Unavailable(r) => na(r),
+            },
+        ),
+        (
+            "kernel",
+            f.kernel.clone().unwrap_or_else(|| "unknown".into()),
+        ),
+        (
+            "NPU",
+            list_line(&f.npus, "no intel_vpu device", |n| {
+                format!("{} {} ({})", n.accel, n.generation, n.pci_id)
+            }),
+        ),
+        (
+            "Intel GPU",
+            list_line(&f.intel_gpus, "no card bound to i915 or xe", |g| {
+                format!("{} ({}, {})", g.name, g.driver, g.pci_slot)
+            }),
+        ),
+        (
+            "NVIDIA",
+            list_line(&f.nvidia, "NVML lists no device", |g| {
+                format!(
+                    "{} ({} memory)",
+                    g.name,
+                    g.mem_total.map(gib).unwrap_or_else(|| "?".into())
+                )
+            }),
+        ),
+        (
+            "Vulkan",
+            list_line(&f.vulkan_adapters, "no adapter", |a| {
+                format!("{} ({})", a.name, a.kind)
+            }),
+        ),
+        (
+            "OpenVINO",
+            match &f.openvino {
+                Reading::Ok(o) => format!("{} · {}", o.build, device_names(o)),
+                Reading::Unavailable(r) => na(r),
+            },
+        ),
+    ]
+}
+
+/// The plain-text report (stdout not a terminal, bug reports).
+pub fn render_text(r: &Report) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "hybrid-tui {} hardware check (profile {})",
+        r.tool_version, r.profile
+    );
+    if let Some(root) = &r.sysroot {
+        let _ = writeln!(s, "read from the recorded tree {root}");
+    }
+    let _ = writeln!(s);
+    for (k, v) in machine_lines(&r.facts) {
+        let _ = writeln!(s, "  {k:<10} {v}");
+    }
+    let _ = writeln!(s);
+    for c in &r.checks {
+        let _ = writeln!(
+            s,
+            "[{}] {:<13} {}: {}",
+            c.status.label(),
+            c.id,
+            c.title,
+            c.detail
+        );
+        if let Some(fix) = c.fix {
+            let _ = writeln!(s, "       fix: {fix}");
+        }
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "{} passed, {} warnings, {} failed",
+        r.counts.pass, r.counts.warn, r.counts.fail
+    );
+    let _ = writeln!(
+        s,
+        "recommended profile: {}{} — {}",
+        r.recommended.profile,
+        if r.recommended.flags.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", r.recommended.flags)
+        },
+        r.recommended.why
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_versions() {
+        assert_eq!(kernel_version("6.8.0-45-generic"), Some((6, 8)));
+        assert_eq!(kernel_version("6.12.48+deb12-amd64"), Some((6, 12)));
+        assert!(kernel_version("5.15.0").unwrap() < (6, 8));
+        assert_eq!(kernel_version("x"), None);
+    }
+}
