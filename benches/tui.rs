@@ -260,6 +260,10 @@ fn live() {
             .await
             .expect("loop");
     });
+    // The tap can see Finished before the app has taken it from its queue.
+    while let Ok(ev) = rx.try_recv() {
+        a.on_event(ev);
+    }
     let tokens = a
         .speed
         .last
