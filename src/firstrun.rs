@@ -7,6 +7,7 @@ use std::time::Instant;
 use crate::bake::store::MANIFEST;
 use crate::bake::{BakeOptions, bake};
 use crate::config::Settings;
+use crate::hub::{FileProgress, HubOptions, ModelSource};
 use crate::model::Arch;
 use crate::model::test_model::{self, Preset, TestModelOptions, demo_dir, make_test_model};
 
@@ -50,21 +51,86 @@ pub enum FirstRunError {
 /// One line of what was done.
 pub type Step = String;
 
-/// Resolve `model.source` to a baked directory, making and baking the demo
-/// model when asked for and absent.
+/// Resolve `model.source` to a baked directory: a baked directory as it
+/// is; a Hub id fetched and baked on first use, falling back to the demo
+/// model (with a step saying why) when the Hub cannot be reached, so the
+/// first run never ends in an error; "demo", the demo model.
 pub fn resolve_model(settings: &Settings, steps: &mut Vec<Step>) -> Result<PathBuf, FirstRunError> {
+    resolve_model_with(settings, steps, None)
+}
+
+/// [`resolve_model`], with downloads reported to `progress` (the
+/// workbench's pane) instead of progress bars on stderr.
+pub fn resolve_model_with(
+    settings: &Settings,
+    steps: &mut Vec<Step>,
+    progress: Option<&mut dyn FnMut(FileProgress)>,
+) -> Result<PathBuf, FirstRunError> {
     let source = settings.model.source.as_str();
-    if source != "demo" {
-        let p = PathBuf::from(source);
-        if !p.exists() {
-            return Err(FirstRunError::Missing(p));
+    match ModelSource::parse(source) {
+        ModelSource::Demo => demo_model(steps),
+        ModelSource::Hub { repo, revision } => {
+            let opts = HubOptions::from_env();
+            let mut notes = Vec::new();
+            let got = {
+                let mut note = |m: String| notes.push(m);
+                let fetched = match progress {
+                    Some(p) => {
+                        note(format!(
+                            "fetching {repo}@{revision} from {} into {}",
+                            opts.endpoint,
+                            opts.cache_dir.display()
+                        ));
+                        crate::hub::fetch(&opts, &repo, &revision, p)
+                    }
+                    None => crate::generate::fetch_with_bars(&opts, &repo, &revision, &mut note),
+                };
+                fetched.map_err(|e| e.to_string()).and_then(|snapshot| {
+                    crate::generate::baked_dir_for(&snapshot, &mut note)
+                        .map_err(|e| format!("{e:#}"))
+                })
+            };
+            steps.append(&mut notes);
+            match got {
+                Ok(dir) => Ok(dir),
+                Err(why) => {
+                    steps.push(format!("could not get {repo}: {why}"));
+                    steps.push(format!(
+                        "{FALLBACK_NOTICE} To use {repo}, run again where the Hub is reachable (it is fetched and baked once, then used offline)."
+                    ));
+                    demo_model(steps)
+                }
+            }
         }
-        if !p.join(MANIFEST).exists() {
-            return Err(FirstRunError::NotBaked(p));
+        ModelSource::Dir(p) => {
+            if !p.exists() {
+                return Err(FirstRunError::Missing(p));
+            }
+            if !p.join(MANIFEST).exists() {
+                return Err(FirstRunError::NotBaked(p));
+            }
+            steps.push(format!("model: {}", p.display()));
+            Ok(p)
         }
-        steps.push(format!("model: {}", p.display()));
-        return Ok(p);
     }
+}
+
+/// Said when the demo model stands in for a model that could not be fetched.
+pub const FALLBACK_NOTICE: &str =
+    "Using the demo model instead: random weights, so its answers are noise.";
+
+/// The baked demo model's directory (it may not exist yet).
+pub fn demo_baked_dir() -> Option<PathBuf> {
+    demo_dir(DEMO_ARCH, DEMO_PRESET).map(|hf| hf.with_extension("baked"))
+}
+
+/// Is `dir` the demo model?
+pub fn is_demo(dir: &std::path::Path) -> bool {
+    demo_baked_dir().is_some_and(|d| d == dir)
+}
+
+/// The demo model, made and baked on first use.
+pub fn demo_model(steps: &mut Vec<Step>) -> Result<PathBuf, FirstRunError> {
     let hf = demo_dir(DEMO_ARCH, DEMO_PRESET).ok_or(FirstRunError::NoDataDir)?;
     let baked = hf.with_extension("baked");
     if baked.join(MANIFEST).exists() {

@@ -10,7 +10,10 @@ use hybrid_tui::bake::quant::Scheme;
 use hybrid_tui::bake::{Backup, BakeOptions, BakeReport, Progress, bake};
 use hybrid_tui::config::{CliLayer, Loaded, Settings, SettingsEnv, parse_override};
 use hybrid_tui::firstrun::{FIRST_RUN_TOKENS, resolve_model};
-use hybrid_tui::generate::{GenerateOptions, baked_dir_for, generate, print_summary};
+use hybrid_tui::generate::{
+    GenerateOptions, baked_for_source, fetch_with_bars, generate, print_summary,
+};
+use hybrid_tui::hub::{HubOptions, ModelSource};
 use hybrid_tui::model::Arch;
 use hybrid_tui::model::test_model::{Preset, TestModelOptions, WeightDtype, make_test_model};
 use hybrid_tui::shard_b::sampling::SamplingParams;
@@ -46,7 +49,7 @@ struct Global {
     /// Layers in shard A (same as --set split.layers=...).
     #[arg(long, global = true)]
     split: Option<usize>,
-    /// Model: a baked directory, or "demo" (same as --set model.source=...).
+    /// Model: a baked directory, a Hugging Face id (org/name[@revision]), or "demo" (same as --set model.source=...).
     #[arg(long)]
     model: Option<String>,
 }
@@ -65,8 +68,20 @@ enum Command {
     Bake(BakeArgs),
     /// Generate text headless: shard A in the executive, shard B here, streamed to stdout.
     Generate(GenerateArgs),
+    /// List the models on disk (baked, demo, Hugging Face downloads) or remove one.
+    Models(ModelsArgs),
     /// Check the hardware (NPU, GPUs, drivers, OpenVINO, shared memory, memory, disk) and recommend a profile. Live screen on a terminal; text otherwise; exit code 1 when a check fails.
     Check(CheckArgs),
+}
+
+#[derive(Args, Debug)]
+struct ModelsArgs {
+    /// Print as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Remove the entry of this name (as listed). Downloads are removed from the Hugging Face cache, which other tools share.
+    #[arg(long, value_name = "NAME")]
+    remove: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -84,9 +99,9 @@ struct CheckArgs {
 
 #[derive(Args, Debug)]
 struct GenerateArgs {
-    /// Baked model directory, or a Hugging Face directory (baked into the cache on first use and reused). Default: the model.source setting.
-    #[arg(long = "model", id = "gen_model", value_name = "DIR")]
-    model: Option<PathBuf>,
+    /// Baked model directory, a Hugging Face directory, or a Hub id org/name[@revision] (fetched into the Hugging Face cache; baked into ours on first use and reused). Default: the model.source setting.
+    #[arg(long = "model", id = "gen_model", value_name = "DIR|ORG/NAME")]
+    model: Option<String>,
     /// The prompt.
     #[arg(
         long,
@@ -160,9 +175,9 @@ struct MakeTestModelArgs {
 
 #[derive(Args, Debug)]
 struct BakeArgs {
-    /// Hugging Face model directory (config.json, *.safetensors, tokenizer files).
-    #[arg(long = "model", id = "bake_model")]
-    source: PathBuf,
+    /// Hugging Face model directory (config.json, *.safetensors, tokenizer files), or a Hub id org/name[@revision] (fetched into the Hugging Face cache first).
+    #[arg(long = "model", id = "bake_model", value_name = "DIR|ORG/NAME")]
+    source: String,
     /// Output directory (written aside, then renamed into place).
     #[arg(long)]
     out: PathBuf,
@@ -287,6 +302,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Some(Command::Generate(a)) => cmd_generate(&loaded, a),
         Some(Command::Check(a)) => cmd_check(&loaded, a, check_screen),
+        Some(Command::Models(a)) => cmd_models(a),
         None if workbench => cmd_workbench(&loaded),
         None => cmd_first_run(&loaded),
         Some(_) => Ok(()),
@@ -324,7 +340,7 @@ fn cmd_generate(loaded: &Loaded, a: GenerateArgs) -> Result<()> {
     hybrid_tui::pipeline::configure_cpu_pool(&s.shard_b).map_err(|e| anyhow::anyhow!(e))?;
     let mut note = |m: String| eprintln!("{m}");
     let model_dir = match &a.model {
-        Some(d) => baked_dir_for(d, &mut note)?,
+        Some(d) => baked_for_source(d, &mut note)?,
         None => {
             let mut steps = Vec::new();
             let r = resolve_model(s, &mut steps);
@@ -335,7 +351,7 @@ fn cmd_generate(loaded: &Loaded, a: GenerateArgs) -> Result<()> {
         }
     };
     let opts = GenerateOptions {
-        model: a.model.clone(),
+        model: a.model.as_ref().map(PathBuf::from),
         prompt,
         chat: a.chat,
         system: a.system.clone(),
@@ -363,6 +379,48 @@ fn cmd_generate(loaded: &Loaded, a: GenerateArgs) -> Result<()> {
     }
     if let Some(e) = summary.streams.iter().find_map(|r| r.error.clone()) {
         bail!("{e}");
+    }
+    Ok(())
+}
+
+/// `hybrid-tui models`: list or remove cached models.
+fn cmd_models(a: ModelsArgs) -> Result<()> {
+    use hybrid_tui::models;
+    let hub = HubOptions::from_env();
+    if let Some(name) = &a.remove {
+        let m = models::remove(&hub, name).map_err(|e| anyhow::anyhow!(e))?;
+        println!(
+            "removed {} ({}, {:.1} MB) from {}",
+            m.name,
+            m.kind,
+            m.bytes as f64 / 1e6,
+            m.path.display()
+        );
+        return Ok(());
+    }
+    let list = models::list(&hub);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    if list.is_empty() {
+        println!("no models cached yet (the first run fetches or makes one)");
+        return Ok(());
+    }
+    println!(
+        "{:<44} {:<9} {:>9}  {:<28} {:<20} source",
+        "name", "kind", "size", "precision", "date"
+    );
+    for m in list {
+        println!(
+            "{:<44} {:<9} {:>7.1}MB  {:<28} {:<20} {}",
+            m.name,
+            m.kind,
+            m.bytes as f64 / 1e6,
+            m.precision,
+            m.modified,
+            m.source
+        );
     }
     Ok(())
 }
@@ -404,12 +462,8 @@ fn cmd_check(loaded: &Loaded, a: CheckArgs, screen: bool) -> Result<()> {
 fn cmd_workbench(loaded: &Loaded) -> Result<()> {
     let s = &loaded.settings;
     hybrid_tui::pipeline::configure_cpu_pool(&s.shard_b).map_err(|e| anyhow::anyhow!(e))?;
-    let mut steps = Vec::new();
-    let model = resolve_model(s, &mut steps).map_err(|e| e.to_string());
-    for step in steps {
-        tracing::info!("{step}");
-    }
-    hybrid_tui::tui::run_terminal(s, &loaded.profile, model)
+    // The model is resolved (fetched, made, baked) while the screen is up.
+    hybrid_tui::tui::run_terminal(s, &loaded.profile)
 }
 
 /// Without a terminal: the same start as text (make sure a model is there,
@@ -449,7 +503,7 @@ fn cmd_first_run(loaded: &Loaded) -> Result<()> {
     let mut err = std::io::stdout();
     let summary = generate(s, &model, &opts, &mut out, &mut err)?;
     print_summary(&summary, &mut err)?;
-    if s.model.source == "demo" {
+    if hybrid_tui::firstrun::is_demo(&model) {
         println!(
             "  • the demo model has random weights: its answers are noise; bake a real model for real answers"
         );
@@ -522,7 +576,18 @@ fn cmd_bake(a: BakeArgs) -> Result<()> {
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tensors {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let report = bake(&a.source, &a.out, &opts, &mut |p| match p {
+    let source = match ModelSource::parse(&a.source) {
+        ModelSource::Hub { repo, revision } => {
+            fetch_with_bars(&HubOptions::from_env(), &repo, &revision, &mut |m| {
+                eprintln!("{m}")
+            })?
+        }
+        ModelSource::Dir(d) => d,
+        ModelSource::Demo => bail!(
+            "--model demo: the demo model is baked by itself on first use; give a Hugging Face directory or id"
+        ),
+    };
+    let report = bake(&source, &a.out, &opts, &mut |p| match p {
         Progress::Start { tensors } => bar.set_length(tensors as u64),
         Progress::Tensor { name } => {
             bar.set_message(name);

@@ -541,3 +541,53 @@ fn check_reads_a_recorded_tree_with_sysroot() {
     // OpenVINO is not probed for a tree, so its check cannot pass.
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn a_missing_openvino_runtime_fails_its_check_and_says_what_to_do() {
+    let h = tempfile::tempdir().unwrap();
+    let missing = h.path().join("no-openvino-here");
+    std::fs::create_dir_all(&missing).unwrap();
+    let out = cmd(h.path())
+        .args(["check", "--json", "--set"])
+        .arg(format!("openvino.runtime_dir={}", missing.display()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ov = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "openvino")
+        .unwrap();
+    assert_eq!(ov["status"], "fail", "{ov}");
+    let detail = ov["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("no-openvino-here"),
+        "names the folder: {detail}"
+    );
+    assert_eq!(ov["fix"], checks::FIX_OPENVINO);
+    // The NPU check cannot tell without OpenVINO, and says why.
+    let npu = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "npu-openvino")
+        .unwrap();
+    assert!(
+        npu["detail"].as_str().unwrap().starts_with("cannot tell"),
+        "{npu}"
+    );
+}
+
+#[test]
+fn a_bad_sysroot_is_a_clear_error() {
+    let h = tempfile::tempdir().unwrap();
+    cmd(h.path())
+        .args(["check", "--sysroot", "/nonexistent/tree"])
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains(
+            "--sysroot /nonexistent/tree: not a directory",
+        ));
+}

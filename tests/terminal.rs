@@ -91,6 +91,12 @@ impl Session {
             ready.contains("This is the demo model"),
             "the demo model is not called what it is:\n{ready}"
         );
+        // This machine cannot reach the Hub: the default model is not had,
+        // and the screen says why instead of ending in an error.
+        assert!(
+            ready.contains("could not get Qwen/Qwen2.5-0.5B-Instruct"),
+            "no word on the default model:\n{ready}"
+        );
         tmux(&s.sock, &["send-keys", "-t", "t", "-l", "Hello there"]);
         tmux(&s.sock, &["send-keys", "-t", "t", "Enter"]);
         let screen = s.wait_for("the answer", 120, |s| s.contains("tok/s · ttft"));

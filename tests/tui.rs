@@ -430,3 +430,69 @@ fn check_screen_snapshot() {
     app.on_event(AppEvent::Term(key(KeyCode::Esc)));
     assert!(app.quit);
 }
+
+/// While the model downloads, the chat area shows a gauge per file; when it
+/// is resolved the pane goes and the app says what it got (here: the Hub
+/// could not be reached, so the demo model and why).
+#[test]
+fn the_download_pane_and_the_model_outcome() {
+    use hybrid_tui::hub::FileProgress;
+    use hybrid_tui::tui::app::ModelOutcome;
+    let s = Settings::default();
+    let keymap = Keymap::new(&s.keys.map()).unwrap();
+    let mut app = App::new(
+        "cpu",
+        "Qwen/Qwen2.5-0.5B-Instruct",
+        keymap,
+        Box::new(|_| {}),
+    );
+    for (file, done, total) in [
+        ("config.json", 700, 700),
+        ("model.safetensors", 250_000_000, 988_097_824),
+        ("model.safetensors", 500_000_000, 988_097_824),
+        ("tokenizer.json", 0, 7_031_645),
+    ] {
+        app.on_event(AppEvent::Download(FileProgress {
+            file: file.into(),
+            done,
+            total,
+        }));
+    }
+    assert_eq!(app.downloads.len(), 3, "one row per file");
+    let mut term = Terminal::new(TestBackend::new(110, 32)).unwrap();
+    term.draw(|f| hybrid_tui::tui::ui::render(f, &app)).unwrap();
+    let text = screen(&term);
+    assert!(
+        text.contains("downloading Qwen/Qwen2.5-0.5B-Instruct · 500.0/995.1 MB"),
+        "{text}"
+    );
+    assert!(text.contains("model.safetensors 500.0/988.1 MB"), "{text}");
+    app.on_event(AppEvent::Model(ModelOutcome {
+        result: Ok("qwen2-tiny-seed42.baked".into()),
+        notes: vec![
+            "could not get Qwen/Qwen2.5-0.5B-Instruct: cannot reach https://huggingface.co".into(),
+        ],
+        demo: true,
+    }));
+    assert!(app.downloads.is_empty());
+    term.draw(|f| hybrid_tui::tui::ui::render(f, &app)).unwrap();
+    let text = screen(&term);
+    assert!(!text.contains("downloading"), "{text}");
+    assert!(
+        text.contains("could not get Qwen/Qwen2.5-0.5B-Instruct"),
+        "{text}"
+    );
+    assert!(text.contains("This is the demo model"), "{text}");
+    assert!(
+        text.contains("qwen2-tiny-seed42.baked"),
+        "the status line names it: {text}"
+    );
+    // No model at all: the failure is what the chat says.
+    app.on_event(AppEvent::Model(ModelOutcome {
+        result: Err("no data directory".into()),
+        notes: vec![],
+        demo: false,
+    }));
+    term.draw(|f| hybrid_tui::tui::ui::render(f, &app)).unwrap();
+    assert!(app.failure.is_some());
+}

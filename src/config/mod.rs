@@ -19,6 +19,10 @@ use serde::{Deserialize, Serialize};
 
 pub use profiles::{BUILTIN_PROFILES, DEFAULT_PROFILE};
 
+/// The model the first run fetches and bakes (a small instruct model);
+/// offline, the demo model stands in for it.
+pub const DEFAULT_MODEL: &str = "Qwen/Qwen2.5-0.5B-Instruct";
+
 /// Environment variable that picks the profile when `--profile` is absent.
 pub const PROFILE_ENV: &str = "HYBRID_TUI_PROFILE";
 /// Prefix of environment variables that set keys (`HYBRID_TUI__SHARD_A__DEVICE`).
@@ -100,8 +104,9 @@ impl Default for KeySettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSettings {
-    /// Baked model directory, or "demo" for the random-weight demo model the
-    /// tool makes and bakes itself on first use.
+    /// A Hugging Face id (org/name[@revision]: fetched and baked on first
+    /// use), a baked model directory, or "demo" for the random-weight demo
+    /// model the tool makes and bakes itself.
     pub source: String,
 }
 
@@ -196,7 +201,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             model: ModelSettings {
-                source: "demo".into(),
+                source: DEFAULT_MODEL.into(),
             },
             shard_a: ShardASettings {
                 device: "CPU".into(),

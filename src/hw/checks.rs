@@ -252,15 +252,16 @@ fn shm(root: &Root, settings: &Settings) -> Shm {
     }
 }
 
+/// The baked directory the settings' model has (or will have).
 fn model_dir(settings: &Settings) -> Option<PathBuf> {
-    if settings.model.source == "demo" {
-        let hf = crate::model::test_model::demo_dir(
-            crate::firstrun::DEMO_ARCH,
-            crate::firstrun::DEMO_PRESET,
-        )?;
-        Some(hf.with_extension("baked"))
-    } else {
-        Some(PathBuf::from(&settings.model.source))
+    match crate::hub::ModelSource::parse(&settings.model.source) {
+        crate::hub::ModelSource::Demo => crate::firstrun::demo_baked_dir(),
+        crate::hub::ModelSource::Dir(d) => Some(d),
+        crate::hub::ModelSource::Hub { repo, revision } => {
+            let opts = crate::hub::HubOptions::from_env();
+            let snap = crate::hub::cached_snapshot(&opts, &repo, &revision)?;
+            crate::pipeline::bake_cache_dir(&snap)
+        }
     }
 }
 
@@ -284,6 +285,13 @@ pub fn model_need(settings: &Settings) -> Reading<ModelNeed> {
         return Reading::Unavailable("no data directory (set HOME or XDG_DATA_HOME)".into());
     };
     let Some(m) = model_spec(settings) else {
+        if let crate::hub::ModelSource::Hub { repo, .. } =
+            crate::hub::ModelSource::parse(&settings.model.source)
+        {
+            return Reading::Unavailable(format!(
+                "{repo} is not fetched yet: run hybrid-tui once where the Hub is reachable (or hybrid-tui bake --model {repo} --out DIR), then check again"
+            ));
+        }
         if settings.model.source == "demo" {
             return Reading::Ok(ModelNeed {
                 source,

@@ -730,10 +730,15 @@ pub fn bake_cache_dir(source: &Path) -> Option<PathBuf> {
     }
     let d = h.finalize();
     let tag: String = d.iter().take(8).map(|b| format!("{b:02x}")).collect();
-    let name = canon
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model".into());
+    // A Hugging Face snapshot (models--org--name/snapshots/<commit>) is
+    // named after its repository and commit.
+    let name = match crate::models::hub_id_of(&canon.to_string_lossy()) {
+        Some(id) => id.replace(['/', '@'], "--"),
+        None => canon
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into()),
+    };
     Some(
         crate::paths::cache_dir()?
             .join("baked")

@@ -29,6 +29,10 @@ pub enum AppEvent {
     Telemetry(Box<Snapshot>),
     /// A finished hardware check.
     Check(Box<Report>),
+    /// Download progress of the model (one file).
+    Download(crate::hub::FileProgress),
+    /// The model is resolved (the engine starts next), or cannot be.
+    Model(ModelOutcome),
     Log(String),
     Tick,
 }
@@ -102,6 +106,17 @@ pub struct RingView {
 
 pub const HISTORY: usize = 60;
 
+/// How resolving the model ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelOutcome {
+    /// The model's label, or why there is none.
+    pub result: Result<String, String>,
+    /// Why the configured model could not be had, if so.
+    pub notes: Vec<String>,
+    /// It is the random-weight demo model.
+    pub demo: bool,
+}
+
 /// Which screen is showing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Screen {
@@ -130,6 +145,8 @@ pub struct App {
     pub ring: Option<RingView>,
     segment: Option<Arc<Segment>>,
     pub devices: Option<Snapshot>,
+    /// Files of the model being downloaded, in the order they started.
+    pub downloads: Vec<crate::hub::FileProgress>,
     /// Our processes, for the GPU readers (the executive is added when it starts).
     pub pids: Pids,
     pub screen: Screen,
@@ -181,6 +198,7 @@ impl App {
             ring: None,
             segment: None,
             devices: None,
+            downloads: Vec::new(),
             pids: Pids::new(),
             screen: Screen::Chat,
             check: None,
@@ -224,6 +242,11 @@ impl App {
                 }
                 self.devices = Some(*s);
             }
+            AppEvent::Download(p) => match self.downloads.iter_mut().find(|d| d.file == p.file) {
+                Some(d) => *d = p,
+                None => self.downloads.push(p),
+            },
+            AppEvent::Model(m) => self.on_model(m),
             AppEvent::Check(r) => {
                 // Select the first failure, else the first warning.
                 let first = |st| r.checks.iter().position(|c| c.status == st);
@@ -277,6 +300,29 @@ impl App {
             },
             TermEvent::Paste(s) => self.input.push_str(&s),
             _ => {}
+        }
+    }
+
+    fn on_model(&mut self, m: ModelOutcome) {
+        self.downloads.clear();
+        for n in m.notes {
+            self.info(n);
+        }
+        match m.result {
+            Ok(label) => {
+                self.model_label = label;
+                if m.demo {
+                    self.info(format!(
+                        "This is the demo model: random weights, so its answers are noise. For real answers set model.source to a Hugging Face id (the default, {}, is fetched and baked on first run where the Hub is reachable) or to a model directory.",
+                        crate::config::DEFAULT_MODEL
+                    ));
+                }
+            }
+            Err(why) => {
+                self.model_label = "none".into();
+                self.failure = Some(why);
+                self.state = ExecState::Failed;
+            }
         }
     }
 

@@ -125,59 +125,103 @@ fn init_logging(settings: &Settings, tx: UnboundedSender<AppEvent>) {
         .try_init();
 }
 
-/// Open the workbench on the real terminal. `model` is the resolved model
-/// directory, or why there is none (shown in the app, with how to get one).
-pub fn run_terminal(
-    settings: &Settings,
-    profile: &str,
-    model: Result<PathBuf, String>,
-) -> anyhow::Result<()> {
+/// The engine, once the model thread has started it; `closed` once the
+/// workbench is quitting (no engine may start after that).
+#[derive(Default)]
+struct EngineSlot {
+    engine: Option<Engine>,
+    closed: bool,
+}
+
+/// Open the workbench on the real terminal. The model is resolved on a
+/// thread while the screen is up (a Hub model's download shows in a pane),
+/// then the engine starts; why there is no model is shown in the app.
+pub fn run_terminal(settings: &Settings, profile: &str) -> anyhow::Result<()> {
     let (tx, mut rx) = unbounded_channel();
     init_logging(settings, tx.clone());
     let keymap = keymap::Keymap::new(&settings.keys.map()).map_err(|e| anyhow::anyhow!(e))?;
-    let label = match &model {
-        Ok(p) => p
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        Err(_) => "none".into(),
+    let slot: Arc<Mutex<EngineSlot>> = Arc::default();
+    let commands: Box<dyn FnMut(crate::engine::Command) + Send> = {
+        let slot = slot.clone();
+        Box::new(move |c| {
+            if let Ok(g) = slot.lock()
+                && let Some(e) = &g.engine
+            {
+                e.send(c);
+            }
+        })
     };
-    let engine = match &model {
-        Ok(dir) => {
-            let tx = tx.clone();
-            Some(Engine::start(settings.clone(), dir.clone(), move |e| {
-                let _ = tx.send(AppEvent::Engine(e));
-            }))
-        }
-        Err(_) => None,
-    };
-    let commands: Box<dyn FnMut(crate::engine::Command) + Send> = match &engine {
-        Some(e) => {
-            let sender = e.sender();
-            Box::new(move |c| {
-                let _ = sender.send(c);
-            })
-        }
-        None => Box::new(|_| {}),
-    };
-    let mut app = App::new(profile, &label, keymap, commands);
-    if settings.model.source == "demo" && model.is_ok() {
-        app.info(
-            "This is the demo model: random weights, so its answers are noise. For real answers bake a model (hybrid-tui bake --model <hf-dir> --out <dir>) and set model.source to it.".into(),
-        );
-    }
-    if let Err(why) = &model {
-        app.failure = Some(why.clone());
-        app.state = crate::supervisor::ExecState::Failed;
+    let mut app = App::new(profile, &settings.model.source, keymap, commands);
+    {
+        let (tx, settings, slot) = (tx.clone(), settings.clone(), slot.clone());
+        let _ = std::thread::Builder::new()
+            .name("model".into())
+            .spawn(move || resolve_and_start(&settings, &tx, &slot));
     }
     start_sampler(app.pids.clone(), &tx);
     app.set_check_runner(check_runner(settings, profile, Root::live(), tx.clone()));
     let result = on_terminal(&mut app, &mut rx);
     // The executive is stopped and the segment removed before we return.
+    let engine = slot.lock().ok().and_then(|mut g| {
+        g.closed = true;
+        g.engine.take()
+    });
     if let Some(e) = engine {
         e.shutdown();
     }
     result
+}
+
+/// The model thread: resolve `model.source` (downloads reported to the
+/// app), start the engine, tell the app.
+fn resolve_and_start(
+    settings: &Settings,
+    tx: &UnboundedSender<AppEvent>,
+    slot: &Mutex<EngineSlot>,
+) {
+    let mut steps = Vec::new();
+    let ptx = tx.clone();
+    let mut progress = move |p: crate::hub::FileProgress| {
+        let _ = ptx.send(AppEvent::Download(p));
+    };
+    let r = crate::firstrun::resolve_model_with(settings, &mut steps, Some(&mut progress));
+    for step in &steps {
+        tracing::info!("{step}");
+    }
+    let notes: Vec<String> = steps
+        .into_iter()
+        .filter(|s| s.starts_with("could not get"))
+        .collect();
+    let dir = match r {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = tx.send(AppEvent::Model(app::ModelOutcome {
+                result: Err(e.to_string()),
+                notes,
+                demo: false,
+            }));
+            return;
+        }
+    };
+    let label = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let demo = crate::firstrun::is_demo(&dir);
+    let Ok(mut g) = slot.lock() else { return };
+    if g.closed {
+        return;
+    }
+    // The app hears of the model before the engine's first event.
+    let _ = tx.send(AppEvent::Model(app::ModelOutcome {
+        result: Ok(label),
+        notes,
+        demo,
+    }));
+    let etx = tx.clone();
+    g.engine = Some(Engine::start(settings.clone(), dir, move |e| {
+        let _ = etx.send(AppEvent::Engine(e));
+    }));
 }
 
 /// `hybrid-tui check` on a terminal: the check screen alone, live.

@@ -164,8 +164,11 @@ fn main_area(f: &mut Frame, app: &App, area: Rect) {
         return;
     }
     let block = Block::default().borders(Borders::ALL).title(" chat ");
-    let inner = block.inner(area);
+    let mut inner = block.inner(area);
     f.render_widget(block, area);
+    if !app.downloads.is_empty() {
+        inner = downloads_pane(f, app, inner);
+    }
     let width = inner.width as usize;
     let mut lines: Vec<Line> = Vec::new();
     if app.messages.is_empty() {
@@ -210,6 +213,51 @@ fn main_area(f: &mut Frame, app: &App, area: Rect) {
     let start = lines.len().saturating_sub(h + scroll);
     let visible: Vec<Line> = lines.into_iter().skip(start).take(h).collect();
     f.render_widget(Paragraph::new(visible), inner);
+}
+
+/// The model's download at the top of the chat area, a gauge per file;
+/// returns the area left below it.
+fn downloads_pane(f: &mut Frame, app: &App, area: Rect) -> Rect {
+    let rows = (app.downloads.len() as u16 + 1).min(area.height / 2);
+    let [top, rest] = Layout::vertical([Constraint::Length(rows), Constraint::Min(0)]).areas(area);
+    let done: u64 = app.downloads.iter().map(|d| d.done).sum();
+    let total: u64 = app.downloads.iter().map(|d| d.total).sum();
+    f.render_widget(
+        Paragraph::new(format!(
+            "downloading {} · {:.1}/{:.1} MB",
+            app.model_label,
+            done as f64 / 1e6,
+            total as f64 / 1e6
+        ))
+        .style(Style::default().add_modifier(Modifier::BOLD)),
+        Rect { height: 1, ..top },
+    );
+    // The latest files when they do not all fit.
+    let shown = rows.saturating_sub(1) as usize;
+    let skip = app.downloads.len().saturating_sub(shown);
+    for (i, d) in app.downloads.iter().skip(skip).enumerate() {
+        let row = Rect {
+            y: top.y + 1 + i as u16,
+            height: 1,
+            ..top
+        };
+        f.render_widget(
+            Gauge::default()
+                .ratio(if d.total == 0 {
+                    0.0
+                } else {
+                    (d.done as f64 / d.total as f64).clamp(0.0, 1.0)
+                })
+                .label(format!(
+                    "{} {:.1}/{:.1} MB",
+                    d.file,
+                    d.done as f64 / 1e6,
+                    d.total as f64 / 1e6
+                )),
+            row,
+        );
+    }
+    rest
 }
 
 fn gib(b: u64) -> f64 {

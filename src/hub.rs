@@ -1,0 +1,425 @@
+//! Hugging Face Hub ids as model sources (`org/name[@revision]`).
+//!
+//! Files come through hf-hub's blocking client into the standard Hugging
+//! Face cache layout (`models--org--name/{blobs,snapshots,refs}`), so models
+//! fetched by Python tools are reused and ours are reusable by them. Only
+//! the files a bake needs are fetched: config, tokenizer and chat-template
+//! files, the generation config, and the safetensors with their index. A
+//! download that stops leaves a `.part` file that the next run resumes with
+//! a range request. Environment, as huggingface_hub reads it: HF_HOME,
+//! HF_HUB_CACHE, HF_ENDPOINT, HF_TOKEN (else `$HF_HOME/token`),
+//! HF_HUB_OFFLINE.
+
+use std::path::{Path, PathBuf};
+
+use hf_hub::api::Progress;
+use hf_hub::api::sync::{ApiBuilder, ApiError};
+use hf_hub::{Cache, Repo, RepoType};
+
+/// Where a model comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    /// A directory (Hugging Face layout, or baked).
+    Dir(PathBuf),
+    /// The random-weight demo model the tool makes itself.
+    Demo,
+    /// A Hub repository and revision ("main" unless given).
+    Hub { repo: String, revision: String },
+}
+
+impl ModelSource {
+    /// A directory that exists wins; then "demo"; then `org/name[@rev]`;
+    /// anything else is taken as a directory (missing: its own error later).
+    pub fn parse(s: &str) -> ModelSource {
+        let p = Path::new(s);
+        if s == "demo" && !p.exists() {
+            return ModelSource::Demo;
+        }
+        if p.exists() || s.starts_with('/') || s.starts_with('.') || s.starts_with('~') {
+            return ModelSource::Dir(p.to_path_buf());
+        }
+        let (repo, revision) = match s.split_once('@') {
+            Some((r, rev)) if !rev.is_empty() => (r, rev),
+            Some(_) => return ModelSource::Dir(p.to_path_buf()),
+            None => (s, "main"),
+        };
+        let valid = |part: &str| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && !part.starts_with('.')
+        };
+        match repo.split_once('/') {
+            Some((org, name)) if valid(org) && valid(name) => ModelSource::Hub {
+                repo: repo.to_string(),
+                revision: revision.to_string(),
+            },
+            _ => ModelSource::Dir(p.to_path_buf()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error(
+        "{repo} is gated or private: {endpoint} refused it (HTTP {status}). Accept its terms on the model's page, then set HF_TOKEN to a token with read access (or put it in {token_file})"
+    )]
+    Gated {
+        repo: String,
+        endpoint: String,
+        status: u16,
+        token_file: String,
+    },
+    #[error(
+        "{repo}@{revision} was not found on {endpoint} (HTTP 404): check the id's spelling and the revision"
+    )]
+    NotFound {
+        repo: String,
+        revision: String,
+        endpoint: String,
+    },
+    #[error(
+        "cannot reach {endpoint} for {repo}: {message}. Check the network (or proxy), or set HF_HUB_OFFLINE=1 to use only models already in {cache}"
+    )]
+    Network {
+        repo: String,
+        endpoint: String,
+        message: String,
+        cache: String,
+    },
+    #[error(
+        "HF_HUB_OFFLINE is set and {repo}@{revision} is not complete in the cache ({cache}): unset HF_HUB_OFFLINE to download it"
+    )]
+    NotCached {
+        repo: String,
+        revision: String,
+        cache: String,
+    },
+    #[error("{repo}: {message}")]
+    Other { repo: String, message: String },
+}
+
+/// The client's settings, read from the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubOptions {
+    pub endpoint: String,
+    /// The hub cache (holds models--org--name folders).
+    pub cache_dir: PathBuf,
+    pub token: Option<String>,
+    pub offline: bool,
+}
+
+fn env(k: &str) -> Option<String> {
+    std::env::var(k).ok().filter(|v| !v.is_empty())
+}
+
+impl HubOptions {
+    pub fn from_env() -> HubOptions {
+        let home = env("HF_HOME").map(PathBuf::from).unwrap_or_else(|| {
+            env("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                .unwrap_or_else(|| PathBuf::from(".cache"))
+                .join("huggingface")
+        });
+        let cache_dir = env("HF_HUB_CACHE")
+            .or_else(|| env("HUGGINGFACE_HUB_CACHE"))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| home.join("hub"));
+        let token = env("HF_TOKEN")
+            .or_else(|| env("HUGGING_FACE_HUB_TOKEN"))
+            .or_else(|| {
+                std::fs::read_to_string(home.join("token"))
+                    .ok()
+                    .map(|t| t.trim().to_string())
+                    .filter(|t| !t.is_empty())
+            });
+        let offline = env("HF_HUB_OFFLINE").is_some_and(|v| {
+            matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
+        });
+        HubOptions {
+            endpoint: env("HF_ENDPOINT")
+                .unwrap_or_else(|| "https://huggingface.co".into())
+                .trim_end_matches('/')
+                .to_string(),
+            cache_dir,
+            token,
+            offline,
+        }
+    }
+
+    fn token_file(&self) -> String {
+        env("HF_HOME")
+            .map(|h| format!("{h}/token"))
+            .unwrap_or_else(|| "~/.cache/huggingface/token".into())
+    }
+}
+
+/// Is this file one a bake needs?
+pub fn wanted(name: &str) -> bool {
+    if name.contains('/') {
+        return false;
+    }
+    matches!(
+        name,
+        "config.json"
+            | "generation_config.json"
+            | "tokenizer.json"
+            | "tokenizer_config.json"
+            | "special_tokens_map.json"
+            | "chat_template.jinja"
+            | "chat_template.json"
+            | "model.safetensors.index.json"
+    ) || name.ends_with(".safetensors")
+}
+
+/// One file's download progress (bytes so far of total).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileProgress {
+    pub file: String,
+    pub done: u64,
+    pub total: u64,
+}
+
+struct Reporter<'a> {
+    file: String,
+    done: u64,
+    total: u64,
+    sink: &'a mut dyn FnMut(FileProgress),
+}
+
+impl Progress for Reporter<'_> {
+    fn init(&mut self, size: usize, filename: &str) {
+        self.file = filename.to_string();
+        self.total = size as u64;
+        self.done = 0;
+        self.emit();
+    }
+    fn update(&mut self, size: usize) {
+        self.done += size as u64;
+        self.emit();
+    }
+    fn finish(&mut self) {
+        self.done = self.total;
+        self.emit();
+    }
+}
+
+impl Reporter<'_> {
+    fn emit(&mut self) {
+        (self.sink)(FileProgress {
+            file: self.file.clone(),
+            done: self.done,
+            total: self.total,
+        });
+    }
+}
+
+/// The snapshot folder of `repo@revision` if the cache holds every file a
+/// bake needs (config, tokenizer, and all weight shards the index names).
+pub fn cached_snapshot(opts: &HubOptions, repo: &str, revision: &str) -> Option<PathBuf> {
+    let cache = Cache::new(opts.cache_dir.clone());
+    let r = cache.repo(Repo::with_revision(
+        repo.to_string(),
+        RepoType::Model,
+        revision.to_string(),
+    ));
+    let config = r.get("config.json")?;
+    let snap = config.parent()?.to_path_buf();
+    if !snap.join("tokenizer.json").exists() {
+        return None;
+    }
+    let index = snap.join("model.safetensors.index.json");
+    if index.exists() {
+        let text = std::fs::read_to_string(&index).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        let shards: std::collections::BTreeSet<&str> = v["weight_map"]
+            .as_object()?
+            .values()
+            .filter_map(|s| s.as_str())
+            .collect();
+        if shards.iter().all(|s| snap.join(s).exists()) {
+            return Some(snap);
+        }
+        return None;
+    }
+    snap.join("model.safetensors").exists().then_some(snap)
+}
+
+fn map_err(e: ApiError, repo: &str, revision: &str, opts: &HubOptions) -> HubError {
+    if let ApiError::RequestError(boxed) = &e {
+        match boxed.as_ref() {
+            ureq::Error::Status(status @ (401 | 403), _) => {
+                return HubError::Gated {
+                    repo: repo.into(),
+                    endpoint: opts.endpoint.clone(),
+                    status: *status,
+                    token_file: opts.token_file(),
+                };
+            }
+            ureq::Error::Status(404, _) => {
+                return HubError::NotFound {
+                    repo: repo.into(),
+                    revision: revision.into(),
+                    endpoint: opts.endpoint.clone(),
+                };
+            }
+            ureq::Error::Transport(t) => {
+                return HubError::Network {
+                    repo: repo.into(),
+                    endpoint: opts.endpoint.clone(),
+                    message: t.to_string(),
+                    cache: opts.cache_dir.display().to_string(),
+                };
+            }
+            _ => {}
+        }
+    }
+    if let ApiError::IoError(io) = &e {
+        return HubError::Network {
+            repo: repo.into(),
+            endpoint: opts.endpoint.clone(),
+            message: format!("the download stopped ({io}); run again to resume it"),
+            cache: opts.cache_dir.display().to_string(),
+        };
+    }
+    HubError::Other {
+        repo: repo.into(),
+        message: e.to_string(),
+    }
+}
+
+/// Make `repo@revision` available locally and return its snapshot folder:
+/// from the cache without a request when it is complete there, else from
+/// the Hub (progress per file through `progress`).
+pub fn fetch(
+    opts: &HubOptions,
+    repo: &str,
+    revision: &str,
+    progress: &mut dyn FnMut(FileProgress),
+) -> Result<PathBuf, HubError> {
+    if let Some(snap) = cached_snapshot(opts, repo, revision) {
+        return Ok(snap);
+    }
+    if opts.offline {
+        return Err(HubError::NotCached {
+            repo: repo.into(),
+            revision: revision.into(),
+            cache: opts.cache_dir.display().to_string(),
+        });
+    }
+    let api = ApiBuilder::from_cache(Cache::new(opts.cache_dir.clone()))
+        .with_endpoint(opts.endpoint.clone())
+        .with_token(opts.token.clone())
+        .with_progress(false)
+        .build()
+        .map_err(|e| map_err(e, repo, revision, opts))?;
+    let api_repo = api.repo(Repo::with_revision(
+        repo.to_string(),
+        RepoType::Model,
+        revision.to_string(),
+    ));
+    let info = api_repo
+        .info()
+        .map_err(|e| map_err(e, repo, revision, opts))?;
+    let mut files: Vec<String> = info
+        .siblings
+        .iter()
+        .map(|s| s.rfilename.clone())
+        .filter(|f| wanted(f))
+        .collect();
+    files.sort();
+    if !files.iter().any(|f| f == "config.json") {
+        return Err(HubError::Other {
+            repo: repo.into(),
+            message: "the repository has no config.json: not a transformers model".into(),
+        });
+    }
+    if !files.iter().any(|f| f.ends_with(".safetensors")) {
+        return Err(HubError::Other {
+            repo: repo.into(),
+            message: "the repository has no .safetensors weights (only those are read)".into(),
+        });
+    }
+    let mut snapshot = None;
+    for f in &files {
+        let reporter = Reporter {
+            file: f.clone(),
+            done: 0,
+            total: 0,
+            sink: &mut *progress,
+        };
+        let path = api_repo
+            .download_with_progress(f, reporter)
+            .map_err(|e| map_err(e, repo, revision, opts))?;
+        snapshot = path.parent().map(Path::to_path_buf);
+    }
+    snapshot.ok_or_else(|| HubError::Other {
+        repo: repo.into(),
+        message: "no file was downloaded".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_parse() {
+        assert_eq!(ModelSource::parse("demo"), ModelSource::Demo);
+        assert_eq!(
+            ModelSource::parse("Qwen/Qwen2.5-0.5B-Instruct"),
+            ModelSource::Hub {
+                repo: "Qwen/Qwen2.5-0.5B-Instruct".into(),
+                revision: "main".into()
+            }
+        );
+        assert_eq!(
+            ModelSource::parse("meta-llama/Llama-3.2-1B@v1.0"),
+            ModelSource::Hub {
+                repo: "meta-llama/Llama-3.2-1B".into(),
+                revision: "v1.0".into()
+            }
+        );
+        for dir in ["/models/x", "./a/b", "a/b/c", "nodir", "a/.b", "a/b@"] {
+            assert!(
+                matches!(ModelSource::parse(dir), ModelSource::Dir(_)),
+                "{dir}"
+            );
+        }
+        // An existing directory named like an id is a directory.
+        let d = tempfile_dir();
+        let id = d.display().to_string();
+        assert_eq!(ModelSource::parse(&id), ModelSource::Dir(d.clone()));
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("hybrid-hub-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn only_needed_files_are_wanted() {
+        for f in [
+            "config.json",
+            "tokenizer.json",
+            "model-00001-of-00002.safetensors",
+            "model.safetensors.index.json",
+            "generation_config.json",
+            "chat_template.jinja",
+        ] {
+            assert!(wanted(f), "{f}");
+        }
+        for f in [
+            "pytorch_model.bin",
+            "README.md",
+            "original/consolidated.00.pth",
+            "onnx/model.safetensors",
+            ".gitattributes",
+        ] {
+            assert!(!wanted(f), "{f}");
+        }
+    }
+}
