@@ -258,14 +258,19 @@ fn main() -> ExitCode {
     if let Err(e) = hybrid_tui::supervisor::install_signal_handlers() {
         eprintln!("warning: cannot handle termination signals: {e}");
     }
+    // Written, not eprintln!: stderr may be a closed terminal by now.
+    use std::io::Write;
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(_) if hybrid_tui::supervisor::interrupted() => {
-            eprintln!("interrupted: the executive was stopped and its shared memory removed");
+            let _ = writeln!(
+                std::io::stderr(),
+                "interrupted: the executive was stopped and its shared memory removed"
+            );
             ExitCode::from(130)
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -33,6 +33,14 @@ struct Session {
     executive: u32,
 }
 
+/// A failed assertion must not leave the app running in a detached tmux
+/// server (with its executive and segment) after the test is gone.
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = tmux(&self.sock, &["kill-server"]);
+    }
+}
+
 impl Session {
     fn wait_for(&self, what: &str, secs: u64, pred: impl Fn(&str) -> bool) -> String {
         let t0 = Instant::now();
@@ -217,4 +225,29 @@ fn the_check_screen_runs_alone_and_quits_with_esc() {
     let _ = tmux(&s.sock, &["kill-server"]);
     assert!(rec.starts_with("exit=0"), "{rec}");
     assert!(rec.contains(" icanon") && rec.contains(" echo"), "{rec}");
+}
+
+/// Closing the terminal (the tmux server goes, the app gets SIGHUP and a
+/// dead tty) still stops the executive and removes the segment.
+#[test]
+fn a_closed_terminal_leaves_nothing_behind() {
+    let Some(s) = Session::answered() else { return };
+    let _ = tmux(&s.sock, &["kill-server"]);
+    let t0 = Instant::now();
+    while !comm(s.app).is_empty() && t0.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(comm(s.app).is_empty(), "the app {} is still running", s.app);
+    assert!(
+        comm(s.executive).is_empty(),
+        "the executive {} is still there",
+        s.executive
+    );
+    let left: Vec<String> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!("hybrid-tui.{}.", s.app)))
+        .collect();
+    assert!(left.is_empty(), "segments left: {left:?}");
 }

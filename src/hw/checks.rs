@@ -282,6 +282,11 @@ fn file_len(p: &Path) -> u64 {
 pub fn model_need(settings: &Settings) -> Reading<ModelNeed> {
     let source = settings.model.source.clone();
     let Some(dir) = model_dir(settings) else {
+        if let crate::hub::ModelSource::Hub { repo, .. } = crate::hub::ModelSource::parse(&source) {
+            return Reading::Unavailable(format!(
+                "{repo} is not fetched yet: run hybrid-tui once where the Hub is reachable (or hybrid-tui bake --model {repo} --out DIR), then check again"
+            ));
+        }
         return Reading::Unavailable("no data directory (set HOME or XDG_DATA_HOME)".into());
     };
     let Some(m) = model_spec(settings) else {

@@ -160,16 +160,25 @@ pub fn run_terminal(settings: &Settings, profile: &str) -> anyhow::Result<()> {
     }
     start_sampler(app.pids.clone(), &tx);
     app.set_check_runner(check_runner(settings, profile, Root::live(), tx.clone()));
-    let result = on_terminal(&mut app, &mut rx);
-    // The executive is stopped and the segment removed before we return.
-    let engine = slot.lock().ok().and_then(|mut g| {
-        g.closed = true;
-        g.engine.take()
-    });
-    if let Some(e) = engine {
-        e.shutdown();
+    // The executive is stopped and the segment removed before we return,
+    // and also if anything below panics (the guard's drop).
+    let _guard = StopEngine(slot);
+    on_terminal(&mut app, &mut rx)
+}
+
+/// Stops the engine (executive and segment) when dropped.
+struct StopEngine(Arc<Mutex<EngineSlot>>);
+
+impl Drop for StopEngine {
+    fn drop(&mut self) {
+        let engine = self.0.lock().ok().and_then(|mut g| {
+            g.closed = true;
+            g.engine.take()
+        });
+        if let Some(e) = engine {
+            e.shutdown();
+        }
     }
-    result
 }
 
 /// The model thread: resolve `model.source` (downloads reported to the
@@ -316,7 +325,12 @@ fn on_terminal(app: &mut App, rx: &mut UnboundedReceiver<AppEvent>) -> anyhow::R
         crossterm::event::DisableMouseCapture,
         crossterm::event::DisableBracketedPaste
     );
-    ratatui::restore();
+    // Not ratatui::restore() nor the Terminal's drop: both print failures
+    // with eprintln!, which panics when the terminal is gone (a closed
+    // window, SIGHUP).
+    let _ = terminal.show_cursor();
+    std::mem::forget(terminal);
+    let _ = ratatui::try_restore();
     drop(rt);
     result
 }
