@@ -53,7 +53,8 @@ pub fn hub_id_of(path: &str) -> Option<String> {
     let commit = p.file_name()?.to_str()?;
     let repo_dir = p.parent()?.parent()?.file_name()?.to_str()?;
     let id = repo_dir.strip_prefix("models--")?.replacen("--", "/", 1);
-    Some(format!("{id}@{}", &commit[..commit.len().min(12)]))
+    let short: String = commit.chars().take(12).collect();
+    Some(format!("{id}@{short}"))
 }
 
 fn baked(dir: &Path, kind: &'static str) -> Option<CachedModel> {
