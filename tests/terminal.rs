@@ -19,6 +19,16 @@ fn tmux(sock: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Shared-memory segments named after `pid`.
+fn segments_of(pid: u32) -> Vec<String> {
+    std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!("hybrid-tui.{pid}.")))
+        .collect()
+}
+
 fn comm(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .map(|s| s.trim().to_string())
@@ -139,12 +149,7 @@ impl Session {
             "the executive {} is still there",
             self.executive
         );
-        let left: Vec<String> = std::fs::read_dir("/dev/shm")
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with(&format!("hybrid-tui.{}.", self.app)))
-            .collect();
+        let left = segments_of(self.app);
         assert!(left.is_empty(), "segments left: {left:?}");
     }
 }
@@ -243,11 +248,6 @@ fn a_closed_terminal_leaves_nothing_behind() {
         "the executive {} is still there",
         s.executive
     );
-    let left: Vec<String> = std::fs::read_dir("/dev/shm")
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(&format!("hybrid-tui.{}.", s.app)))
-        .collect();
+    let left = segments_of(s.app);
     assert!(left.is_empty(), "segments left: {left:?}");
 }

@@ -238,12 +238,7 @@ fn shm(root: &Root, settings: &Settings) -> Shm {
         ),
     };
     let chunk = settings.shard_a.prefill_chunk;
-    let need = segment_bytes(&SegmentSpec {
-        token_slots: settings.ring.slots,
-        token_slot_bytes: chunk * 4,
-        act_slots: settings.ring.slots,
-        act_slot_bytes: chunk * hidden * 4,
-    });
+    let need = segment_bytes(&SegmentSpec::for_model(settings.ring.slots, chunk, hidden));
     Shm {
         mounted,
         free: free_bytes(&root.path(SHM_DIR)),

@@ -232,12 +232,7 @@ impl Pipeline {
             model_hash: hash,
             split,
             settings: settings.clone(),
-            segment: SegmentSpec {
-                token_slots: settings.ring.slots,
-                token_slot_bytes: chunk * 4,
-                act_slots: settings.ring.slots,
-                act_slot_bytes: chunk * spec.hidden_size * 4,
-            },
+            segment: SegmentSpec::for_model(settings.ring.slots, chunk, spec.hidden_size),
         };
         let exec = Executive::start(&start, &mut |e| sink(Event::Supervisor(e)))?;
         Ok(Pipeline {

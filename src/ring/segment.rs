@@ -48,6 +48,19 @@ pub struct SegmentSpec {
     pub act_slot_bytes: usize,
 }
 
+impl SegmentSpec {
+    /// The rings of a model: `slots` each way, token slots of `chunk` ids,
+    /// activation slots of `chunk` f32 rows of `hidden`.
+    pub fn for_model(slots: u32, chunk: usize, hidden: usize) -> SegmentSpec {
+        SegmentSpec {
+            token_slots: slots,
+            token_slot_bytes: chunk * 4,
+            act_slots: slots,
+            act_slot_bytes: chunk * hidden * 4,
+        }
+    }
+}
+
 /// Bytes a segment of this shape takes in /dev/shm.
 pub fn segment_bytes(spec: &SegmentSpec) -> u64 {
     plan(spec).0 as u64

@@ -425,12 +425,7 @@ fn devices_pane(f: &mut Frame, app: &App, area: Rect) {
             DevLine::Text(t) => {
                 // One line each, so every device keeps a row; the check
                 // screen (F3) has the whole reason.
-                let w = area.width as usize;
-                let lines = wrap(&t, w.saturating_sub(1).max(1));
-                let mut text = lines.first().cloned().unwrap_or_default();
-                if lines.len() > 1 {
-                    text.push('…');
-                }
+                let text = clip(&t, area.width as usize);
                 let [row, rest] =
                     Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(area);
                 f.render_widget(
