@@ -3,6 +3,7 @@
 
 pub mod affinity;
 pub mod bake;
+pub mod bench;
 pub mod config;
 pub mod engine;
 pub mod executive;

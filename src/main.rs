@@ -46,9 +46,9 @@ struct Global {
     /// Shard A's OpenVINO device (same as --set shard_a.device=...).
     #[arg(long, global = true)]
     device: Option<String>,
-    /// Layers in shard A (same as --set split.layers=...).
-    #[arg(long, global = true)]
-    split: Option<usize>,
+    /// Layers in shard A (same as --set split.layers=...). `bench` also takes lists (8,12,16), ranges (4-12, 4-12+2) and auto.
+    #[arg(long, global = true, value_name = "K")]
+    split: Option<String>,
     /// Model: a baked directory, a Hugging Face id (org/name[@revision]), or "demo" (same as --set model.source=...).
     #[arg(long)]
     model: Option<String>,
@@ -70,6 +70,8 @@ enum Command {
     Generate(GenerateArgs),
     /// List the models on disk (baked, demo, Hugging Face downloads) or remove one.
     Models(ModelsArgs),
+    /// Benchmark the split: prefill (pp) and decode (tg) over splits, streams and both single-device baselines, live on a terminal; a table (md, csv, json, jsonl) otherwise. Every run is saved for --compare.
+    Bench(BenchArgs),
     /// Check the hardware (NPU, GPUs, drivers, OpenVINO, shared memory, memory, disk) and recommend a profile. Live screen on a terminal; text otherwise; exit code 1 when a check fails.
     Check(CheckArgs),
 }
@@ -82,6 +84,55 @@ struct ModelsArgs {
     /// Remove the entry of this name (as listed). Downloads are removed from the Hugging Face cache, which other tools share.
     #[arg(long, value_name = "NAME")]
     remove: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct BenchArgs {
+    /// Baked model directory, a Hugging Face directory, or a Hub id org/name[@revision]. Default: the model.source setting.
+    #[arg(long = "model", id = "bench_model", value_name = "DIR|ORG/NAME")]
+    model: Option<String>,
+    /// Prompt-processing tests: prompt sizes (list or ranges, llama-bench style); "0" for none.
+    #[arg(long, default_value = "512", value_name = "N[,N...]")]
+    pp: String,
+    /// Generation tests: tokens to generate (list or ranges); "0" for none.
+    #[arg(long, default_value = "128", value_name = "N[,N...]")]
+    tg: String,
+    /// Measured repetitions of each test.
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+    /// Unmeasured runs before the repetitions of each test.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Concurrent streams (list), e.g. 1,2,4.
+    #[arg(long, default_value = "1", value_name = "S[,S...]")]
+    streams: String,
+    /// Leave out the baselines (whole model on shard A's device, k = L; whole model on shard B's backend, k = 0).
+    #[arg(long)]
+    no_baselines: bool,
+    /// Prompt tokens before a tg test's generation.
+    #[arg(long, default_value_t = 8)]
+    tg_prompt: usize,
+    /// --split auto: optimize at this many streams (1 = latency of one stream). Default: the largest of --streams.
+    #[arg(long, value_name = "S")]
+    auto_streams: Option<usize>,
+    /// --split auto: time budget of the search (e.g. 5m, 90s).
+    #[arg(long, default_value = "5m", value_name = "DURATION")]
+    auto_budget: String,
+    /// --split auto: tokens generated per stream in a probe.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    auto_tokens: usize,
+    /// Print the results as md (llama-bench's table), csv, json or jsonl instead of the live screen.
+    #[arg(long, short = 'o', value_name = "FORMAT")]
+    output: Option<String>,
+    /// Do not append this run to the results file.
+    #[arg(long)]
+    no_save: bool,
+    /// Print the change between two saved runs (ids as listed by --list, a unique prefix, last, last~1).
+    #[arg(long, num_args = 2, value_names = ["A", "B"])]
+    compare: Option<Vec<String>>,
+    /// List the saved runs.
+    #[arg(long)]
+    list: bool,
 }
 
 #[derive(Args, Debug)]
@@ -204,7 +255,7 @@ struct BakeArgs {
     json: bool,
 }
 
-fn load_settings(g: &Global) -> Result<Loaded> {
+fn load_settings(g: &Global, bench: bool) -> Result<Loaded> {
     let mut overrides = Vec::new();
     for s in &g.set {
         overrides.push(parse_override(s)?);
@@ -212,7 +263,11 @@ fn load_settings(g: &Global) -> Result<Loaded> {
     if let Some(d) = &g.device {
         overrides.push(("shard_a.device".into(), d.clone()));
     }
-    if let Some(k) = g.split {
+    // bench reads --split itself (lists, ranges, auto).
+    if let (Some(k), false) = (&g.split, bench) {
+        let k: usize = k.parse().map_err(|_| {
+            anyhow::anyhow!("--split {k}: give the number of layers in shard A (0 to L)")
+        })?;
         overrides.push(("split.layers".into(), k.to_string()));
     }
     if let Some(m) = &g.model {
@@ -283,10 +338,12 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Bake(a)) => return cmd_bake(a),
         _ => {}
     }
-    let loaded = load_settings(&cli.global)?;
+    let bench = matches!(cli.command, Some(Command::Bench(_)));
+    let loaded = load_settings(&cli.global, bench)?;
     let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let check_screen = matches!(&cli.command, Some(Command::Check(a)) if !a.json && !a.text && tty);
-    let workbench = (cli.command.is_none() && tty) || check_screen;
+    let bench_screen = matches!(&cli.command, Some(Command::Bench(a)) if a.output.is_none() && a.compare.is_none() && !a.list && tty);
+    let workbench = (cli.command.is_none() && tty) || check_screen || bench_screen;
     // The workbench logs to its file and its log pane itself.
     if !workbench {
         init_logging(&loaded.settings);
@@ -308,6 +365,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Generate(a)) => cmd_generate(&loaded, a),
         Some(Command::Check(a)) => cmd_check(&loaded, a, check_screen),
         Some(Command::Models(a)) => cmd_models(a),
+        Some(Command::Bench(a)) => cmd_bench(&loaded, &cli.global, a, bench_screen),
         None if workbench => cmd_workbench(&loaded),
         None => cmd_first_run(&loaded),
         Some(_) => Ok(()),
@@ -384,6 +442,185 @@ fn cmd_generate(loaded: &Loaded, a: GenerateArgs) -> Result<()> {
     }
     if let Some(e) = summary.streams.iter().find_map(|r| r.error.clone()) {
         bail!("{e}");
+    }
+    Ok(())
+}
+
+/// The bench plan from the command line.
+fn bench_plan(a: &BenchArgs, g: &Global) -> Result<hybrid_tui::bench::Plan> {
+    use hybrid_tui::bench::{AutoOptions, Kind, Plan, Splits, Test, parse_list};
+    let list = |flag: &str, v: &str| parse_list(flag, v).map_err(|e| anyhow::anyhow!(e));
+    let mut tests = Vec::new();
+    for n in list("--pp", &a.pp)?.into_iter().filter(|n| *n > 0) {
+        tests.push(Test { kind: Kind::Pp, n });
+    }
+    for n in list("--tg", &a.tg)?.into_iter().filter(|n| *n > 0) {
+        tests.push(Test { kind: Kind::Tg, n });
+    }
+    let streams = list("--streams", &a.streams)?;
+    let splits = match g.split.as_deref() {
+        None => Splits::Configured,
+        Some("auto") => Splits::Auto,
+        Some(v) => Splits::List(list("--split", v)?),
+    };
+    let budget = humantime::parse_duration(&a.auto_budget)
+        .map_err(|e| anyhow::anyhow!("--auto-budget {}: {e} (e.g. 5m, 90s)", a.auto_budget))?;
+    let auto_streams = a
+        .auto_streams
+        .unwrap_or_else(|| streams.iter().copied().max().unwrap_or(1));
+    if auto_streams == 0 {
+        bail!("--auto-streams must be at least 1");
+    }
+    if a.auto_tokens < 4 {
+        bail!(
+            "--auto-tokens {}: a probe needs at least 4 tokens",
+            a.auto_tokens
+        );
+    }
+    Ok(Plan {
+        tests,
+        reps: a.reps,
+        warmup: a.warmup,
+        streams,
+        splits,
+        baselines: !a.no_baselines,
+        auto: AutoOptions {
+            streams: auto_streams,
+            budget,
+            probe_tokens: a.auto_tokens,
+        },
+        tg_prompt: a.tg_prompt.max(1),
+    })
+}
+
+/// `hybrid-tui bench`: run (live screen or headless), list or compare runs.
+fn cmd_bench(loaded: &Loaded, g: &Global, a: BenchArgs, screen: bool) -> Result<()> {
+    use hybrid_tui::bench::format::{self, Output};
+    use hybrid_tui::bench::{self, BenchEvent, record};
+    let results = record::results_file()
+        .ok_or_else(|| anyhow::anyhow!("no data directory: set HOME or XDG_DATA_HOME"))?;
+    if a.list || a.compare.is_some() {
+        let (runs, skipped) = record::load(&results).map_err(|e| anyhow::anyhow!(e))?;
+        for s in skipped {
+            eprintln!("warning: skipped a line that is not a bench run: {s}");
+        }
+        if let Some(c) = &a.compare {
+            let find = |k: &str| record::find(&runs, k).map_err(|e| anyhow::anyhow!(e));
+            let (ra, rb) = (find(&c[0])?, find(&c[1])?);
+            let (rows, notes) = record::compare(ra, rb);
+            print!("{}", format::comparison(ra, rb, &rows, &notes));
+            return Ok(());
+        }
+        println!(
+            "{:<16} {:<21} {:<36} {:<8} {:<8} {:>5}  tests",
+            "id", "time", "model", "shard A", "shard B", "rows"
+        );
+        for r in &runs {
+            println!(
+                "{:<16} {:<21} {:<36} {:<8} {:<8} {:>5}  {}{}",
+                r.id,
+                r.time,
+                r.model.name,
+                r.shard_a_device,
+                r.shard_b_backend,
+                r.rows.len(),
+                r.plan.tests.join(","),
+                if r.complete { "" } else { " (stopped early)" }
+            );
+        }
+        return Ok(());
+    }
+    let output = a
+        .output
+        .as_deref()
+        .map(Output::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let plan = bench_plan(&a, g)?;
+    let s = &loaded.settings;
+    hybrid_tui::pipeline::configure_cpu_pool(&s.shard_b).map_err(|e| anyhow::anyhow!(e))?;
+    let mut note = |m: String| eprintln!("{m}");
+    let model_dir = match &a.model {
+        Some(d) => baked_for_source(d, &mut note)?,
+        None => {
+            let mut steps = Vec::new();
+            let r = resolve_model(s, &mut steps);
+            for step in steps {
+                eprintln!("{step}");
+            }
+            r?
+        }
+    };
+    let no_save = a.no_save;
+    let path = results.clone();
+    let save = move |rec: &record::BenchRecord| -> String {
+        if no_save {
+            return format!("run {} not saved (--no-save)", rec.id);
+        }
+        match record::append(&path, rec) {
+            Ok(()) => format!("saved as run {} in {}", rec.id, path.display()),
+            Err(e) => format!("could not save the run to {}: {e}", path.display()),
+        }
+    };
+    let (rec, saved) = if screen {
+        match hybrid_tui::tui::run_bench_screen(s, &loaded.profile, model_dir, plan, save)? {
+            Some(r) => r,
+            None => bail!("the bench ended without results"),
+        }
+    } else {
+        let mut current = String::new();
+        let mut sink = |e: BenchEvent| match e {
+            BenchEvent::Loading { k, role } => {
+                eprintln!("bench: split k={k} ({role:?}): loading shard B, compiling shard A")
+            }
+            BenchEvent::RunStarted {
+                k,
+                test,
+                streams,
+                rep,
+                reps,
+            } => {
+                current = format!(
+                    "k={k} {} ×{streams} {}",
+                    test.name(),
+                    match rep {
+                        Some(r) => format!("rep {}/{reps}", r + 1),
+                        None => "warm-up".into(),
+                    }
+                )
+            }
+            BenchEvent::RunDone { tok_s, .. } => eprintln!("bench: {current}: {tok_s:.2} t/s"),
+            BenchEvent::Probe(p) => {
+                eprintln!("bench: auto-split probe k={}: {:.2} t/s", p.k, p.tok_s)
+            }
+            BenchEvent::Auto(r) => eprintln!(
+                "bench: auto-split picked k={} ({:+.1}% over the half split k={})",
+                r.best,
+                r.gain_over_half * 100.0,
+                r.half
+            ),
+            _ => {}
+        };
+        let rec = bench::run(
+            s,
+            &loaded.profile,
+            &model_dir,
+            &plan,
+            bench::StopFlag::default(),
+            &mut sink,
+        )?;
+        let saved = save(&rec);
+        (rec, saved)
+    };
+    let text =
+        format::render(&rec, output.unwrap_or(Output::Md)).map_err(|e| anyhow::anyhow!(e))?;
+    print!("{text}");
+    eprintln!("{saved}");
+    if !rec.complete {
+        bail!(
+            "the bench stopped early: {}",
+            rec.error.clone().unwrap_or_else(|| "stopped".into())
+        );
     }
     Ok(())
 }

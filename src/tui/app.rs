@@ -33,6 +33,10 @@ pub enum AppEvent {
     Download(crate::hub::FileProgress),
     /// The model is resolved (the engine starts next), or cannot be.
     Model(ModelOutcome),
+    /// The benchmark's progress (`hybrid-tui bench` on a terminal).
+    Bench(Box<crate::bench::BenchEvent>),
+    /// The benchmark ended: its record (saved by the front end), or why not.
+    BenchDone(Result<Box<(crate::bench::record::BenchRecord, String)>, String>),
     Log(String),
     Tick,
 }
@@ -123,6 +127,8 @@ pub enum Screen {
     Chat,
     /// The hardware check with live device use.
     Check,
+    /// `hybrid-tui bench`: progress, results and charts, live.
+    Bench,
 }
 
 pub struct App {
@@ -156,6 +162,8 @@ pub struct App {
     pub check_only: bool,
     /// The check whose detail and fix are shown.
     pub check_selected: usize,
+    /// The benchmark's state (Screen::Bench).
+    pub bench: super::bench::BenchView,
     run_check: Box<dyn FnMut() + Send>,
     pub cpu_history: VecDeque<u64>,
     pub mem_history: VecDeque<u64>,
@@ -205,6 +213,7 @@ impl App {
             check_running: false,
             check_only: false,
             check_selected: 0,
+            bench: super::bench::BenchView::default(),
             run_check: Box::new(|| {}),
             cpu_history: VecDeque::new(),
             mem_history: VecDeque::new(),
@@ -256,6 +265,11 @@ impl App {
                 self.check = Some(*r);
                 self.check_running = false;
             }
+            AppEvent::Bench(ev) => match *ev {
+                crate::bench::BenchEvent::Pipeline(e) => self.on_pipeline(e),
+                ev => self.bench.on_event(ev),
+            },
+            AppEvent::BenchDone(r) => self.bench.finish(r),
             AppEvent::Log(line) => {
                 if self.log.len() == 500 {
                     self.log.pop_front();
@@ -372,6 +386,15 @@ impl App {
     }
 
     fn on_key(&mut self, k: KeyEvent) {
+        if self.screen == Screen::Bench {
+            // The bench screen has no input: quit keys stop the bench.
+            let quit = matches!(self.keymap.action(&k), Some(Action::Quit))
+                || matches!(k.code, KeyCode::Esc | KeyCode::Char('q'));
+            if quit {
+                self.quit = true;
+            }
+            return;
+        }
         if self.screen == Screen::Check {
             self.on_check_key(k);
             return;

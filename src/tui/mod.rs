@@ -8,6 +8,7 @@
 //! real loop with scripted keys on a `TestBackend`.
 
 pub mod app;
+pub mod bench;
 pub mod keymap;
 pub mod ui;
 
@@ -333,4 +334,87 @@ fn on_terminal(app: &mut App, rx: &mut UnboundedReceiver<AppEvent>) -> anyhow::R
     let _ = ratatui::try_restore();
     drop(rt);
     result
+}
+
+/// Stops the bench thread and waits for it (its pipeline stops the
+/// executive and removes the segment) when dropped.
+struct StopBench {
+    stop: crate::bench::StopFlag,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for StopBench {
+    fn drop(&mut self) {
+        self.stop.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `hybrid-tui bench` on a terminal: the bench runs on a thread while the
+/// screen shows it live; the record is saved by the thread (so a stop
+/// keeps the rows so far) and returned for printing after the screen closes.
+pub fn run_bench_screen(
+    settings: &Settings,
+    profile: &str,
+    model_dir: PathBuf,
+    plan: crate::bench::Plan,
+    save: impl Fn(&crate::bench::record::BenchRecord) -> String + Send + 'static,
+) -> anyhow::Result<Option<(crate::bench::record::BenchRecord, String)>> {
+    let (tx, mut rx) = unbounded_channel();
+    init_logging(settings, tx.clone());
+    let keymap = keymap::Keymap::new(&settings.keys.map()).map_err(|e| anyhow::anyhow!(e))?;
+    let label = model_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut app = App::new(profile, &label, keymap, Box::new(|_| {}));
+    app.screen = Screen::Bench;
+    start_sampler(app.pids.clone(), &tx);
+    let stop = crate::bench::StopFlag::default();
+    let out: Arc<Mutex<Option<(crate::bench::record::BenchRecord, String)>>> = Arc::default();
+    let thread = {
+        let (settings, profile, stop, out, tx) = (
+            settings.clone(),
+            profile.to_string(),
+            stop.clone(),
+            out.clone(),
+            tx.clone(),
+        );
+        std::thread::Builder::new()
+            .name("bench".into())
+            .spawn(move || {
+                let etx = tx.clone();
+                let r = crate::bench::run(&settings, &profile, &model_dir, &plan, stop, &mut |e| {
+                    let _ = etx.send(AppEvent::Bench(Box::new(e)));
+                });
+                let done = match r {
+                    Ok(rec) => {
+                        let saved = save(&rec);
+                        if let Ok(mut g) = out.lock() {
+                            *g = Some((rec.clone(), saved.clone()));
+                        }
+                        Ok(Box::new((rec, saved)))
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                let _ = tx.send(AppEvent::BenchDone(done));
+            })?
+    };
+    let guard = StopBench {
+        stop,
+        thread: Some(thread),
+    };
+    let r = on_terminal(&mut app, &mut rx);
+    if app.bench.done.is_none() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "stopping the bench: the run in progress ends first, the rows so far are saved"
+        );
+    }
+    drop(guard);
+    r?;
+    let rec = out.lock().ok().and_then(|mut g| g.take());
+    Ok(rec)
 }

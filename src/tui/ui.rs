@@ -35,6 +35,18 @@ pub fn render(f: &mut Frame, app: &App) {
         check_screen(f, app, area);
         return;
     }
+    if area.width >= MIN_W && area.height >= 30 && app.screen == Screen::Bench {
+        super::bench::render(f, app, area);
+        return;
+    }
+    if app.screen == Screen::Bench {
+        let msg = format!(
+            "terminal too small: {}×{}, the bench screen needs at least {MIN_W}×30 (it goes on; its table is printed on exit)",
+            area.width, area.height
+        );
+        f.render_widget(Paragraph::new(msg).wrap(Wrap { trim: true }), area);
+        return;
+    }
     if area.width < MIN_W || area.height < MIN_H {
         let msg = format!(
             "terminal too small: {}×{}, hybrid-tui needs at least {MIN_W}×{MIN_H}",
@@ -343,7 +355,7 @@ fn accel_lines(d: &Snapshot) -> Vec<DevLine> {
     out
 }
 
-fn devices_pane(f: &mut Frame, app: &App, area: Rect) {
+pub(super) fn devices_pane(f: &mut Frame, app: &App, area: Rect) {
     let block = Block::default().borders(Borders::ALL).title(" devices ");
     let inner = block.inner(area);
     f.render_widget(block, area);
@@ -568,7 +580,7 @@ fn check_screen(f: &mut Frame, app: &App, area: Rect) {
 }
 
 /// `text` cut to `width` display columns, with … when cut.
-fn clip(text: &str, width: usize) -> String {
+pub(super) fn clip(text: &str, width: usize) -> String {
     let lines = wrap(text, width.saturating_sub(1).max(1));
     match lines.as_slice() {
         [] => String::new(),
@@ -587,7 +599,7 @@ fn human_rate(b: f64) -> String {
     }
 }
 
-fn ring_pane(f: &mut Frame, app: &App, area: Rect) {
+pub(super) fn ring_pane(f: &mut Frame, app: &App, area: Rect) {
     let block = Block::default().borders(Borders::ALL).title(" ring ");
     let inner = block.inner(area);
     f.render_widget(block, area);
@@ -644,31 +656,37 @@ fn speed_pane(f: &mut Frame, app: &App, area: Rect) {
     let data: Vec<u64> = s.decode.iter().map(|v| (v * 10.0) as u64).collect();
     f.render_widget(Sparkline::default().data(data), spark);
     if let Some(st) = &s.stages {
-        let total = (st.a_ms + st.a_to_b_wait_ms + st.b_ms + st.b_to_a_wait_ms).max(1e-9);
-        let parts = [
-            (st.a_ms, Color::Blue),
-            (st.a_to_b_wait_ms, Color::DarkGray),
-            (st.b_ms, Color::Green),
-            (st.b_to_a_wait_ms, Color::Gray),
-        ];
-        let widths = split_width(
-            bar.width as usize,
-            &parts.iter().map(|(v, _)| v / total).collect::<Vec<_>>(),
-        );
-        let spans: Vec<Span> = parts
-            .iter()
-            .zip(widths)
-            .map(|((_, c), n)| Span::styled("█".repeat(n), Style::default().fg(*c)))
-            .collect();
-        let legend = format!(
-            "A {:.1} · wait {:.1} · B {:.1} · wait {:.1} ms",
-            st.a_ms, st.a_to_b_wait_ms, st.b_ms, st.b_to_a_wait_ms
-        );
-        f.render_widget(
-            Paragraph::new(vec![Line::from(spans), Line::raw(legend)]),
-            bar,
-        );
+        stage_bar(f, st, bar);
     }
+}
+
+/// The stage breakdown of a step as one bar (shard A, wait, shard B, wait)
+/// and a legend under it.
+pub(super) fn stage_bar(f: &mut Frame, st: &crate::pipeline::StageSample, bar: Rect) {
+    let total = (st.a_ms + st.a_to_b_wait_ms + st.b_ms + st.b_to_a_wait_ms).max(1e-9);
+    let parts = [
+        (st.a_ms, Color::Blue),
+        (st.a_to_b_wait_ms, Color::DarkGray),
+        (st.b_ms, Color::Green),
+        (st.b_to_a_wait_ms, Color::Gray),
+    ];
+    let widths = split_width(
+        bar.width as usize,
+        &parts.iter().map(|(v, _)| v / total).collect::<Vec<_>>(),
+    );
+    let spans: Vec<Span> = parts
+        .iter()
+        .zip(widths)
+        .map(|((_, c), n)| Span::styled("█".repeat(n), Style::default().fg(*c)))
+        .collect();
+    let legend = format!(
+        "A {:.1} · wait {:.1} · B {:.1} · wait {:.1} ms",
+        st.a_ms, st.a_to_b_wait_ms, st.b_ms, st.b_to_a_wait_ms
+    );
+    f.render_widget(
+        Paragraph::new(vec![Line::from(spans), Line::raw(legend)]),
+        bar,
+    );
 }
 
 /// Split `width` cells in the given shares (summing to 1): floors, then the

@@ -1,0 +1,714 @@
+//! `hybrid-tui bench`: prefill (`pp N`) and decode (`tg N`) workloads over
+//! splits, stream counts and the two single-device baselines, with
+//! repetitions, mean ± sd, energy where it can be read, an auto-split
+//! search, a results file and comparisons between saved runs.
+//!
+//! The runner knows nothing of terminals: it reports [`BenchEvent`]s to a
+//! sink (the live screen, or the headless progress lines) and returns a
+//! [`record::BenchRecord`].
+
+pub mod energy;
+pub mod format;
+pub mod record;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::bake::store::BakedModel;
+use crate::config::Settings;
+use crate::pipeline::{Event, GenRequest, Pipeline, StageSample, StreamReport};
+use crate::shard_b::sampling::{SamplingParams, StopCriteria};
+use record::{AutoReport, BenchRecord, Probe, Role, Row, Stages};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("{0}")]
+    Plan(String),
+    #[error("{0}")]
+    Model(String),
+    #[error("split k={k}: {message}")]
+    Pipeline { k: usize, message: String },
+    #[error("stopped before the end")]
+    Cancelled,
+}
+
+/// A workload: prompt processing of N tokens, or generation of N tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Pp,
+    Tg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Test {
+    pub kind: Kind,
+    pub n: usize,
+}
+
+impl Test {
+    /// "pp512", "tg128" (llama-bench's names).
+    pub fn name(&self) -> String {
+        match self.kind {
+            Kind::Pp => format!("pp{}", self.n),
+            Kind::Tg => format!("tg{}", self.n),
+        }
+    }
+}
+
+/// Which splits to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Splits {
+    /// The configured split (`split.layers`).
+    Configured,
+    List(Vec<usize>),
+    Auto,
+}
+
+/// What `--split auto` optimizes, and how long it may search.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AutoOptions {
+    /// Concurrency to optimize at: 1 = latency of one stream, more =
+    /// throughput of that many streams.
+    pub streams: usize,
+    pub budget: Duration,
+    /// Tokens generated per stream in a probe.
+    pub probe_tokens: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub tests: Vec<Test>,
+    pub reps: usize,
+    pub warmup: usize,
+    pub streams: Vec<usize>,
+    pub splits: Splits,
+    pub baselines: bool,
+    pub auto: AutoOptions,
+    /// Prompt tokens of a tg test (generation starts after them).
+    pub tg_prompt: usize,
+}
+
+/// Parse a llama-bench style list: "1,2,4", "4-12" (every value), "4-12+4"
+/// (a step). `flag` names the option in errors.
+pub fn parse_list(flag: &str, s: &str) -> Result<Vec<usize>, String> {
+    let bad = |item: &str, why: &str| {
+        format!(
+            "{flag} {s}: '{item}' {why} (give numbers like 1,2,4 or ranges like 4-12 or 4-12+2)"
+        )
+    };
+    let num = |item: &str, t: &str| {
+        t.trim()
+            .parse::<usize>()
+            .map_err(|_| bad(item, "is not a whole number"))
+    };
+    let mut out = Vec::new();
+    for item in s.split(',').map(str::trim) {
+        if item.is_empty() {
+            return Err(bad(item, "is empty"));
+        }
+        match item.split_once('-') {
+            None => out.push(num(item, item)?),
+            Some((a, rest)) => {
+                let (b, step) = match rest.split_once('+') {
+                    Some((b, st)) => (b, num(item, st)?),
+                    None => (rest, 1),
+                };
+                let (a, b) = (num(item, a)?, num(item, b)?);
+                if step == 0 {
+                    return Err(bad(item, "has a step of 0"));
+                }
+                if b < a {
+                    return Err(bad(item, "runs backwards"));
+                }
+                out.extend((a..=b).step_by(step));
+            }
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|v| seen.insert(*v));
+    Ok(out)
+}
+
+/// Why the bench reports what it reports, as it runs.
+#[derive(Debug, Clone)]
+pub enum BenchEvent {
+    /// What will run (auto-split: the configurations are known after the search).
+    Planned {
+        model: String,
+        layers: usize,
+        shard_a: String,
+        shard_b: String,
+        runs: usize,
+    },
+    /// Starting a configuration (shard B loads, the executive compiles).
+    Loading {
+        k: usize,
+        role: Role,
+    },
+    /// A run starts; `rep` is None for a warm-up.
+    RunStarted {
+        k: usize,
+        test: Test,
+        streams: usize,
+        rep: Option<usize>,
+        reps: usize,
+    },
+    /// Tokens so far in the run (prompt tokens for pp, generated for tg)
+    /// and the rate so far.
+    Progress {
+        tokens: usize,
+        target: usize,
+        tok_s: f64,
+    },
+    /// A run ended (`tok_s` as the row counts it).
+    RunDone {
+        tok_s: f64,
+        warmup: bool,
+    },
+    /// A probe of the auto-split search.
+    Probe(Probe),
+    /// The search's answer.
+    Auto(AutoReport),
+    Row(Box<Row>),
+    /// The pipeline's own events (executive start, stages), for live panes.
+    Pipeline(Event),
+}
+
+/// Stops a running bench from another thread (the live screen's quit).
+#[derive(Clone, Default)]
+pub struct StopFlag(Arc<AtomicBool>);
+
+impl StopFlag {
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn stopped(&self) -> bool {
+        self.0.load(Ordering::SeqCst) || crate::supervisor::interrupted()
+    }
+}
+
+/// Mean and sample standard deviation (0 for a single value).
+pub fn mean_sd(v: &[f64]) -> (f64, f64) {
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    if v.len() < 2 {
+        return (mean, 0.0);
+    }
+    let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (n - 1.0);
+    (mean, var.sqrt())
+}
+
+/// One measured run.
+#[derive(Debug, Clone)]
+struct RunResult {
+    tok_s: f64,
+    /// Tokens the run counted: prompt tokens (pp) or generated tokens (tg).
+    tokens: usize,
+    ttft_ms: f64,
+    stages: Stages,
+    joules: Option<f64>,
+}
+
+/// Prompt ids for stream `i`: spread over the vocabulary, away from the
+/// lowest ids (where special tokens usually are), the same in every run.
+fn prompt_ids(len: usize, stream: usize, vocab: usize) -> Vec<u32> {
+    let span = vocab.saturating_sub(16).max(1);
+    (0..len)
+        .map(|j| (8 + (j * 7919 + stream * 104_729 + 13) % span) as u32)
+        .collect()
+}
+
+struct Runner<'a> {
+    settings: &'a Settings,
+    model_dir: &'a Path,
+    layers: usize,
+    vocab: usize,
+    plan: &'a Plan,
+    stop: StopFlag,
+    energy: energy::EnergyMeter,
+}
+
+impl Runner<'_> {
+    fn open(&self, k: usize, sink: &mut dyn FnMut(BenchEvent)) -> Result<Pipeline, BenchError> {
+        let mut s = self.settings.clone();
+        s.split.layers = k as i64;
+        Pipeline::new(&s, self.model_dir, &mut |e| sink(BenchEvent::Pipeline(e))).map_err(|e| {
+            BenchError::Pipeline {
+                k,
+                message: e.to_string(),
+            }
+        })
+    }
+
+    /// Run `streams` copies of `test` to the end and measure them.
+    fn measure(
+        &self,
+        p: &mut Pipeline,
+        k: usize,
+        test: Test,
+        streams: usize,
+        sink: &mut dyn FnMut(BenchEvent),
+    ) -> Result<RunResult, BenchError> {
+        let (prompt_len, new_tokens) = match test.kind {
+            Kind::Pp => (test.n, 1),
+            Kind::Tg => (self.plan.tg_prompt, test.n),
+        };
+        let target = streams * test.n;
+        let mut ids = Vec::new();
+        let before = self.energy.read();
+        let t0 = Instant::now();
+        for i in 0..streams {
+            let req = GenRequest {
+                prompt: prompt_ids(prompt_len, i, self.vocab),
+                max_new_tokens: new_tokens,
+                sampling: SamplingParams::greedy(),
+                stop: StopCriteria {
+                    ignore_eos: true,
+                    ..Default::default()
+                },
+                record_logits: false,
+            };
+            ids.push(p.submit(req).map_err(|e| BenchError::Pipeline {
+                k,
+                message: e.to_string(),
+            })?);
+        }
+        let mut stages: Vec<StageSample> = Vec::new();
+        let mut first: Option<Instant> = None;
+        let mut count = 0usize;
+        let mut last_progress = Instant::now();
+        let mut reports: Vec<StreamReport> = Vec::new();
+        while reports.len() < ids.len() {
+            if self.stop.stopped() {
+                for &id in &ids {
+                    p.cancel(id, &mut |_| {});
+                }
+                p.take_finished();
+                return Err(BenchError::Cancelled);
+            }
+            let mut progressed = false;
+            p.poll(&mut |e| {
+                match &e {
+                    Event::Stage(st) => {
+                        if st.prefill == (test.kind == Kind::Pp) {
+                            stages.push(*st);
+                        }
+                        if test.kind == Kind::Pp && st.prefill {
+                            count += st.tokens;
+                            progressed = true;
+                        }
+                    }
+                    Event::Token { id, .. } if *id != u32::MAX && test.kind == Kind::Tg => {
+                        count += 1;
+                        first.get_or_insert_with(Instant::now);
+                        progressed = true;
+                    }
+                    _ => {}
+                }
+                sink(BenchEvent::Pipeline(e));
+            })
+            .map_err(|e| BenchError::Pipeline {
+                k,
+                message: e.to_string(),
+            })?;
+            reports.extend(
+                p.take_finished()
+                    .into_iter()
+                    .filter(|r| ids.contains(&r.stream)),
+            );
+            if progressed && last_progress.elapsed() >= Duration::from_millis(50) {
+                last_progress = Instant::now();
+                let tok_s = match (test.kind, first) {
+                    (Kind::Tg, Some(f)) if count > streams => {
+                        (count - streams) as f64 / f.elapsed().as_secs_f64().max(1e-9)
+                    }
+                    (Kind::Pp, _) => count as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+                    _ => 0.0,
+                };
+                sink(BenchEvent::Progress {
+                    tokens: count.min(target),
+                    target,
+                    tok_s,
+                });
+            }
+        }
+        let after = self.energy.read();
+        if let Some(r) = reports
+            .iter()
+            .find(|r| r.finish == "error" || r.error.is_some())
+        {
+            return Err(BenchError::Pipeline {
+                k,
+                message: r.error.clone().unwrap_or_else(|| "a stream failed".into()),
+            });
+        }
+        let ttft: Vec<f64> = reports.iter().map(|r| r.metrics.ttft_ms).collect();
+        let (ttft_mean, _) = mean_sd(&ttft);
+        let (tok_s, tokens) = match test.kind {
+            Kind::Pp => {
+                let tokens: usize = reports.iter().map(|r| r.metrics.prompt_tokens).sum();
+                let slowest = ttft.iter().cloned().fold(0.0, f64::max);
+                (tokens as f64 / (slowest / 1e3).max(1e-9), tokens)
+            }
+            Kind::Tg => {
+                let tokens: usize = reports.iter().map(|r| r.metrics.generated).sum();
+                // The first token of each stream is its time to first
+                // token, not decode: decode runs from the earliest first
+                // token to the last token of all streams.
+                let decoded: usize = reports
+                    .iter()
+                    .map(|r| r.metrics.generated.saturating_sub(1))
+                    .sum();
+                let start = ttft.iter().cloned().fold(f64::INFINITY, f64::min);
+                let end = reports
+                    .iter()
+                    .map(|r| r.metrics.total_ms)
+                    .fold(0.0, f64::max);
+                (decoded as f64 / ((end - start) / 1e3).max(1e-9), tokens)
+            }
+        };
+        let joules = match (&before, &after) {
+            (Some(b), Some(a)) => self.energy.joules(b, a),
+            _ => None,
+        };
+        Ok(RunResult {
+            tok_s,
+            tokens,
+            ttft_ms: ttft_mean,
+            stages: Stages::mean_of(&stages),
+            joules,
+        })
+    }
+
+    /// Warm-ups, then the repetitions of one test at one concurrency.
+    fn row(
+        &self,
+        p: &mut Pipeline,
+        k: usize,
+        role: Role,
+        test: Test,
+        streams: usize,
+        sink: &mut dyn FnMut(BenchEvent),
+    ) -> Result<Row, BenchError> {
+        let reps = self.plan.reps;
+        for _ in 0..self.plan.warmup {
+            sink(BenchEvent::RunStarted {
+                k,
+                test,
+                streams,
+                rep: None,
+                reps,
+            });
+            let r = self.measure(p, k, test, streams, sink)?;
+            sink(BenchEvent::RunDone {
+                tok_s: r.tok_s,
+                warmup: true,
+            });
+        }
+        let mut runs = Vec::new();
+        for rep in 0..reps {
+            sink(BenchEvent::RunStarted {
+                k,
+                test,
+                streams,
+                rep: Some(rep),
+                reps,
+            });
+            let r = self.measure(p, k, test, streams, sink)?;
+            sink(BenchEvent::RunDone {
+                tok_s: r.tok_s,
+                warmup: false,
+            });
+            runs.push(r);
+        }
+        let samples: Vec<f64> = runs.iter().map(|r| r.tok_s).collect();
+        let (mean, sd) = mean_sd(&samples);
+        let ttfts: Vec<f64> = runs.iter().map(|r| r.ttft_ms).collect();
+        let (ttft_mean, ttft_sd) = mean_sd(&ttfts);
+        let joules: Option<Vec<f64>> = runs
+            .iter()
+            .map(|r| r.joules.map(|j| j / r.tokens.max(1) as f64))
+            .collect();
+        let stage_list: Vec<Stages> = runs.iter().map(|r| r.stages).collect();
+        Ok(Row {
+            split: k,
+            layers: self.layers,
+            role,
+            test: test.name(),
+            kind: test.kind,
+            n: test.n,
+            streams,
+            reps,
+            samples,
+            tokens: runs.iter().map(|r| r.tokens).collect(),
+            tok_s: mean,
+            tok_s_sd: sd,
+            ttft_ms: ttft_mean,
+            ttft_ms_sd: ttft_sd,
+            stages: Stages::mean_of_means(&stage_list),
+            joules_per_token: joules.map(|j| mean_sd(&j).0),
+            vs_half: None,
+            vs_a_only: None,
+            vs_b_only: None,
+        })
+    }
+
+    /// Throughput of one probe: a short tg at the auto concurrency.
+    fn probe(&self, k: usize, sink: &mut dyn FnMut(BenchEvent)) -> Result<f64, BenchError> {
+        sink(BenchEvent::Loading {
+            k,
+            role: Role::for_split(k, self.layers),
+        });
+        let mut p = self.open(k, sink)?;
+        let test = Test {
+            kind: Kind::Tg,
+            n: self.plan.auto.probe_tokens,
+        };
+        let streams = self.plan.auto.streams;
+        // One short warm-up (first-call costs), then the measured run.
+        let warm = Test {
+            kind: Kind::Tg,
+            n: 2.max(test.n / 4),
+        };
+        let r = self
+            .measure(&mut p, k, warm, streams, sink)
+            .and_then(|_| self.measure(&mut p, k, test, streams, sink));
+        p.shutdown();
+        let r = r?;
+        sink(BenchEvent::Probe(Probe { k, tok_s: r.tok_s }));
+        Ok(r.tok_s)
+    }
+
+    /// Pattern search over k in [1, L-1] from the half split: try ± step
+    /// around the best so far, halve the step when neither side is better,
+    /// stop at step 0 or when the budget is spent. Decode time per token is
+    /// a sum of two stage times that trade layers, so the curve has one
+    /// peak and the search finds it in O(log L) probes.
+    fn auto(&self, sink: &mut dyn FnMut(BenchEvent)) -> Result<AutoReport, BenchError> {
+        let l = self.layers;
+        let start = Instant::now();
+        let half = l / 2;
+        let mut probes: Vec<Probe> = Vec::new();
+        let measure = |k: usize,
+                       probes: &mut Vec<Probe>,
+                       sink: &mut dyn FnMut(BenchEvent)|
+         -> Result<f64, BenchError> {
+            if let Some(p) = probes.iter().find(|p| p.k == k) {
+                return Ok(p.tok_s);
+            }
+            let v = self.probe(k, sink)?;
+            probes.push(Probe { k, tok_s: v });
+            Ok(v)
+        };
+        let lo = 1.min(l);
+        let hi = l.saturating_sub(1).max(lo);
+        let mut best = half.clamp(lo, hi);
+        let mut best_v = measure(best, &mut probes, sink)?;
+        let mut step = (l / 4).max(1);
+        let mut out_of_time = false;
+        'search: while step > 0 {
+            let mut moved = false;
+            for cand in [best.saturating_sub(step), best + step] {
+                if cand < lo || cand > hi || cand == best {
+                    continue;
+                }
+                if start.elapsed() >= self.plan.auto.budget {
+                    out_of_time = true;
+                    break 'search;
+                }
+                let v = measure(cand, &mut probes, sink)?;
+                if v > best_v {
+                    best = cand;
+                    best_v = v;
+                    moved = true;
+                    break;
+                }
+            }
+            if !moved {
+                step /= 2;
+            }
+        }
+        let half_v = probes
+            .iter()
+            .find(|p| p.k == half)
+            .map(|p| p.tok_s)
+            .unwrap_or(best_v);
+        let report = AutoReport {
+            streams: self.plan.auto.streams,
+            objective: if self.plan.auto.streams == 1 {
+                "latency of one stream (tg t/s)".into()
+            } else {
+                format!("throughput of {} streams (tg t/s)", self.plan.auto.streams)
+            },
+            probe_tokens: self.plan.auto.probe_tokens,
+            budget_s: self.plan.auto.budget.as_secs_f64(),
+            spent_s: start.elapsed().as_secs_f64(),
+            out_of_time,
+            probes,
+            best,
+            half,
+            gain_over_half: best_v / half_v.max(1e-12) - 1.0,
+        };
+        sink(BenchEvent::Auto(report.clone()));
+        Ok(report)
+    }
+}
+
+/// Check a plan against the model and the settings before anything runs.
+fn validate(plan: &Plan, settings: &Settings, layers: usize) -> Result<Vec<usize>, BenchError> {
+    let bad = |m: String| Err(BenchError::Plan(m));
+    if plan.tests.is_empty() {
+        return bad("nothing to run: give --pp and/or --tg sizes (e.g. --pp 512 --tg 128)".into());
+    }
+    if plan.reps == 0 {
+        return bad("--reps must be at least 1".into());
+    }
+    if plan.streams.is_empty() || plan.streams.contains(&0) {
+        return bad("--streams: every value must be at least 1".into());
+    }
+    let cap = settings.shard_a.kv_capacity;
+    for t in &plan.tests {
+        if t.n == 0 {
+            return bad(format!("{}: a test needs at least 1 token", t.name()));
+        }
+        if t.kind == Kind::Tg && t.n < 2 {
+            return bad(format!(
+                "{}: tg needs at least 2 tokens (the first is timed as time to first token)",
+                t.name()
+            ));
+        }
+        let need = match t.kind {
+            Kind::Pp => t.n + 1,
+            Kind::Tg => plan.tg_prompt + t.n,
+        };
+        if need > cap {
+            return bad(format!(
+                "{} needs {need} positions but shard_a.kv_capacity is {cap}: use a smaller size or --set shard_a.kv_capacity={need}",
+                t.name()
+            ));
+        }
+    }
+    let mut ks = match &plan.splits {
+        Splits::Configured => vec![settings.split_for(layers)],
+        Splits::List(v) => v.clone(),
+        Splits::Auto => Vec::new(),
+    };
+    if let Some(k) = ks.iter().find(|k| **k > layers) {
+        return bad(format!(
+            "--split {k}: the model has {layers} layers, so k must be 0..={layers}"
+        ));
+    }
+    if plan.baselines {
+        for b in [layers, 0] {
+            if !ks.contains(&b) {
+                ks.push(b);
+            }
+        }
+    }
+    Ok(ks)
+}
+
+/// Run the plan on the baked model in `model_dir`. The settings give
+/// devices, cores and everything else; the split is the plan's.
+pub fn run(
+    settings: &Settings,
+    profile: &str,
+    model_dir: &Path,
+    plan: &Plan,
+    stop: StopFlag,
+    sink: &mut dyn FnMut(BenchEvent),
+) -> Result<BenchRecord, BenchError> {
+    let model = BakedModel::open(model_dir).map_err(|e| BenchError::Model(e.to_string()))?;
+    let layers = model.spec().num_layers;
+    let vocab = model.spec().vocab_size;
+    let desc = record::ModelDesc::of(&model);
+    drop(model);
+    let mut ks = validate(plan, settings, layers)?;
+    let runner = Runner {
+        settings,
+        model_dir,
+        layers,
+        vocab,
+        plan,
+        stop: stop.clone(),
+        energy: energy::EnergyMeter::new(&crate::hw::Root::live()),
+    };
+    let mut seen = std::collections::HashSet::new();
+    ks.retain(|k| seen.insert(*k));
+    let per_config = plan.tests.len() * plan.streams.len() * (plan.reps + plan.warmup);
+    let auto = if plan.splits == Splits::Auto {
+        let a = runner.auto(sink)?;
+        ks.splice(0..0, [a.half, a.best]);
+        Some(a)
+    } else {
+        None
+    };
+    sink(BenchEvent::Planned {
+        model: desc.name.clone(),
+        layers,
+        shard_a: settings.shard_a.device.clone(),
+        shard_b: settings.shard_b.backend.clone(),
+        runs: per_config * ks.len(),
+    });
+    let mut rows = Vec::new();
+    let mut adapter = String::new();
+    let mut complete = true;
+    let mut failure = None;
+    'configs: for &k in &ks {
+        let role = Role::for_split(k, layers);
+        sink(BenchEvent::Loading { k, role });
+        let mut p = match runner.open(k, sink) {
+            Ok(p) => p,
+            Err(e) => {
+                complete = false;
+                failure = Some(e);
+                break;
+            }
+        };
+        adapter = p.shard_b.info.name.clone();
+        for &test in &plan.tests {
+            for &s in &plan.streams {
+                match runner.row(&mut p, k, role, test, s, sink) {
+                    Ok(r) => {
+                        sink(BenchEvent::Row(Box::new(r.clone())));
+                        rows.push(r);
+                    }
+                    Err(e) => {
+                        p.shutdown();
+                        complete = false;
+                        failure = Some(e);
+                        break 'configs;
+                    }
+                }
+            }
+        }
+        p.shutdown();
+    }
+    record::add_ratios(&mut rows, layers);
+    if rows.is_empty()
+        && let Some(e) = failure
+    {
+        return Err(e);
+    }
+    let rec = BenchRecord::new(
+        settings,
+        profile,
+        desc,
+        adapter,
+        plan,
+        auto,
+        runner.energy.source.clone(),
+        rows,
+        complete,
+        failure.map(|e| e.to_string()),
+    );
+    Ok(rec)
+}
