@@ -458,6 +458,9 @@ fn bench_plan(a: &BenchArgs, g: &Global) -> Result<hybrid_tui::bench::Plan> {
         tests.push(Test { kind: Kind::Tg, n });
     }
     let streams = list("--streams", &a.streams)?;
+    if streams.contains(&0) {
+        bail!("--streams: every value must be at least 1");
+    }
     let splits = match g.split.as_deref() {
         None => Splits::Configured,
         Some("auto") => Splits::Auto,
@@ -553,7 +556,7 @@ fn cmd_bench(loaded: &Loaded, g: &Global, a: BenchArgs, screen: bool) -> Result<
     };
     let no_save = a.no_save;
     let path = results.clone();
-    let save = move |rec: &record::BenchRecord| -> String {
+    let save = move |rec: &mut record::BenchRecord| -> String {
         if no_save {
             return format!("run {} not saved (--no-save)", rec.id);
         }
@@ -609,7 +612,8 @@ fn cmd_bench(loaded: &Loaded, g: &Global, a: BenchArgs, screen: bool) -> Result<
             bench::StopFlag::default(),
             &mut sink,
         )?;
-        let saved = save(&rec);
+        let mut rec = rec;
+        let saved = save(&mut rec);
         (rec, saved)
     };
     let text =

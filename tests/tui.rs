@@ -496,3 +496,183 @@ fn the_download_pane_and_the_model_outcome() {
     term.draw(|f| hybrid_tui::tui::ui::render(f, &app)).unwrap();
     assert!(app.failure.is_some());
 }
+
+/// `hybrid-tui bench` on a terminal, mid-run: progress, the current run
+/// (rate, tokens, stage bar), devices, a real segment's ring occupancy, the
+/// rows so far and both charts. Events as the runner sends them.
+#[test]
+fn bench_screen_mid_run_snapshot() {
+    use hybrid_tui::bench::record::{Role, Row, Stages, add_ratios};
+    use hybrid_tui::bench::{BenchEvent, Kind, Test};
+    use hybrid_tui::pipeline::StageSample;
+    use hybrid_tui::ring::{RingId, Segment, SegmentSpec, SlotHeader, kind};
+    use hybrid_tui::tui::app::Screen;
+
+    let s = Settings::default();
+    let keymap = Keymap::new(&s.keys.map()).unwrap();
+    let mut app = App::new("cpu", "llama-3.2-1b", keymap, Box::new(|_| {}));
+    app.screen = Screen::Bench;
+    app.on_event(AppEvent::Telemetry(Box::new(fixed_snapshot())));
+    let bench = |app: &mut App, e: BenchEvent| app.on_event(AppEvent::Bench(Box::new(e)));
+    bench(
+        &mut app,
+        BenchEvent::Planned {
+            model: "llama-3.2-1b".into(),
+            layers: 16,
+            shard_a: "CPU".into(),
+            shard_b: "cpu".into(),
+            runs: 40,
+        },
+    );
+    // A real segment with three token messages and one activation waiting.
+    let seg = Segment::create(&SegmentSpec {
+        token_slots: 8,
+        token_slot_bytes: 4096,
+        act_slots: 8,
+        act_slot_bytes: 32768,
+    })
+    .unwrap();
+    let h = SlotHeader {
+        kind: kind::TOKENS,
+        ..Default::default()
+    };
+    let mut tx = seg.producer(RingId::Tokens);
+    for _ in 0..3 {
+        assert!(tx.send(h, &[1; 8], Duration::ZERO).unwrap());
+    }
+    let mut ta = seg.producer(RingId::Activations);
+    assert!(ta.send(h, &[2; 64], Duration::ZERO).unwrap());
+    bench(
+        &mut app,
+        BenchEvent::Pipeline(Event::Supervisor(SupervisorEvent::Started {
+            segment: seg.name().to_string(),
+            pid: common::HW_EXEC_PID,
+        })),
+    );
+    app.on_event(AppEvent::Tick);
+    let mk = |split: usize, streams: usize, tok_s: f64, sd: f64| Row {
+        split,
+        layers: 16,
+        role: Role::for_split(split, 16),
+        test: "tg32".into(),
+        kind: Kind::Tg,
+        n: 32,
+        streams,
+        reps: 3,
+        samples: vec![tok_s - sd, tok_s, tok_s + sd],
+        tokens: vec![32 * streams; 3],
+        tok_s,
+        tok_s_sd: sd,
+        ttft_ms: 850.0 / streams as f64 + 120.0 * split as f64 / 8.0,
+        ttft_ms_sd: 12.5,
+        stages: Stages {
+            a_ms: 11.0 * split as f64,
+            a_to_b_wait_ms: 0.2,
+            b_ms: 9.0 * (16 - split) as f64 + 30.0,
+            b_to_a_wait_ms: 0.1,
+        },
+        joules_per_token: None,
+        vs_half: None,
+        vs_a_only: None,
+        vs_b_only: None,
+    };
+    for (k, s1, s2) in [(16, 3.1, 3.3), (0, 2.2, 2.6), (4, 2.6, 3.4), (8, 2.9, 5.2)] {
+        bench(&mut app, BenchEvent::Row(Box::new(mk(k, 1, s1, 0.05))));
+        bench(&mut app, BenchEvent::Row(Box::new(mk(k, 2, s2, 0.11))));
+    }
+    bench(
+        &mut app,
+        BenchEvent::Loading {
+            k: 12,
+            role: Role::Hybrid,
+        },
+    );
+    bench(
+        &mut app,
+        BenchEvent::RunStarted {
+            k: 12,
+            test: Test {
+                kind: Kind::Tg,
+                n: 32,
+            },
+            streams: 2,
+            rep: Some(1),
+            reps: 3,
+        },
+    );
+    for _ in 0..5 {
+        bench(
+            &mut app,
+            BenchEvent::Pipeline(Event::Stage(StageSample {
+                stream: 0,
+                tokens: 1,
+                prefill: false,
+                b_to_a_wait_ms: 0.1,
+                a_ms: 131.0,
+                a_to_b_wait_ms: 2.0,
+                b_ms: 66.0,
+            })),
+        );
+    }
+    bench(
+        &mut app,
+        BenchEvent::Progress {
+            tokens: 40,
+            target: 64,
+            tok_s: 5.87,
+        },
+    );
+    // 8 rows + 3 measured runs before this one (runs_done counts RunDone only).
+    for _ in 0..3 {
+        bench(
+            &mut app,
+            BenchEvent::RunDone {
+                tok_s: 5.0,
+                warmup: false,
+            },
+        );
+    }
+    // RunDone completes the run in progress: start it again for the picture.
+    bench(
+        &mut app,
+        BenchEvent::RunStarted {
+            k: 12,
+            test: Test {
+                kind: Kind::Tg,
+                n: 32,
+            },
+            streams: 2,
+            rep: Some(1),
+            reps: 3,
+        },
+    );
+    bench(
+        &mut app,
+        BenchEvent::Progress {
+            tokens: 40,
+            target: 64,
+            tok_s: 5.87,
+        },
+    );
+    let mut want = app.bench.rows.clone();
+    add_ratios(&mut want, 16);
+    assert_eq!(app.bench.rows, want, "the view keeps ratios current");
+    let mut term = Terminal::new(TestBackend::new(120, 40)).unwrap();
+    term.draw(|f| hybrid_tui::tui::ui::render(f, &app)).unwrap();
+    let text = screen(&term);
+    assert!(text.contains("run 3/40"), "{text}");
+    assert!(
+        text.contains("k=12/16 · tg32 · 2 stream(s) · rep 2/3"),
+        "{text}"
+    );
+    assert!(text.contains("40/64 tokens"), "{text}");
+    assert!(text.contains("5.87 decode t/s"), "{text}");
+    assert!(text.contains("tokens B→A: 3/8 used"), "{text}");
+    assert!(text.contains("hidden A→B: 1/8 used"), "{text}");
+    assert!(text.contains("8/16"), "{text}");
+    insta::assert_snapshot!("bench_screen", text);
+    // q stops the bench (the front end's guard stops the runner).
+    app.on_event(AppEvent::Term(key(KeyCode::Char('q'))));
+    assert!(app.quit);
+    drop(seg);
+}

@@ -487,8 +487,9 @@ impl Runner<'_> {
         Ok(r.tok_s)
     }
 
-    /// Pattern search over k in [1, L-1] from the half split: try ± step
-    /// around the best so far, halve the step when neither side is better,
+    /// Pattern search over k in [1, L-1] from the half split: probe both
+    /// k ± step around the best so far and move to the better one if it
+    /// beats it, else halve the step;
     /// stop at step 0 or when the budget is spent. Decode time per token is
     /// a sum of two stage times that trade layers, so the curve has one
     /// peak and the search finds it in O(log L) probes.
@@ -515,25 +516,27 @@ impl Runner<'_> {
         let mut step = (l / 4).max(1);
         let mut out_of_time = false;
         'search: while step > 0 {
-            let mut moved = false;
+            let mut round: Option<(usize, f64)> = None;
             for cand in [best.saturating_sub(step), best + step] {
                 if cand < lo || cand > hi || cand == best {
                     continue;
                 }
-                if start.elapsed() >= self.plan.auto.budget {
+                let cached = probes.iter().any(|p| p.k == cand);
+                if !cached && start.elapsed() >= self.plan.auto.budget {
                     out_of_time = true;
                     break 'search;
                 }
                 let v = measure(cand, &mut probes, sink)?;
-                if v > best_v {
-                    best = cand;
-                    best_v = v;
-                    moved = true;
-                    break;
+                if round.is_none_or(|(_, r)| v > r) {
+                    round = Some((cand, v));
                 }
             }
-            if !moved {
-                step /= 2;
+            match round {
+                Some((k, v)) if v > best_v => {
+                    best = k;
+                    best_v = v;
+                }
+                _ => step /= 2,
             }
         }
         let half_v = probes

@@ -399,10 +399,23 @@ pub fn results_file() -> Option<PathBuf> {
     crate::paths::data_dir().map(|d| d.join("bench").join("results.jsonl"))
 }
 
-/// Append a run to the results file (one JSON line).
-pub fn append(path: &Path, rec: &BenchRecord) -> std::io::Result<()> {
+/// Append a run to the results file (one JSON line). A run whose id is
+/// taken already (two runs in one second) gets "-2", "-3", ... added.
+pub fn append(path: &Path, rec: &mut BenchRecord) -> std::io::Result<()> {
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d)?;
+    }
+    let taken: std::collections::HashSet<String> = std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v.get("id").and_then(|i| i.as_str()).map(String::from))
+        .collect();
+    let base = rec.id.clone();
+    let mut n = 2;
+    while taken.contains(&rec.id) {
+        rec.id = format!("{base}-{n}");
+        n += 1;
     }
     let mut line = serde_json::to_string(rec).map_err(std::io::Error::other)?;
     line.push('\n');

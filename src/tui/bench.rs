@@ -17,7 +17,8 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::symbols::Marker;
 use ratatui::text::Line;
 use ratatui::widgets::{
-    Axis, Block, Borders, Cell, Chart, Dataset, Gauge, GraphType, Paragraph, Row as TRow, Table,
+    Axis, Block, Borders, Cell, Chart, Dataset, Gauge, GraphType, LegendPosition, Paragraph,
+    Row as TRow, Table,
 };
 
 use super::app::App;
@@ -207,9 +208,9 @@ pub fn render(f: &mut Frame, app: &App, area: Rect) {
         progress,
     );
     let [cur, dev, ring] = Layout::horizontal([
-        Constraint::Percentage(40),
-        Constraint::Percentage(35),
-        Constraint::Percentage(25),
+        Constraint::Percentage(38),
+        Constraint::Percentage(32),
+        Constraint::Percentage(30),
     ])
     .areas(top);
     current_pane(f, app, cur);
@@ -428,6 +429,8 @@ fn chart(f: &mut Frame, area: Rect, title: &str, xname: &str, data: &[(String, V
     };
     let c = Chart::new(sets)
         .block(block)
+        .legend_position(Some(LegendPosition::TopLeft))
+        .hidden_legend_constraints((Constraint::Percentage(60), Constraint::Percentage(80)))
         .x_axis(
             Axis::default()
                 .title(xname.to_string())
@@ -465,7 +468,13 @@ fn split_chart(f: &mut Frame, b: &BenchView, area: Rect) {
         |r| format!("{} ×{}", r.test, r.streams),
         |r| r.split as f64,
     );
-    chart(f, area, &format!(" {what} t/s against split k "), "k", &data);
+    chart(
+        f,
+        area,
+        &format!(" {what} t/s against split k "),
+        "k",
+        &data,
+    );
 }
 
 fn streams_chart(f: &mut Frame, b: &BenchView, area: Rect) {
@@ -475,5 +484,11 @@ fn streams_chart(f: &mut Frame, b: &BenchView, area: Rect) {
         |r| format!("{} k={}", r.test, r.split),
         |r| r.streams as f64,
     );
-    chart(f, area, &format!(" {what} t/s against streams "), "streams", &data);
+    chart(
+        f,
+        area,
+        &format!(" {what} t/s against streams "),
+        "streams",
+        &data,
+    );
 }

@@ -360,7 +360,7 @@ pub fn run_bench_screen(
     profile: &str,
     model_dir: PathBuf,
     plan: crate::bench::Plan,
-    save: impl Fn(&crate::bench::record::BenchRecord) -> String + Send + 'static,
+    save: impl Fn(&mut crate::bench::record::BenchRecord) -> String + Send + 'static,
 ) -> anyhow::Result<Option<(crate::bench::record::BenchRecord, String)>> {
     let (tx, mut rx) = unbounded_channel();
     init_logging(settings, tx.clone());
@@ -390,8 +390,8 @@ pub fn run_bench_screen(
                     let _ = etx.send(AppEvent::Bench(Box::new(e)));
                 });
                 let done = match r {
-                    Ok(rec) => {
-                        let saved = save(&rec);
+                    Ok(mut rec) => {
+                        let saved = save(&mut rec);
                         if let Ok(mut g) = out.lock() {
                             *g = Some((rec.clone(), saved.clone()));
                         }
