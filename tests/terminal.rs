@@ -119,20 +119,25 @@ impl Session {
         tmux(&s.sock, &["send-keys", "-t", "t", "Enter"]);
         let screen = s.wait_for("the answer", 120, |s| s.contains("tok/s · ttft"));
         assert!(screen.contains("Hello there"), "{screen}");
+        s.find_processes();
+        Some(s)
+    }
+
+    /// The app in the pane and its executive.
+    fn find_processes(&mut self) {
         let pane = tmux(
-            &s.sock,
+            &self.sock,
             &["display-message", "-p", "-t", "t", "#{pane_pid}"],
         );
         let pane: u32 = pane.trim().parse().unwrap();
-        s.app = common::children_of(pane)
+        self.app = common::children_of(pane)
             .into_iter()
             .find(|p| comm(*p).starts_with("hybrid-tui"))
             .expect("the app process");
-        s.executive = common::children_of(s.app)
+        self.executive = common::children_of(self.app)
             .into_iter()
             .find(|p| comm(*p).starts_with("hybrid-exec"))
             .expect("the executive process");
-        Some(s)
     }
 
     /// After the app is gone: its status line, terminal mode, no executive,
@@ -250,4 +255,66 @@ fn a_closed_terminal_leaves_nothing_behind() {
     );
     let left = segments_of(s.app);
     assert!(left.is_empty(), "segments left: {left:?}");
+}
+
+/// `hybrid-tui bench` on a terminal: the live screen runs, q stops it
+/// mid-run, the terminal is cooked again, the executive and the segment are
+/// gone, the rows so far are printed and saved, and the exit code says it
+/// stopped early.
+#[test]
+fn the_bench_screen_runs_live_and_q_stops_it() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        assert!(std::env::var("HYBRID_TUI_REQUIRE_TMUX").is_err());
+        return;
+    }
+    let model = common::baked_model(hybrid_tui::model::Arch::Llama, "int4_sym");
+    let home = tempfile::tempdir().unwrap();
+    let sock = home.path().join("tmux.sock");
+    let after = home.path().join("after.txt");
+    let bin = env!("CARGO_BIN_EXE_hybrid-tui");
+    let h = home.path().display();
+    let script = format!(
+        "export XDG_CONFIG_HOME={h}/config XDG_DATA_HOME={h}/data XDG_STATE_HOME={h}/state XDG_CACHE_HOME={h}/cache HYBRID_TUI_PROFILE=cpu; \
+         {bin} bench --model {m} --pp 0 --tg 400 --reps 60 --split 2 --no-baselines; echo \"exit=$?\" > {a}; stty -a >> {a}; echo done-marker; sleep 30",
+        m = model.display(),
+        a = after.display()
+    );
+    tmux(
+        &sock,
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            "t",
+            "-x",
+            "120",
+            "-y",
+            "40",
+            "bash",
+            "-c",
+            &script,
+        ],
+    );
+    let mut s = Session {
+        _home: home,
+        sock,
+        after,
+        app: 0,
+        executive: 0,
+    };
+    let screen = s.wait_for("the bench mid-run", 120, |s| {
+        s.contains("rep 3/60") && s.contains("decode t/s")
+    });
+    assert!(
+        screen.contains("hybrid-tui bench · baked-llama-int4_sym"),
+        "{screen}"
+    );
+    assert!(screen.contains("tokens B→A:"), "the ring pane: {screen}");
+    assert!(screen.contains("CPU "), "the devices pane: {screen}");
+    s.find_processes();
+    tmux(&s.sock, &["send-keys", "-t", "t", "q"]);
+    let out = s.wait_for("the app to exit", 60, |s| s.contains("done-marker"));
+    assert!(out.contains("saved as run"), "{out}");
+    assert!(out.contains("stopped early"), "{out}");
+    s.check_clean_exit("exit=1");
 }

@@ -388,7 +388,9 @@ impl Runner<'_> {
         })
     }
 
-    /// Warm-ups, then the repetitions of one test at one concurrency.
+    /// Warm-ups, then the repetitions of one test at one concurrency. A
+    /// stop after some repetitions keeps them: the row is returned with the
+    /// repetitions done and the error that ended it.
     fn row(
         &self,
         p: &mut Pipeline,
@@ -397,7 +399,7 @@ impl Runner<'_> {
         test: Test,
         streams: usize,
         sink: &mut dyn FnMut(BenchEvent),
-    ) -> Result<Row, BenchError> {
+    ) -> Result<(Row, Option<BenchError>), BenchError> {
         let reps = self.plan.reps;
         for _ in 0..self.plan.warmup {
             sink(BenchEvent::RunStarted {
@@ -414,6 +416,7 @@ impl Runner<'_> {
             });
         }
         let mut runs = Vec::new();
+        let mut ended = None;
         for rep in 0..reps {
             sink(BenchEvent::RunStarted {
                 k,
@@ -422,13 +425,25 @@ impl Runner<'_> {
                 rep: Some(rep),
                 reps,
             });
-            let r = self.measure(p, k, test, streams, sink)?;
-            sink(BenchEvent::RunDone {
-                tok_s: r.tok_s,
-                warmup: false,
-            });
-            runs.push(r);
+            match self.measure(p, k, test, streams, sink) {
+                Ok(r) => {
+                    sink(BenchEvent::RunDone {
+                        tok_s: r.tok_s,
+                        warmup: false,
+                    });
+                    runs.push(r);
+                }
+                Err(e) if !runs.is_empty() => {
+                    ended = Some(e);
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
         }
+        Ok((self.row_of(k, role, test, streams, &runs), ended))
+    }
+
+    fn row_of(&self, k: usize, role: Role, test: Test, streams: usize, runs: &[RunResult]) -> Row {
         let samples: Vec<f64> = runs.iter().map(|r| r.tok_s).collect();
         let (mean, sd) = mean_sd(&samples);
         let ttfts: Vec<f64> = runs.iter().map(|r| r.ttft_ms).collect();
@@ -438,7 +453,7 @@ impl Runner<'_> {
             .map(|r| r.joules.map(|j| j / r.tokens.max(1) as f64))
             .collect();
         let stage_list: Vec<Stages> = runs.iter().map(|r| r.stages).collect();
-        Ok(Row {
+        Row {
             split: k,
             layers: self.layers,
             role,
@@ -446,7 +461,7 @@ impl Runner<'_> {
             kind: test.kind,
             n: test.n,
             streams,
-            reps,
+            reps: runs.len(),
             samples,
             tokens: runs.iter().map(|r| r.tokens).collect(),
             tok_s: mean,
@@ -458,7 +473,7 @@ impl Runner<'_> {
             vs_half: None,
             vs_a_only: None,
             vs_b_only: None,
-        })
+        }
     }
 
     /// Throughput of one probe: a short tg at the auto concurrency.
@@ -680,9 +695,15 @@ pub fn run(
         for &test in &plan.tests {
             for &s in &plan.streams {
                 match runner.row(&mut p, k, role, test, s, sink) {
-                    Ok(r) => {
+                    Ok((r, ended)) => {
                         sink(BenchEvent::Row(Box::new(r.clone())));
                         rows.push(r);
+                        if let Some(e) = ended {
+                            p.shutdown();
+                            complete = false;
+                            failure = Some(e);
+                            break 'configs;
+                        }
                     }
                     Err(e) => {
                         p.shutdown();
