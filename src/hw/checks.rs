@@ -317,6 +317,7 @@ pub fn model_need(settings: &Settings) -> Reading<ModelNeed> {
     };
     let mut a_bytes = 0u64;
     let mut b_elems = 0u64;
+    let mut b_packed = 0u64;
     let mut files_seen = std::collections::BTreeSet::new();
     for (name, t) in &m.tensors {
         let layer = name
@@ -340,7 +341,16 @@ pub fn model_need(settings: &Settings) -> Reading<ModelNeed> {
             a_bytes += file_len(&dir.join(file_for(name)));
         }
         if in_b {
-            b_elems += numel;
+            if settings.shard_b.weights_dtype == "packed" && t.scheme.is_int() {
+                // Packed as stored, plus f32 scales and zero points per group.
+                let group = t
+                    .group
+                    .unwrap_or(t.shape.last().copied().unwrap_or(1))
+                    .max(1) as u64;
+                b_packed += numel * t.scheme.bits() as u64 / 8 + numel / group * 8;
+            } else {
+                b_elems += numel;
+            }
         }
     }
     let kv_per_layer = 2
@@ -349,7 +359,7 @@ pub fn model_need(settings: &Settings) -> Reading<ModelNeed> {
         * settings.shard_a.kv_capacity as u64
         * 4;
     let kv = kv_per_layer * layers as u64;
-    let b_bytes = b_elems * b_elem;
+    let b_bytes = b_elems * b_elem + b_packed;
     let runtime = 300u64 << 20;
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
     Reading::Ok(ModelNeed {

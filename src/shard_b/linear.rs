@@ -1,10 +1,15 @@
 //! The seam between the model and its weights' storage.
 //!
-//! Today every weight is dequantized once at load (burn 0.22.1's own 4-bit
-//! matmul is unusable: it panics on Vulkan and Flex dequantizes the whole
-//! weight on every call), to f32 or f16 as the settings say. The INT4 kernels
-//! issue replaces the body of [`QuantLinear`] with packed-INT4 kernels; the
-//! model code only ever calls [`QuantLinear::forward`].
+//! A weight is either dequantized once at load to f32 or f16 (burn 0.22.1's
+//! own 4-bit matmul is unusable: it panics on Vulkan and Flex dequantizes
+//! the whole weight on every call), or, with `shard_b.weights_dtype =
+//! packed` on the CPU backend, kept packed as stored (4-bit or 8-bit with
+//! its scales) and multiplied by [`super::packed`]'s kernel. The model code
+//! only ever calls [`QuantLinear::forward`] and [`QuantLinear::embed`].
+
+use std::sync::Arc;
+
+use super::packed::Packed;
 
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
@@ -15,6 +20,8 @@ use crate::bake::store::{BakedModel, StoreError};
 pub enum WeightDtype {
     F32,
     F16,
+    /// Integer weights stay packed (CPU kernel); float weights are f32.
+    Packed,
 }
 
 impl WeightDtype {
@@ -22,28 +29,39 @@ impl WeightDtype {
         match s {
             "f32" => Some(WeightDtype::F32),
             "f16" => Some(WeightDtype::F16),
+            "packed" => Some(WeightDtype::Packed),
             _ => None,
         }
     }
     fn dtype(self) -> DType {
         match self {
-            WeightDtype::F32 => DType::F32,
+            WeightDtype::F32 | WeightDtype::Packed => DType::F32,
             WeightDtype::F16 => DType::F16,
         }
     }
     fn bytes(self) -> usize {
         match self {
-            WeightDtype::F32 => 4,
+            WeightDtype::F32 | WeightDtype::Packed => 4,
             WeightDtype::F16 => 2,
         }
     }
 }
 
+/// Where a weight lives (one per layer: the size difference does not matter).
+#[allow(clippy::large_enum_variant)]
+enum Weight {
+    /// `[out, in]` on the device, as stored: used transposed (the faster
+    /// layout on Flex).
+    Dense(Tensor<2>),
+    /// Packed on the host, for the CPU kernel.
+    Packed(Arc<Packed>),
+}
+
 /// `y = x W^T (+ b)` for a Hugging Face `[out, in]` weight.
 pub struct QuantLinear {
-    /// `[out, in]`, as stored: used transposed (the faster layout on Flex).
-    weight: Tensor<2>,
+    weight: Weight,
     bias: Option<Tensor<1>>,
+    device: Device,
     dtype: WeightDtype,
     pub out_features: usize,
     pub in_features: usize,
@@ -60,11 +78,17 @@ impl QuantLinear {
     ) -> Result<QuantLinear, StoreError> {
         let t = model.tensor(name)?;
         let (rows, cols) = (t.rows(), t.cols());
-        let values = t.dequantize();
-        let weight = Tensor::<2>::from_data(
-            TensorData::new(values, [rows, cols]),
-            (device, dtype.dtype()),
-        );
+        let packed = match dtype {
+            WeightDtype::Packed => Packed::from_stored(&t),
+            _ => None,
+        };
+        let weight = match packed {
+            Some(p) => Weight::Packed(Arc::new(p)),
+            None => Weight::Dense(Tensor::<2>::from_data(
+                TensorData::new(t.dequantize(), [rows, cols]),
+                (device, dtype.dtype()),
+            )),
+        };
         let bias = match bias {
             Some(b) => Some(Tensor::<1>::from_data(
                 TensorData::new(model.f32(b)?, [rows]),
@@ -75,6 +99,7 @@ impl QuantLinear {
         Ok(QuantLinear {
             weight,
             bias,
+            device: device.clone(),
             dtype,
             out_features: rows,
             in_features: cols,
@@ -83,12 +108,26 @@ impl QuantLinear {
 
     /// `x`: `[tokens, in]` f32 → `[tokens, out]` f32.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let y = match self.dtype {
-            WeightDtype::F32 => x.matmul(self.weight.clone().transpose()),
-            WeightDtype::F16 => x
+        let y = match (&self.weight, self.dtype) {
+            (Weight::Packed(p), _) => {
+                let tokens = x.dims()[0];
+                // The CPU backend's tensors are host memory: one copy out,
+                // one copy back in.
+                let xs = x
+                    .into_data()
+                    .try_into_vec_as::<f32>()
+                    .expect("shard B activations are f32 on the CPU backend");
+                let y = p.matmul(&xs, tokens);
+                Tensor::<2>::from_data(
+                    TensorData::new(y, [tokens, p.rows]),
+                    (&self.device, DType::F32),
+                )
+            }
+            (Weight::Dense(w), WeightDtype::F16) => x
                 .cast(DType::F16)
-                .matmul(self.weight.clone().transpose())
+                .matmul(w.clone().transpose())
                 .cast(DType::F32),
+            (Weight::Dense(w), _) => x.matmul(w.clone().transpose()),
         };
         match &self.bias {
             Some(b) => y + b.clone().unsqueeze::<2>(),
@@ -98,16 +137,32 @@ impl QuantLinear {
 
     /// Rows of the weight as f32: an embedding lookup (`[out, in]` is `[vocab, hidden]`).
     pub fn embed(&self, ids: Tensor<1, Int>) -> Tensor<2> {
-        self.weight.clone().select(0, ids).cast(DType::F32)
+        match &self.weight {
+            Weight::Dense(w) => w.clone().select(0, ids).cast(DType::F32),
+            Weight::Packed(p) => {
+                let ids: Vec<i64> = ids.into_data().try_into_vec_as::<i64>().unwrap_or_default();
+                let mut rows = Vec::with_capacity(ids.len() * p.cols);
+                for id in &ids {
+                    rows.extend(p.row((*id).clamp(0, p.rows as i64 - 1) as usize));
+                }
+                Tensor::<2>::from_data(
+                    TensorData::new(rows, [ids.len(), p.cols]),
+                    (&self.device, DType::F32),
+                )
+            }
+        }
     }
 
     /// Bytes this layer keeps resident on the device.
     pub fn resident_bytes(&self) -> usize {
-        self.out_features * self.in_features * self.dtype.bytes()
-            + self
-                .bias
-                .as_ref()
-                .map(|_| self.out_features * 4)
-                .unwrap_or(0)
+        let w = match &self.weight {
+            Weight::Packed(p) => p.resident_bytes(),
+            Weight::Dense(_) => self.out_features * self.in_features * self.dtype.bytes(),
+        };
+        w + self
+            .bias
+            .as_ref()
+            .map(|_| self.out_features * 4)
+            .unwrap_or(0)
     }
 }

@@ -16,6 +16,7 @@
 
 pub mod device;
 pub mod linear;
+pub mod packed;
 pub mod sampling;
 
 use burn::tensor::activation::{silu, softmax};
@@ -32,6 +33,10 @@ pub enum ShardBError {
     Store(#[from] StoreError),
     #[error("split k={k} is out of range: the model has {layers} layers (0 ≤ k ≤ {layers})")]
     Split { k: usize, layers: usize },
+    #[error(
+        "shard_b.weights_dtype = packed runs on the CPU backend only (shard B is on {adapter}); set shard_b.weights_dtype to f16 or f32 for a GPU"
+    )]
+    PackedOnGpu { adapter: String },
     #[error(
         "stream is full: {len} + {new} tokens exceed its KV capacity {capacity}; raise shard_a.kv_capacity or start a new conversation"
     )]
@@ -167,6 +172,11 @@ impl ShardB {
         weights_dtype: WeightDtype,
     ) -> Result<ShardB, ShardBError> {
         let spec = model.spec().clone();
+        if weights_dtype == WeightDtype::Packed && info.is_gpu {
+            return Err(ShardBError::PackedOnGpu {
+                adapter: info.name.clone(),
+            });
+        }
         if first_layer > spec.num_layers {
             return Err(ShardBError::Split {
                 k: first_layer,

@@ -1,0 +1,316 @@
+//! Shard B's CPU kernel for NNCF-layout integer weights, kept packed:
+//! `y = x · Wᵀ` with `W[r, c] = (q[r, c] - zp[r, g]) · scale[r, g]`,
+//! `g = c / group`, for 4-bit (two values per byte, element 2k in the low
+//! nibble, as the baked store and OpenVINO keep them) and 8-bit weights,
+//! symmetric (signed) or asymmetric (unsigned with zero points).
+//!
+//! At load the values are made unsigned (a signed i4 nibble XOR 8, a
+//! signed i8 byte XOR 0x80, with the zero point 8 or 128), so one kernel
+//! computes every scheme as `scale · (Σ u·x − zp · Σ x)` per group. The
+//! activation row is split once into its even and odd elements (the low and
+//! the high nibbles of a byte), and group sums of x are computed once per
+//! token. Rows are split over the CPU pool (rayon); inside a row an AVX2+FMA
+//! loop (runtime detection) widens 8 bytes at a time to f32 and multiplies
+//! them into eight-lane accumulators; a scalar loop is the fallback.
+
+use rayon::prelude::*;
+
+use crate::bake::store::StoredTensor;
+
+/// An integer weight as the kernel reads it.
+#[derive(Debug, Clone)]
+pub struct Packed {
+    pub rows: usize,
+    pub cols: usize,
+    /// Elements per scale along a row (cols when per channel).
+    pub group: usize,
+    /// 4 or 8.
+    pub bits: u32,
+    /// Unsigned values: rows × cols/2 bytes (4-bit) or rows × cols (8-bit).
+    q: Vec<u8>,
+    /// rows × groups.
+    scales: Vec<f32>,
+    /// rows × groups zero points (unsigned domain).
+    zps: Vec<f32>,
+}
+
+fn f16_at(b: &[u8], i: usize) -> f32 {
+    half::f16::from_le_bytes([b[2 * i], b[2 * i + 1]]).to_f32()
+}
+
+impl Packed {
+    /// Take a stored integer weight (None for f16/f32 weights).
+    pub fn from_stored(t: &StoredTensor) -> Option<Packed> {
+        let s = t.scheme;
+        if !s.is_int() {
+            return None;
+        }
+        let (rows, cols, group) = (t.rows(), t.cols(), t.group);
+        let groups = rows * (cols / group);
+        let bits = s.bits() as u32;
+        if bits == 4 && (cols % 2 != 0 || group % 2 != 0) {
+            return None;
+        }
+        let scales_b = t.scales?;
+        let scales: Vec<f32> = (0..groups).map(|i| f16_at(scales_b, i)).collect();
+        let signed = !s.is_asym();
+        let q: Vec<u8> = match (bits, signed) {
+            (4, true) => t.data.iter().map(|b| b ^ 0x88).collect(),
+            (8, true) => t.data.iter().map(|b| b ^ 0x80).collect(),
+            _ => t.data.to_vec(),
+        };
+        let zps: Vec<f32> = if signed {
+            vec![if bits == 4 { 8.0 } else { 128.0 }; groups]
+        } else {
+            let z = t.zero_points?;
+            (0..groups)
+                .map(|i| {
+                    if bits == 4 {
+                        let b = z[i / 2];
+                        (if i % 2 == 0 { b & 15 } else { b >> 4 }) as f32
+                    } else {
+                        z[i] as f32
+                    }
+                })
+                .collect()
+        };
+        Some(Packed {
+            rows,
+            cols,
+            group,
+            bits,
+            q,
+            scales,
+            zps,
+        })
+    }
+
+    /// Bytes kept: the values, the scales and zero points (f32 each).
+    pub fn resident_bytes(&self) -> usize {
+        self.q.len() + 4 * self.scales.len() + 4 * self.zps.len()
+    }
+
+    fn row_bytes(&self) -> usize {
+        self.cols * self.bits as usize / 8
+    }
+
+    /// Row `r` as f32 (embedding lookups, tests).
+    pub fn row(&self, r: usize) -> Vec<f32> {
+        let groups = self.cols / self.group;
+        let qr = &self.q[r * self.row_bytes()..(r + 1) * self.row_bytes()];
+        (0..self.cols)
+            .map(|c| {
+                let u = if self.bits == 4 {
+                    let b = qr[c / 2];
+                    if c % 2 == 0 { b & 15 } else { b >> 4 }
+                } else {
+                    qr[c]
+                } as f32;
+                let g = r * groups + c / self.group;
+                (u - self.zps[g]) * self.scales[g]
+            })
+            .collect()
+    }
+
+    /// `x`: `[tokens, cols]` row-major → `[tokens, rows]`, with the best
+    /// kernel this CPU has.
+    pub fn matmul(&self, x: &[f32], tokens: usize) -> Vec<f32> {
+        self.matmul_with(x, tokens, Kernel::Best)
+    }
+
+    /// [`Packed::matmul`] with a chosen inner loop (tests compare both).
+    pub fn matmul_with(&self, x: &[f32], tokens: usize, kernel: Kernel) -> Vec<f32> {
+        assert_eq!(x.len(), tokens * self.cols, "activation size");
+        let groups = self.cols / self.group;
+        // Per token: the activation's even and odd elements (4-bit), and
+        // its sum over each group.
+        let prep: Vec<Prepared> = x
+            .chunks_exact(self.cols)
+            .map(|xt| Prepared::new(xt, self.bits, self.group))
+            .collect();
+        let mut out = vec![0f32; tokens * self.rows];
+        // Output is [tokens, rows]; work goes by blocks of rows.
+        const BLOCK: usize = 16;
+        let mut by_row = vec![0f32; self.rows * tokens];
+        by_row
+            .par_chunks_mut(BLOCK * tokens)
+            .enumerate()
+            .for_each(|(b, chunk)| {
+                let r0 = b * BLOCK;
+                for (i, o) in chunk.chunks_mut(tokens).enumerate() {
+                    let r = r0 + i;
+                    let qr = &self.q[r * self.row_bytes()..(r + 1) * self.row_bytes()];
+                    let sc = &self.scales[r * groups..(r + 1) * groups];
+                    let zp = &self.zps[r * groups..(r + 1) * groups];
+                    for (t, p) in prep.iter().enumerate() {
+                        o[t] = match kernel {
+                            Kernel::Best => row_dot(qr, sc, zp, p, self.bits, self.group),
+                            Kernel::Scalar => row_dot_scalar(qr, sc, zp, p, self.bits, self.group),
+                        };
+                    }
+                }
+            });
+        for r in 0..self.rows {
+            for t in 0..tokens {
+                out[t * self.rows + r] = by_row[r * tokens + t];
+            }
+        }
+        out
+    }
+}
+
+/// Which inner loop [`Packed::matmul_with`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// AVX2 + FMA where the CPU has them, else scalar.
+    Best,
+    Scalar,
+}
+
+/// The inner loop [`Kernel::Best`] picks on this CPU.
+pub fn best_kernel_name() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx2() {
+            return "avx2+fma";
+        }
+    }
+    "scalar"
+}
+
+/// One token's activation, laid out for the kernel.
+struct Prepared {
+    /// 4-bit: even elements then odd elements, each group contiguous
+    /// (group/2 evens, group/2 odds); 8-bit: x as is.
+    x: Vec<f32>,
+    /// Σ x per group.
+    sums: Vec<f32>,
+}
+
+impl Prepared {
+    fn new(x: &[f32], bits: u32, group: usize) -> Prepared {
+        let sums = x.chunks_exact(group).map(|g| g.iter().sum()).collect();
+        let x = if bits == 4 {
+            let mut v = Vec::with_capacity(x.len());
+            for g in x.chunks_exact(group) {
+                v.extend(g.iter().step_by(2));
+                v.extend(g.iter().skip(1).step_by(2));
+            }
+            v
+        } else {
+            x.to_vec()
+        };
+        Prepared { x, sums }
+    }
+}
+
+fn row_dot(q: &[u8], sc: &[f32], zp: &[f32], p: &Prepared, bits: u32, group: usize) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx2() {
+            // SAFETY: AVX2 and FMA were detected at run time.
+            return unsafe { row_dot_avx2(q, sc, zp, p, bits, group) };
+        }
+    }
+    row_dot_scalar(q, sc, zp, p, bits, group)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+}
+
+/// The same sum in plain Rust (machines without AVX2, odd group sizes).
+fn row_dot_scalar(q: &[u8], sc: &[f32], zp: &[f32], p: &Prepared, bits: u32, group: usize) -> f32 {
+    let mut total = 0f32;
+    let gb = group * bits as usize / 8;
+    for (g, qg) in q.chunks_exact(gb).enumerate() {
+        let xg = &p.x[g * group..(g + 1) * group];
+        let mut acc = 0f32;
+        if bits == 4 {
+            let (even, odd) = xg.split_at(group / 2);
+            for (k, b) in qg.iter().enumerate() {
+                acc += (b & 15) as f32 * even[k] + (b >> 4) as f32 * odd[k];
+            }
+        } else {
+            for (k, b) in qg.iter().enumerate() {
+                acc += *b as f32 * xg[k];
+            }
+        }
+        total += sc[g] * (acc - zp[g] * p.sums[g]);
+    }
+    total
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn row_dot_avx2(
+    q: &[u8],
+    sc: &[f32],
+    zp: &[f32],
+    p: &Prepared,
+    bits: u32,
+    group: usize,
+) -> f32 {
+    use std::arch::x86_64::*;
+    let gb = group * bits as usize / 8;
+    // Bytes handled 8 at a time; a tail (group not a multiple of 16 or 8)
+    // goes through the scalar sum.
+    let step = 8usize;
+    let mut total = 0f32;
+    unsafe {
+        let mask = _mm256_set1_epi32(15);
+        for (g, qg) in q.chunks_exact(gb).enumerate() {
+            let xg = p.x.as_ptr().add(g * group);
+            let mut acc0 = _mm256_setzero_ps();
+            let mut acc1 = _mm256_setzero_ps();
+            let full = gb / step * step;
+            let mut k = 0;
+            if bits == 4 {
+                let odd = xg.add(group / 2);
+                while k < full {
+                    let b = _mm_loadl_epi64(qg.as_ptr().add(k) as *const __m128i);
+                    let w = _mm256_cvtepu8_epi32(b);
+                    let lo = _mm256_cvtepi32_ps(_mm256_and_si256(w, mask));
+                    let hi = _mm256_cvtepi32_ps(_mm256_srli_epi32(w, 4));
+                    acc0 = _mm256_fmadd_ps(lo, _mm256_loadu_ps(xg.add(k)), acc0);
+                    acc1 = _mm256_fmadd_ps(hi, _mm256_loadu_ps(odd.add(k)), acc1);
+                    k += step;
+                }
+                let mut tail = 0f32;
+                for (j, b) in qg.iter().enumerate().skip(k) {
+                    tail += (b & 15) as f32 * *xg.add(j) + (b >> 4) as f32 * *odd.add(j);
+                }
+                let acc = hsum(_mm256_add_ps(acc0, acc1)) + tail;
+                total += sc[g] * (acc - zp[g] * p.sums[g]);
+            } else {
+                while k < full {
+                    let b = _mm_loadl_epi64(qg.as_ptr().add(k) as *const __m128i);
+                    let v = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b));
+                    acc0 = _mm256_fmadd_ps(v, _mm256_loadu_ps(xg.add(k)), acc0);
+                    k += step;
+                }
+                let mut tail = 0f32;
+                for (j, b) in qg.iter().enumerate().skip(k) {
+                    tail += *b as f32 * *xg.add(j);
+                }
+                let acc = hsum(_mm256_add_ps(acc0, acc1)) + tail;
+                total += sc[g] * (acc - zp[g] * p.sums[g]);
+            }
+        }
+    }
+    total
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn hsum(v: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let lo = _mm256_castps256_ps128(v);
+    let hi = _mm256_extractf128_ps(v, 1);
+    let s = _mm_add_ps(lo, hi);
+    let s = _mm_hadd_ps(s, s);
+    let s = _mm_hadd_ps(s, s);
+    _mm_cvtss_f32(s)
+}

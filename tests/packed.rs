@@ -1,0 +1,169 @@
+//! Shard B's packed-weight CPU kernel against the store's own dequantizer
+//! (an independent f64 matmul over `StoredTensor::dequantize`), on fresh
+//! random weights and activations, for 4-bit and 8-bit, symmetric and
+//! asymmetric, group 128 and per channel, odd sizes and byte counts that
+//! are not a multiple of the SIMD width; both inner loops.
+
+use hybrid_tui::bake::quant::{Scheme, pack_u4, quantize};
+use hybrid_tui::bake::store::StoredTensor;
+use hybrid_tui::shard_b::packed::{Kernel, Packed};
+use rand::{Rng, SeedableRng};
+
+/// Tolerance: |y - ref| ≤ 2e-5 · Σ|w·x| (f32 accumulation over ≤ 8192
+/// terms against an f64 reference, relative to the sum's magnitude).
+const TOL: f64 = 2e-5;
+
+struct Stored {
+    scheme: Scheme,
+    shape: [usize; 2],
+    group: usize,
+    data: Vec<u8>,
+    scales: Vec<u8>,
+    zps: Option<Vec<u8>>,
+}
+
+impl Stored {
+    fn view(&self) -> StoredTensor<'_> {
+        StoredTensor {
+            scheme: self.scheme,
+            shape: &self.shape,
+            group: self.group,
+            data: &self.data,
+            scales: Some(&self.scales),
+            zero_points: self.zps.as_deref(),
+        }
+    }
+}
+
+/// Quantize random N(0, 1/cols) weights the way the bake does and lay the
+/// parts out as the store keeps them.
+fn make(
+    rng: &mut rand_chacha::ChaCha8Rng,
+    rows: usize,
+    cols: usize,
+    group: usize,
+    scheme: Scheme,
+) -> Stored {
+    let w: Vec<f32> = (0..rows * cols)
+        .map(|_| {
+            let u: f32 = rng.random_range(-1.0..1.0);
+            u * 1.7 / (cols as f32).sqrt()
+        })
+        .collect();
+    let m = quantize(&w, rows, cols, scheme, group);
+    let data = if scheme.bits() == 4 {
+        pack_u4(&m.q)
+    } else {
+        m.q.clone()
+    };
+    let scales = m
+        .scales_f16()
+        .iter()
+        .flat_map(|s| s.to_le_bytes())
+        .collect();
+    let zps = m.zero_points.as_ref().map(|z| {
+        if scheme.bits() == 4 {
+            pack_u4(z)
+        } else {
+            z.clone()
+        }
+    });
+    Stored {
+        scheme,
+        shape: [rows, cols],
+        group,
+        data,
+        scales,
+        zps,
+    }
+}
+
+fn check(seed: u64, rows: usize, cols: usize, group: usize, scheme: Scheme, tokens: usize) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let s = make(&mut rng, rows, cols, group, scheme);
+    let t = s.view();
+    let w = t.dequantize();
+    let p = Packed::from_stored(&t).expect("an integer weight packs");
+    let x: Vec<f32> = (0..tokens * cols)
+        .map(|_| rng.random_range(-2.0..2.0))
+        .collect();
+    for kernel in [Kernel::Best, Kernel::Scalar] {
+        let y = p.matmul_with(&x, tokens, kernel);
+        assert_eq!(y.len(), tokens * rows);
+        for ti in 0..tokens {
+            for r in 0..rows {
+                let (mut exact, mut mag) = (0f64, 0f64);
+                for c in 0..cols {
+                    let v = w[r * cols + c] as f64 * x[ti * cols + c] as f64;
+                    exact += v;
+                    mag += v.abs();
+                }
+                let got = y[ti * rows + r] as f64;
+                assert!(
+                    (got - exact).abs() <= TOL * mag + 1e-7,
+                    "{scheme:?} {rows}×{cols} g{group} {kernel:?} token {ti} row {r}: {got} vs {exact} (Σ|wx| {mag}, seed {seed})"
+                );
+            }
+        }
+    }
+    // Rows (embedding lookups) are the dequantized rows exactly.
+    for r in [0, rows / 2, rows - 1] {
+        assert_eq!(
+            p.row(r),
+            w[r * cols..(r + 1) * cols].to_vec(),
+            "{scheme:?} row {r}"
+        );
+    }
+}
+
+#[test]
+fn packed_kernel_matches_the_dequantized_reference() {
+    let seed: u64 = rand::rng().random();
+    let cases: &[(usize, usize, usize, Scheme)] = &[
+        (1, 128, 128, Scheme::Int4Sym),
+        (7, 256, 128, Scheme::Int4Asym),
+        (33, 384, 128, Scheme::Int4Sym),
+        (64, 2048, 128, Scheme::Int4Sym),
+        (17, 2048, 128, Scheme::Int4Asym),
+        // Per channel, and rows of 36, 65 and 100 bytes: not a multiple of 8.
+        (16, 72, 72, Scheme::Int4Asym),
+        (19, 130, 130, Scheme::Int4Sym),
+        (5, 200, 200, Scheme::Int4Sym),
+        // 8-bit (embeddings, lm_head): per channel, odd sizes.
+        (9, 100, 100, Scheme::Int8Asym),
+        (13, 257, 257, Scheme::Int8Sym),
+        (40, 2048, 2048, Scheme::Int8Asym),
+        (3, 384, 128, Scheme::Int8Sym),
+    ];
+    for (i, &(rows, cols, group, scheme)) in cases.iter().enumerate() {
+        for tokens in [1, 3] {
+            check(
+                seed.wrapping_add(i as u64 * 31 + tokens as u64),
+                rows,
+                cols,
+                group,
+                scheme,
+                tokens,
+            );
+        }
+    }
+}
+
+#[test]
+fn resident_bytes_stay_near_the_packed_size() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(rand::rng().random());
+    for (rows, cols, group, scheme) in [
+        (256, 2048, 128, Scheme::Int4Sym),
+        (256, 2048, 128, Scheme::Int4Asym),
+        (512, 2048, 2048, Scheme::Int8Asym),
+    ] {
+        let s = make(&mut rng, rows, cols, group, scheme);
+        let stored = s.data.len() + s.scales.len() + s.zps.as_ref().map_or(0, |z| z.len());
+        let p = Packed::from_stored(&s.view()).unwrap();
+        let ratio = p.resident_bytes() as f64 / stored as f64;
+        assert!(
+            ratio <= 1.15,
+            "{scheme:?} g{group}: {ratio:.3}× the stored bytes"
+        );
+    }
+}
