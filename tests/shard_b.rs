@@ -203,7 +203,11 @@ fn quant_linear_matches_dequantized_matmul() {
                 let st = model.tensor(name).expect("tensor");
                 let (rows, cols) = (st.rows(), st.cols());
                 let w = st.dequantize();
-                for (dtype, tol) in [(WeightDtype::F32, 1e-5), (WeightDtype::F16, 2e-3)] {
+                let mut kinds = vec![(WeightDtype::F32, 1e-5), (WeightDtype::F16, 2e-3)];
+                if backend == "cpu" {
+                    kinds.push((WeightDtype::Packed, 1e-5));
+                }
+                for (dtype, tol) in kinds {
                     let lin = QuantLinear::load(&model, name, None, &device, dtype).expect("load");
                     let t = 3;
                     let x: Vec<f32> = (0..t * cols).map(|_| rng.random_range(-1.0..1.0)).collect();
@@ -448,4 +452,90 @@ fn stop_on_eos_and_stop_strings() {
         ..c
     };
     assert_eq!(c.check(9, "x"), None);
+}
+
+/// Greedy tokens of a whole shard B (k = 0) over `n` steps.
+fn greedy(b: &ShardB, prompt: &[u32], n: usize) -> Vec<u32> {
+    let mut stream = b.new_stream(128);
+    let mut sampler = Sampler::new(SamplingParams::greedy());
+    let mut out = Vec::new();
+    let mut logits = b.forward_tokens(prompt, &mut stream).expect("prefill");
+    for _ in 0..n {
+        let t = sampler.sample(logits).expect("sample");
+        out.push(t);
+        logits = b.forward_tokens(&[t], &mut stream).expect("decode");
+    }
+    out
+}
+
+/// Packed weights (the CPU kernel) decode the same 64 greedy tokens as the
+/// dequantized f32 path, on each test model; and they keep no more than
+/// 1.15 × the stored bytes of the integer weights (4 bits or 8 bits plus
+/// the scales and zero points) resident.
+#[test]
+fn packed_weights_decode_like_the_dequantized_path() {
+    let seed = fresh_seed();
+    for (arch, weights) in [
+        (Arch::Llama, "int4_sym"),
+        (Arch::Qwen2, "int4_sym"),
+        (Arch::Mistral, "int4_asym"),
+    ] {
+        let model = BakedModel::open(&baked_model(arch, weights)).expect("open");
+        let spec = model.spec().clone();
+        let prompt = random_tokens(seed, 6, spec.vocab_size);
+        let dense = load(&model, 0, "cpu", WeightDtype::F32);
+        let packed = load(&model, 0, "cpu", WeightDtype::Packed);
+        let (a, b) = (greedy(&dense, &prompt, 64), greedy(&packed, &prompt, 64));
+        assert_eq!(
+            a, b,
+            "{arch:?} {weights}: packed and f32 greedy tokens differ (seed {seed})"
+        );
+        assert!(
+            a.iter().collect::<std::collections::BTreeSet<_>>().len() > 4,
+            "{arch:?}: degenerate output {a:?}"
+        );
+        // Stored bytes of shard B's weights: integer parts as on disk, the
+        // rest (norms, biases) as f32.
+        let mut stored = 0usize;
+        for (name, e) in &model.manifest.tensors {
+            let in_b = name.starts_with("model.layers.")
+                || name == model.lm_head_name()
+                || name == "model.norm.weight"
+                || (name == "model.embed_tokens.weight" && !spec.tie_word_embeddings);
+            if !in_b {
+                continue;
+            }
+            let t = model.tensor(name).expect("tensor");
+            stored += if e.scheme.is_int() {
+                t.data.len()
+                    + t.scales.map_or(0, |x| x.len())
+                    + t.zero_points.map_or(0, |x| x.len())
+            } else {
+                t.numel() * 4
+            };
+        }
+        let resident = packed.resident_weight_bytes();
+        let ratio = resident as f64 / stored as f64;
+        assert!(
+            ratio <= 1.15,
+            "{arch:?}: resident {resident} B is {ratio:.3}× the stored {stored} B"
+        );
+        assert!(
+            resident * 3 < dense.resident_weight_bytes(),
+            "{arch:?}: packed is not smaller"
+        );
+    }
+}
+
+#[test]
+fn packed_weights_on_a_gpu_are_refused_with_the_fix() {
+    let Some(b) = backends().into_iter().find(|b| *b == "vulkan") else {
+        return;
+    };
+    let model = BakedModel::open(&baked_model(Arch::Llama, "int4_sym")).expect("open");
+    let (device, info) = select_device(&settings(b)).expect("device");
+    let e = ShardB::load(&model, 2, device, info, WeightDtype::Packed)
+        .err()
+        .expect("packed on vulkan must be refused");
+    assert!(e.to_string().contains("weights_dtype to f16 or f32"), "{e}");
 }

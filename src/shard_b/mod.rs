@@ -172,7 +172,7 @@ impl ShardB {
         weights_dtype: WeightDtype,
     ) -> Result<ShardB, ShardBError> {
         let spec = model.spec().clone();
-        if weights_dtype == WeightDtype::Packed && info.is_gpu {
+        if weights_dtype == WeightDtype::Packed && info.backend != "cpu" {
             return Err(ShardBError::PackedOnGpu {
                 adapter: info.name.clone(),
             });

@@ -255,52 +255,92 @@ unsafe fn row_dot_avx2(
 ) -> f32 {
     use std::arch::x86_64::*;
     let gb = group * bits as usize / 8;
-    // Bytes handled 8 at a time; a tail (group not a multiple of 16 or 8)
-    // goes through the scalar sum.
-    let step = 8usize;
-    let mut total = 0f32;
+    // Per group: four independent eight-lane accumulators over 16 bytes a
+    // step (so FMA latency does not serialize the loop), then one FMA by
+    // the group's scale into the row's vector total; the zero-point term
+    // (zp · Σx) and any bytes past the last full step are scalar. One
+    // horizontal sum per row.
+    let mut corr = 0f32;
     unsafe {
         let mask = _mm256_set1_epi32(15);
+        let mut tot = _mm256_setzero_ps();
         for (g, qg) in q.chunks_exact(gb).enumerate() {
+            let qp = qg.as_ptr();
             let xg = p.x.as_ptr().add(g * group);
-            let mut acc0 = _mm256_setzero_ps();
-            let mut acc1 = _mm256_setzero_ps();
-            let full = gb / step * step;
+            let mut a0 = _mm256_setzero_ps();
+            let mut a1 = _mm256_setzero_ps();
+            let mut a2 = _mm256_setzero_ps();
+            let mut a3 = _mm256_setzero_ps();
             let mut k = 0;
+            let mut tail = 0f32;
             if bits == 4 {
                 let odd = xg.add(group / 2);
-                while k < full {
-                    let b = _mm_loadl_epi64(qg.as_ptr().add(k) as *const __m128i);
-                    let w = _mm256_cvtepu8_epi32(b);
-                    let lo = _mm256_cvtepi32_ps(_mm256_and_si256(w, mask));
-                    let hi = _mm256_cvtepi32_ps(_mm256_srli_epi32(w, 4));
-                    acc0 = _mm256_fmadd_ps(lo, _mm256_loadu_ps(xg.add(k)), acc0);
-                    acc1 = _mm256_fmadd_ps(hi, _mm256_loadu_ps(odd.add(k)), acc1);
-                    k += step;
+                // 8 bytes (16 weights) at byte offset $o into the low- and
+                // high-nibble accumulators.
+                macro_rules! step8 {
+                    ($o:expr, $lo:ident, $hi:ident) => {
+                        let w = _mm256_cvtepu8_epi32(_mm_loadl_epi64(qp.add($o) as *const __m128i));
+                        $lo = _mm256_fmadd_ps(
+                            _mm256_cvtepi32_ps(_mm256_and_si256(w, mask)),
+                            _mm256_loadu_ps(xg.add($o)),
+                            $lo,
+                        );
+                        $hi = _mm256_fmadd_ps(
+                            _mm256_cvtepi32_ps(_mm256_srli_epi32(w, 4)),
+                            _mm256_loadu_ps(odd.add($o)),
+                            $hi,
+                        );
+                    };
                 }
-                let mut tail = 0f32;
+                while k + 16 <= gb {
+                    step8!(k, a0, a1);
+                    step8!(k + 8, a2, a3);
+                    k += 16;
+                }
+                while k + 8 <= gb {
+                    step8!(k, a0, a1);
+                    k += 8;
+                }
                 for (j, b) in qg.iter().enumerate().skip(k) {
                     tail += (b & 15) as f32 * *xg.add(j) + (b >> 4) as f32 * *odd.add(j);
                 }
-                let acc = hsum(_mm256_add_ps(acc0, acc1)) + tail;
-                total += sc[g] * (acc - zp[g] * p.sums[g]);
             } else {
-                while k < full {
-                    let b = _mm_loadl_epi64(qg.as_ptr().add(k) as *const __m128i);
-                    let v = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b));
-                    acc0 = _mm256_fmadd_ps(v, _mm256_loadu_ps(xg.add(k)), acc0);
-                    k += step;
+                while k + 32 <= gb {
+                    let v0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                        qp.add(k) as *const __m128i
+                    )));
+                    let v1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                        qp.add(k + 8) as *const __m128i,
+                    )));
+                    let v2 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                        qp.add(k + 16) as *const __m128i,
+                    )));
+                    let v3 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                        qp.add(k + 24) as *const __m128i,
+                    )));
+                    a0 = _mm256_fmadd_ps(v0, _mm256_loadu_ps(xg.add(k)), a0);
+                    a1 = _mm256_fmadd_ps(v1, _mm256_loadu_ps(xg.add(k + 8)), a1);
+                    a2 = _mm256_fmadd_ps(v2, _mm256_loadu_ps(xg.add(k + 16)), a2);
+                    a3 = _mm256_fmadd_ps(v3, _mm256_loadu_ps(xg.add(k + 24)), a3);
+                    k += 32;
                 }
-                let mut tail = 0f32;
+                while k + 8 <= gb {
+                    let v = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                        qp.add(k) as *const __m128i
+                    )));
+                    a0 = _mm256_fmadd_ps(v, _mm256_loadu_ps(xg.add(k)), a0);
+                    k += 8;
+                }
                 for (j, b) in qg.iter().enumerate().skip(k) {
                     tail += *b as f32 * *xg.add(j);
                 }
-                let acc = hsum(_mm256_add_ps(acc0, acc1)) + tail;
-                total += sc[g] * (acc - zp[g] * p.sums[g]);
             }
+            let acc = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+            tot = _mm256_fmadd_ps(acc, _mm256_set1_ps(sc[g]), tot);
+            corr += sc[g] * (tail - zp[g] * p.sums[g]);
         }
+        hsum(tot) + corr
     }
-    total
 }
 
 #[cfg(target_arch = "x86_64")]
