@@ -149,15 +149,24 @@ fn check_greedy(arch: Arch, backend: &str) {
             .expect("argmax");
         ours.push(t);
         theirs.push(rt);
-        assert_eq!(
-            ours, theirs,
-            "{arch:?} {backend}: greedy tokens diverge (seed {seed})"
-        );
+        if t != rt {
+            // A fork is only allowed at a near tie of the reference's two
+            // best logits (f32 against f64 arithmetic): 1e-5 of the range.
+            let (top, ours_logit) = (r[rt as usize], r[t as usize]);
+            let range = r.iter().fold(0f32, |m, v| m.max(v.abs()));
+            assert!(
+                top - ours_logit <= 1e-5 * range,
+                "{arch:?} {backend}: greedy tokens diverge at step {} with a logit gap of {:.3e} (seed {seed}): {ours:?} vs {theirs:?}",
+                ours.len() - 1,
+                top - ours_logit
+            );
+            break;
+        }
         logits = b.forward_tokens(&[t], &mut stream).expect("decode");
         h = reference.forward(&[rt], spec.num_layers, &mut cache);
     }
     assert!(
-        ours.iter().collect::<std::collections::BTreeSet<_>>().len() > 4,
+        ours.len() < 16 || ours.iter().collect::<std::collections::BTreeSet<_>>().len() > 4,
         "{arch:?}: greedy output is degenerate: {ours:?}"
     );
 }
@@ -454,16 +463,35 @@ fn stop_on_eos_and_stop_strings() {
     assert_eq!(c.check(9, "x"), None);
 }
 
-/// Greedy tokens of a whole shard B (k = 0) over `n` steps.
-fn greedy(b: &ShardB, prompt: &[u32], n: usize) -> Vec<u32> {
-    let mut stream = b.new_stream(128);
-    let mut sampler = Sampler::new(SamplingParams::greedy());
+/// Greedy decoding of two whole shard Bs (k = 0) in lockstep for `n`
+/// steps: the tokens must agree, except at a near tie of the first one's
+/// two best logits (1e-5 of the range: summation order differs), where the
+/// sequences may fork and the comparison ends. Returns the common tokens.
+fn greedy_pair(a: &ShardB, b: &ShardB, prompt: &[u32], n: usize, what: &str) -> Vec<u32> {
+    let (mut sa, mut sb) = (a.new_stream(128), b.new_stream(128));
+    let mut pa = Sampler::new(SamplingParams::greedy());
+    let mut pb = Sampler::new(SamplingParams::greedy());
+    let mut la = a.forward_tokens(prompt, &mut sa).expect("prefill");
+    let mut lb = b.forward_tokens(prompt, &mut sb).expect("prefill");
     let mut out = Vec::new();
-    let mut logits = b.forward_tokens(prompt, &mut stream).expect("prefill");
-    for _ in 0..n {
-        let t = sampler.sample(logits).expect("sample");
-        out.push(t);
-        logits = b.forward_tokens(&[t], &mut stream).expect("decode");
+    for step in 0..n {
+        let ra = ShardB::read_f32(la.clone()).expect("read");
+        let (ta, tb) = (
+            pa.sample(la).expect("sample"),
+            pb.sample(lb).expect("sample"),
+        );
+        if ta != tb {
+            let range = ra.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let gap = ra[ta as usize] - ra[tb as usize];
+            assert!(
+                gap <= 1e-5 * range,
+                "{what}: greedy tokens differ at step {step} with a logit gap of {gap:.3e}: {out:?} then {ta} vs {tb}"
+            );
+            break;
+        }
+        out.push(ta);
+        la = a.forward_tokens(&[ta], &mut sa).expect("decode");
+        lb = b.forward_tokens(&[tb], &mut sb).expect("decode");
     }
     out
 }
@@ -485,14 +513,11 @@ fn packed_weights_decode_like_the_dequantized_path() {
         let prompt = random_tokens(seed, 6, spec.vocab_size);
         let dense = load(&model, 0, "cpu", WeightDtype::F32);
         let packed = load(&model, 0, "cpu", WeightDtype::Packed);
-        let (a, b) = (greedy(&dense, &prompt, 64), greedy(&packed, &prompt, 64));
-        assert_eq!(
-            a, b,
-            "{arch:?} {weights}: packed and f32 greedy tokens differ (seed {seed})"
-        );
+        let what = format!("{arch:?} {weights} packed vs f32 (seed {seed})");
+        let a = greedy_pair(&dense, &packed, &prompt, 64, &what);
         assert!(
-            a.iter().collect::<std::collections::BTreeSet<_>>().len() > 4,
-            "{arch:?}: degenerate output {a:?}"
+            a.len() < 16 || a.iter().collect::<std::collections::BTreeSet<_>>().len() > 4,
+            "{what}: degenerate output {a:?}"
         );
         // Stored bytes of shard B's weights: integer parts as on disk, the
         // rest (norms, biases) as f32.
