@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use hybrid_tui::bake::quant::{Scheme, pack_u4, quantize};
 use hybrid_tui::bake::store::StoredTensor;
-use hybrid_tui::shard_b::packed::{Packed, best_kernel_name};
+use hybrid_tui::shard_b::packed::{Kernel, Packed, best_kernel_name};
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
@@ -107,8 +107,8 @@ fn main() {
         best_kernel_name()
     );
     println!(
-        "{:<28} {:>10} {:>12} {:>10} {:>11} {:>9}",
-        "weight [out × in]", "scheme", "packed MB", "µs/matvec", "GB/s", "% of read"
+        "{:<28} {:>10} {:>10} {:>10} {:>10} {:>9}",
+        "weight [out × in]", "scheme", "packed MB", "kernel", "µs/matvec", "GB/s (% of read)"
     );
     let shapes: &[(&str, usize, usize, Scheme, usize)] = &[
         ("gate/up 8192×2048", 8192, 2048, Scheme::Int4Sym, 128),
@@ -124,25 +124,33 @@ fn main() {
     for (i, &(name, rows, cols, scheme, group)) in shapes.iter().enumerate() {
         let (p, stored) = packed(rows, cols, scheme, group, i as u64);
         let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-1.0..1.0)).collect();
-        for _ in 0..3 {
-            std::hint::black_box(p.matmul(&x, 1));
+        let kernels: &[(Kernel, &str)] = if scheme.bits() == 4 {
+            &[(Kernel::Best, "f32 act"), (Kernel::Q8, "int8 act")]
+        } else {
+            &[(Kernel::Best, "f32 act")]
+        };
+        for &(kernel, kname) in kernels {
+            for _ in 0..3 {
+                std::hint::black_box(p.matmul_with(&x, 1, kernel));
+            }
+            let mut times = Vec::new();
+            for _ in 0..iters {
+                let t = Instant::now();
+                std::hint::black_box(p.matmul_with(&x, 1, kernel));
+                times.push(t.elapsed().as_secs_f64());
+            }
+            let t = median(times);
+            let gbs = stored as f64 / t / 1e9;
+            println!(
+                "{:<28} {:>10} {:>10.1} {:>10} {:>10.1} {:>7.2} ({:.0}%)",
+                name,
+                scheme.name(),
+                stored as f64 / 1e6,
+                kname,
+                t * 1e6,
+                gbs,
+                gbs / read * 100.0
+            );
         }
-        let mut times = Vec::new();
-        for _ in 0..iters {
-            let t = Instant::now();
-            std::hint::black_box(p.matmul(&x, 1));
-            times.push(t.elapsed().as_secs_f64());
-        }
-        let t = median(times);
-        let gbs = stored as f64 / t / 1e9;
-        println!(
-            "{:<28} {:>10} {:>12.1} {:>10.1} {:>11.2} {:>8.0}%",
-            name,
-            scheme.name(),
-            stored as f64 / 1e6,
-            t * 1e6,
-            gbs,
-            gbs / read * 100.0
-        );
     }
 }

@@ -167,3 +167,72 @@ fn resident_bytes_stay_near_the_packed_size() {
         );
     }
 }
+
+/// Kernel::Q8 (int8 activations) against the exact product, within the
+/// bound of the activation's rounding: per group, Σ|w| · max|x| / 254,
+/// plus f32 accumulation (2e-5 · Σ|w·x|). Groups that do not hold whole
+/// SIMD steps fall back to the exact loop (checked with the exact tolerance).
+#[test]
+fn int8_activation_kernel_stays_within_its_rounding_bound() {
+    let seed: u64 = rand::rng().random();
+    let cases: &[(usize, usize, usize, Scheme)] = &[
+        (9, 128, 128, Scheme::Int4Sym),
+        (33, 2048, 128, Scheme::Int4Sym),
+        (17, 2048, 128, Scheme::Int4Asym),
+        (12, 512, 512, Scheme::Int4Asym),
+        // 8-bit, per channel (lm_head, embeddings).
+        (7, 2048, 2048, Scheme::Int8Asym),
+        (6, 256, 256, Scheme::Int8Sym),
+        // Fallbacks to the exact loop: groups that do not hold whole steps.
+        (5, 200, 200, Scheme::Int4Sym),
+        (7, 257, 257, Scheme::Int8Asym),
+    ];
+    for (i, &(rows, cols, group, scheme)) in cases.iter().enumerate() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_add(i as u64));
+        let s = make(&mut rng, rows, cols, group, scheme);
+        let t = s.view();
+        let w = t.dequantize();
+        let p = Packed::from_stored(&t).unwrap();
+        let tokens = 2;
+        let x: Vec<f32> = (0..tokens * cols)
+            .map(|_| rng.random_range(-2.0..2.0))
+            .collect();
+        let y = p.matmul_with(&x, tokens, Kernel::Q8);
+        let quantized =
+            (scheme.bits() == 4 && group % 64 == 0) || (scheme.bits() == 8 && group % 16 == 0);
+        let mut worst = 0f64;
+        for ti in 0..tokens {
+            let xt = &x[ti * cols..(ti + 1) * cols];
+            for r in 0..rows {
+                let wr = &w[r * cols..(r + 1) * cols];
+                let exact: f64 = wr.iter().zip(xt).map(|(a, b)| *a as f64 * *b as f64).sum();
+                let mag: f64 = wr
+                    .iter()
+                    .zip(xt)
+                    .map(|(a, b)| (*a as f64 * *b as f64).abs())
+                    .sum();
+                let mut bound = TOL * mag + 1e-7;
+                if quantized {
+                    for (wg, xg) in wr.chunks(group).zip(xt.chunks(group)) {
+                        let xmax = xg.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
+                        let wsum: f64 = wg.iter().map(|v| v.abs() as f64).sum();
+                        bound += wsum * xmax / 254.0;
+                    }
+                }
+                let err = (y[ti * rows + r] as f64 - exact).abs();
+                worst = worst.max(err / bound);
+                assert!(
+                    err <= bound,
+                    "{scheme:?} {rows}×{cols} g{group} token {ti} row {r}: error {err:.3e} over the bound {bound:.3e} (seed {seed})"
+                );
+            }
+        }
+        // The rounding is really there (the bound is not vacuous) where it applies.
+        if quantized {
+            assert!(
+                worst > 1e-3,
+                "{scheme:?} g{group}: suspiciously exact ({worst:.2e} of the bound)"
+            );
+        }
+    }
+}

@@ -465,7 +465,7 @@ impl Settings {
         one_of(
             "shard_b.weights_dtype",
             &self.shard_b.weights_dtype,
-            &["f32", "f16", "packed"],
+            &["f32", "f16", "packed", "packed-q8"],
         )?;
         let adapter = self.shard_b.adapter.as_str();
         if !(["auto", "integrated", "discrete"].contains(&adapter)

@@ -341,7 +341,7 @@ pub fn model_need(settings: &Settings) -> Reading<ModelNeed> {
             a_bytes += file_len(&dir.join(file_for(name)));
         }
         if in_b {
-            if settings.shard_b.weights_dtype == "packed" && t.scheme.is_int() {
+            if settings.shard_b.weights_dtype.starts_with("packed") && t.scheme.is_int() {
                 // Packed as stored, plus f32 scales and zero points per group.
                 let group = t
                     .group

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use super::packed::Packed;
+use super::packed::{Kernel, Packed};
 
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
@@ -22,6 +22,9 @@ pub enum WeightDtype {
     F16,
     /// Integer weights stay packed (CPU kernel); float weights are f32.
     Packed,
+    /// As Packed, with 4-bit layers multiplied by activations quantized
+    /// per group to int8 (integer dot products; see `Kernel::Q8`).
+    PackedQ8,
 }
 
 impl WeightDtype {
@@ -30,18 +33,19 @@ impl WeightDtype {
             "f32" => Some(WeightDtype::F32),
             "f16" => Some(WeightDtype::F16),
             "packed" => Some(WeightDtype::Packed),
+            "packed-q8" => Some(WeightDtype::PackedQ8),
             _ => None,
         }
     }
     fn dtype(self) -> DType {
         match self {
-            WeightDtype::F32 | WeightDtype::Packed => DType::F32,
+            WeightDtype::F32 | WeightDtype::Packed | WeightDtype::PackedQ8 => DType::F32,
             WeightDtype::F16 => DType::F16,
         }
     }
     fn bytes(self) -> usize {
         match self {
-            WeightDtype::F32 | WeightDtype::Packed => 4,
+            WeightDtype::F32 | WeightDtype::Packed | WeightDtype::PackedQ8 => 4,
             WeightDtype::F16 => 2,
         }
     }
@@ -79,7 +83,7 @@ impl QuantLinear {
         let t = model.tensor(name)?;
         let (rows, cols) = (t.rows(), t.cols());
         let packed = match dtype {
-            WeightDtype::Packed => Packed::from_stored(&t),
+            WeightDtype::Packed | WeightDtype::PackedQ8 => Packed::from_stored(&t),
             _ => None,
         };
         let weight = match packed {
@@ -117,7 +121,11 @@ impl QuantLinear {
                     .into_data()
                     .try_into_vec_as::<f32>()
                     .expect("shard B activations are f32 on the CPU backend");
-                let y = p.matmul(&xs, tokens);
+                let kernel = match self.dtype {
+                    WeightDtype::PackedQ8 => Kernel::Q8,
+                    _ => Kernel::Best,
+                };
+                let y = p.matmul_with(&xs, tokens, kernel);
                 Tensor::<2>::from_data(
                     TensorData::new(y, [tokens, p.rows]),
                     (&self.device, DType::F32),

@@ -34,7 +34,7 @@ pub enum ShardBError {
     #[error("split k={k} is out of range: the model has {layers} layers (0 ≤ k ≤ {layers})")]
     Split { k: usize, layers: usize },
     #[error(
-        "shard_b.weights_dtype = packed runs on the CPU backend only (shard B is on {adapter}); set shard_b.weights_dtype to f16 or f32 for a GPU"
+        "shard_b.weights_dtype = packed (or packed-q8) runs on the CPU backend only (shard B is on {adapter}); set shard_b.weights_dtype to f16 or f32 for a GPU"
     )]
     PackedOnGpu { adapter: String },
     #[error(
@@ -172,7 +172,9 @@ impl ShardB {
         weights_dtype: WeightDtype,
     ) -> Result<ShardB, ShardBError> {
         let spec = model.spec().clone();
-        if weights_dtype == WeightDtype::Packed && info.backend != "cpu" {
+        if matches!(weights_dtype, WeightDtype::Packed | WeightDtype::PackedQ8)
+            && info.backend != "cpu"
+        {
             return Err(ShardBError::PackedOnGpu {
                 adapter: info.name.clone(),
             });
