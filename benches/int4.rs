@@ -124,12 +124,8 @@ fn main() {
     for (i, &(name, rows, cols, scheme, group)) in shapes.iter().enumerate() {
         let (p, stored) = packed(rows, cols, scheme, group, i as u64);
         let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let kernels: &[(Kernel, &str)] = if scheme.bits() == 4 {
-            &[(Kernel::Best, "f32 act"), (Kernel::Q8, "int8 act")]
-        } else {
-            &[(Kernel::Best, "f32 act")]
-        };
-        for &(kernel, kname) in kernels {
+        let kernels = [(Kernel::Best, "f32 act"), (Kernel::Q8, "int8 act")];
+        for (kernel, kname) in kernels {
             for _ in 0..3 {
                 std::hint::black_box(p.matmul_with(&x, 1, kernel));
             }
