@@ -151,9 +151,9 @@ impl Packed {
                     for (t, p) in prep.iter().enumerate() {
                         o[t] = match kernel {
                             Kernel::Best => row_dot(qr, sc, zp, p, self.bits, self.group),
-                            Kernel::Q8 => row_dot_q8(qr, sc, zp, p, self.bits, self.group),
+                            Kernel::Q8 => row_dot_q8(qr, sc, zp, p, self.bits, self.group, true),
                             Kernel::Q8Avx2 => {
-                                row_dot_q8_no_vnni(qr, sc, zp, p, self.bits, self.group)
+                                row_dot_q8(qr, sc, zp, p, self.bits, self.group, false)
                             }
                             Kernel::Q8Scalar => {
                                 row_dot_q8_scalar(qr, sc, zp, p, self.bits, self.group)
@@ -285,28 +285,23 @@ fn q8_fits(bits: u32, group: usize) -> bool {
     (bits == 4 && group.is_multiple_of(64)) || (bits == 8 && group.is_multiple_of(16))
 }
 
-fn row_dot_q8(q: &[u8], sc: &[f32], zp: &[f32], p: &Prepared, bits: u32, group: usize) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if has_vnni() {
-            // SAFETY: AVX-512 VNNI/VL (and AVX2, FMA) were detected at run
-            // time; groups hold whole SIMD steps (q8_fits).
-            return unsafe { row_dot_q8_vnni(q, sc, zp, p, bits, group) };
-        }
-    }
-    row_dot_q8_no_vnni(q, sc, zp, p, bits, group)
-}
-
-fn row_dot_q8_no_vnni(
+/// Kernel::Q8's best loop on this CPU; `vnni: false` skips VNNI (tests).
+fn row_dot_q8(
     q: &[u8],
     sc: &[f32],
     zp: &[f32],
     p: &Prepared,
     bits: u32,
     group: usize,
+    vnni: bool,
 ) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
+        if vnni && has_vnni() {
+            // SAFETY: AVX-512 VNNI/VL (and AVX2, FMA) were detected at run
+            // time; groups hold whole SIMD steps (q8_fits).
+            return unsafe { row_dot_q8_vnni(q, sc, zp, p, bits, group) };
+        }
         if has_avx2() {
             // SAFETY: AVX2 and FMA were detected at run time; groups hold
             // whole SIMD steps (q8_fits, checked by matmul_with).
