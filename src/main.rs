@@ -401,18 +401,7 @@ fn cmd_generate(loaded: &Loaded, a: GenerateArgs) -> Result<()> {
     }
     // Before a bake can start rayon's pool with default settings.
     hybrid_tui::pipeline::configure_cpu_pool(&s.shard_b).map_err(|e| anyhow::anyhow!(e))?;
-    let mut note = |m: String| eprintln!("{m}");
-    let model_dir = match &a.model {
-        Some(d) => baked_for_source(d, &mut note)?,
-        None => {
-            let mut steps = Vec::new();
-            let r = resolve_model(s, &mut steps);
-            for step in steps {
-                eprintln!("{step}");
-            }
-            r?
-        }
-    };
+    let model_dir = model_for(s, a.model.as_deref())?;
     let opts = GenerateOptions {
         model: a.model.as_ref().map(PathBuf::from),
         prompt,
@@ -542,18 +531,7 @@ fn cmd_bench(loaded: &Loaded, g: &Global, a: BenchArgs, screen: bool) -> Result<
     let plan = bench_plan(&a, g)?;
     let s = &loaded.settings;
     hybrid_tui::pipeline::configure_cpu_pool(&s.shard_b).map_err(|e| anyhow::anyhow!(e))?;
-    let mut note = |m: String| eprintln!("{m}");
-    let model_dir = match &a.model {
-        Some(d) => baked_for_source(d, &mut note)?,
-        None => {
-            let mut steps = Vec::new();
-            let r = resolve_model(s, &mut steps);
-            for step in steps {
-                eprintln!("{step}");
-            }
-            r?
-        }
-    };
+    let model_dir = model_for(s, a.model.as_deref())?;
     let no_save = a.no_save;
     let path = results.clone();
     let save = move |rec: &mut record::BenchRecord| -> String {
@@ -627,6 +605,23 @@ fn cmd_bench(loaded: &Loaded, g: &Global, a: BenchArgs, screen: bool) -> Result<
         );
     }
     Ok(())
+}
+
+/// The baked model of a command's `--model`, else of `model.source` (the
+/// first-run default, with the demo model as its fallback); what happened
+/// goes to stderr.
+fn model_for(s: &Settings, model: Option<&str>) -> Result<PathBuf> {
+    match model {
+        Some(d) => baked_for_source(d, &mut |m| eprintln!("{m}")),
+        None => {
+            let mut steps = Vec::new();
+            let r = resolve_model(s, &mut steps);
+            for step in steps {
+                eprintln!("{step}");
+            }
+            Ok(r?)
+        }
+    }
 }
 
 /// `hybrid-tui models`: list or remove cached models.

@@ -6,9 +6,10 @@
 
 mod common;
 
+use common::app as cmd;
+
 use std::path::Path;
 
-use assert_cmd::Command;
 use common::baked_model;
 use hybrid_tui::bench::energy::EnergyMeter;
 use hybrid_tui::bench::record::{self, Role, Row, Stages};
@@ -17,16 +18,6 @@ use hybrid_tui::hw::Root;
 use hybrid_tui::model::Arch;
 use predicates::prelude::*;
 use rand::Rng;
-
-fn cmd(home: &Path) -> Command {
-    let mut c = Command::cargo_bin("hybrid-tui").unwrap();
-    c.env("XDG_CONFIG_HOME", home.join("config"))
-        .env("XDG_DATA_HOME", home.join("data"))
-        .env("XDG_STATE_HOME", home.join("state"))
-        .env("XDG_CACHE_HOME", home.join("cache"))
-        .env_remove("HYBRID_TUI_PROFILE");
-    c
-}
 
 /// A short bench on the tiny llama (4 layers): pp8 and tg6, 1 and 2
 /// streams, split 1 and 3 plus both baselines, 2 repetitions.

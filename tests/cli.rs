@@ -2,23 +2,14 @@
 
 mod common;
 
+use common::cmd;
+
 use assert_cmd::Command;
 use std::path::Path;
 
 use common::{baked_model, hf_model};
 use hybrid_tui::model::Arch;
 use predicates::prelude::*;
-
-/// A command with its own XDG directories, so nothing of the user's is read or written.
-fn cmd(bin: &str, home: &std::path::Path) -> Command {
-    let mut c = Command::cargo_bin(bin).unwrap();
-    c.env("XDG_CONFIG_HOME", home.join("config"))
-        .env("XDG_DATA_HOME", home.join("data"))
-        .env("XDG_STATE_HOME", home.join("state"))
-        .env("XDG_CACHE_HOME", home.join("cache"))
-        .env_remove("HYBRID_TUI_PROFILE");
-    c
-}
 
 /// Run `c`, require success (showing its stderr if not), parse stdout as JSON.
 fn json_of(c: &mut Command) -> serde_json::Value {

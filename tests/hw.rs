@@ -6,9 +6,10 @@
 
 mod common;
 
+use common::app as cmd;
+
 use std::path::Path;
 
-use assert_cmd::Command;
 use common::{HW_EXEC_PID, HW_PID, hw_fixture};
 use hybrid_tui::config::Settings;
 use hybrid_tui::executive::probe::{DeviceInfo, ProbeReport};
@@ -422,16 +423,6 @@ fn readme_troubleshooting_quotes_every_fix() {
     for fix in checks::ALL_FIXES {
         assert!(section.contains(fix), "README troubleshooting lacks: {fix}");
     }
-}
-
-fn cmd(home: &Path) -> Command {
-    let mut c = Command::cargo_bin("hybrid-tui").unwrap();
-    c.env("XDG_CONFIG_HOME", home.join("config"))
-        .env("XDG_DATA_HOME", home.join("data"))
-        .env("XDG_STATE_HOME", home.join("state"))
-        .env("XDG_CACHE_HOME", home.join("cache"))
-        .env_remove("HYBRID_TUI_PROFILE");
-    c
 }
 
 #[test]

@@ -67,9 +67,11 @@ impl Session {
         }
     }
 
-    /// Start the workbench in tmux and wait until it has answered a question.
-    /// None when tmux is missing and not required.
-    fn answered() -> Option<Session> {
+    /// Run `hybrid-tui ARGS` in a tmux session of `w`×`h` with its own XDG
+    /// directories; after the app exits the shell records its status and
+    /// the terminal mode, then waits. None when tmux is missing and not
+    /// required.
+    fn start(args: &str, w: u16, h: u16) -> Option<Session> {
         if Command::new("tmux").arg("-V").output().is_err() {
             assert!(
                 std::env::var("HYBRID_TUI_REQUIRE_TMUX").is_err(),
@@ -82,26 +84,42 @@ impl Session {
         let sock = home.path().join("tmux.sock");
         let after = home.path().join("after.txt");
         let bin = env!("CARGO_BIN_EXE_hybrid-tui");
-        let h = home.path().display();
-        // After the app exits, the shell records its status and the
-        // terminal mode, then waits.
+        let d = home.path().display();
         let script = format!(
-            "export XDG_CONFIG_HOME={h}/config XDG_DATA_HOME={h}/data XDG_STATE_HOME={h}/state XDG_CACHE_HOME={h}/cache HYBRID_TUI_PROFILE=cpu; \
-             {bin} --set shard_a.kv_capacity=256; echo \"exit=$?\" > {a}; stty -a >> {a}; echo done-marker; sleep 30",
+            "export XDG_CONFIG_HOME={d}/config XDG_DATA_HOME={d}/data XDG_STATE_HOME={d}/state XDG_CACHE_HOME={d}/cache HYBRID_TUI_PROFILE=cpu; \
+             {bin} {args}; echo \"exit=$?\" > {a}; stty -a >> {a}; echo done-marker; sleep 30",
             a = after.display()
         );
-        let size = ["-x", "110", "-y", "32"];
-        let mut args = vec!["new-session", "-d", "-s", "t"];
-        args.extend(size);
-        args.extend(["bash", "-c", &script]);
-        tmux(&sock, &args);
-        let mut s = Session {
+        let (w, h) = (w.to_string(), h.to_string());
+        tmux(
+            &sock,
+            &[
+                "new-session",
+                "-d",
+                "-s",
+                "t",
+                "-x",
+                &w,
+                "-y",
+                &h,
+                "bash",
+                "-c",
+                &script,
+            ],
+        );
+        Some(Session {
             _home: home,
             sock,
             after,
             app: 0,
             executive: 0,
-        };
+        })
+    }
+
+    /// Start the workbench in tmux and wait until it has answered a question.
+    /// None when tmux is missing and not required.
+    fn answered() -> Option<Session> {
+        let mut s = Session::start("--set shard_a.kv_capacity=256", 110, 32)?;
         let ready = s.wait_for("the executive to be ready", 120, |s| {
             s.contains("executive ready")
         });
@@ -186,42 +204,8 @@ fn sigterm_restores_the_terminal_and_stops_the_executive() {
 /// the terminal is cooked again.
 #[test]
 fn the_check_screen_runs_alone_and_quits_with_esc() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        assert!(std::env::var("HYBRID_TUI_REQUIRE_TMUX").is_err());
+    let Some(s) = Session::start("check", 100, 30) else {
         return;
-    }
-    let home = tempfile::tempdir().unwrap();
-    let sock = home.path().join("tmux.sock");
-    let after = home.path().join("after.txt");
-    let bin = env!("CARGO_BIN_EXE_hybrid-tui");
-    let h = home.path().display();
-    let script = format!(
-        "export XDG_CONFIG_HOME={h}/config XDG_DATA_HOME={h}/data XDG_STATE_HOME={h}/state XDG_CACHE_HOME={h}/cache HYBRID_TUI_PROFILE=cpu; \
-         {bin} check; echo \"exit=$?\" > {a}; stty -a >> {a}; echo done-marker; sleep 30",
-        a = after.display()
-    );
-    tmux(
-        &sock,
-        &[
-            "new-session",
-            "-d",
-            "-s",
-            "t",
-            "-x",
-            "100",
-            "-y",
-            "30",
-            "bash",
-            "-c",
-            &script,
-        ],
-    );
-    let s = Session {
-        _home: home,
-        sock,
-        after,
-        app: 0,
-        executive: 0,
     };
     let screen = s.wait_for("the checks and the gauges", 60, |s| {
         s.contains("recommended: --profile cpu") && s.contains("mem ")
@@ -263,44 +247,13 @@ fn a_closed_terminal_leaves_nothing_behind() {
 /// stopped early.
 #[test]
 fn the_bench_screen_runs_live_and_q_stops_it() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        assert!(std::env::var("HYBRID_TUI_REQUIRE_TMUX").is_err());
-        return;
-    }
     let model = common::baked_model(hybrid_tui::model::Arch::Llama, "int4_sym");
-    let home = tempfile::tempdir().unwrap();
-    let sock = home.path().join("tmux.sock");
-    let after = home.path().join("after.txt");
-    let bin = env!("CARGO_BIN_EXE_hybrid-tui");
-    let h = home.path().display();
-    let script = format!(
-        "export XDG_CONFIG_HOME={h}/config XDG_DATA_HOME={h}/data XDG_STATE_HOME={h}/state XDG_CACHE_HOME={h}/cache HYBRID_TUI_PROFILE=cpu; \
-         {bin} bench --model {m} --pp 0 --tg 400 --reps 60 --split 2 --no-baselines; echo \"exit=$?\" > {a}; stty -a >> {a}; echo done-marker; sleep 30",
-        m = model.display(),
-        a = after.display()
+    let args = format!(
+        "bench --model {} --pp 0 --tg 400 --reps 60 --split 2 --no-baselines",
+        model.display()
     );
-    tmux(
-        &sock,
-        &[
-            "new-session",
-            "-d",
-            "-s",
-            "t",
-            "-x",
-            "120",
-            "-y",
-            "40",
-            "bash",
-            "-c",
-            &script,
-        ],
-    );
-    let mut s = Session {
-        _home: home,
-        sock,
-        after,
-        app: 0,
-        executive: 0,
+    let Some(mut s) = Session::start(&args, 120, 40) else {
+        return;
     };
     let screen = s.wait_for("the bench mid-run", 120, |s| {
         s.contains("rep 3/60") && s.contains("decode t/s")

@@ -580,6 +580,16 @@ fn bench_screen_mid_run_snapshot() {
         bench(&mut app, BenchEvent::Row(Box::new(mk(k, 1, s1, 0.05))));
         bench(&mut app, BenchEvent::Row(Box::new(mk(k, 2, s2, 0.11))));
     }
+    // Three measured runs done before this one (runs_done counts RunDone).
+    for _ in 0..3 {
+        bench(
+            &mut app,
+            BenchEvent::RunDone {
+                tok_s: 5.0,
+                warmup: false,
+            },
+        );
+    }
     bench(
         &mut app,
         BenchEvent::Loading {
@@ -614,38 +624,6 @@ fn bench_screen_mid_run_snapshot() {
             })),
         );
     }
-    bench(
-        &mut app,
-        BenchEvent::Progress {
-            tokens: 40,
-            target: 64,
-            tok_s: 5.87,
-        },
-    );
-    // 8 rows + 3 measured runs before this one (runs_done counts RunDone only).
-    for _ in 0..3 {
-        bench(
-            &mut app,
-            BenchEvent::RunDone {
-                tok_s: 5.0,
-                warmup: false,
-            },
-        );
-    }
-    // RunDone completes the run in progress: start it again for the picture.
-    bench(
-        &mut app,
-        BenchEvent::RunStarted {
-            k: 12,
-            test: Test {
-                kind: Kind::Tg,
-                n: 32,
-            },
-            streams: 2,
-            rep: Some(1),
-            reps: 3,
-        },
-    );
     bench(
         &mut app,
         BenchEvent::Progress {

@@ -4,9 +4,8 @@
 
 use std::path::PathBuf;
 
-use nvml_wrapper::Nvml;
-
 use crate::hw::Root;
+use crate::hw::nvidia::NvidiaReader;
 
 /// One RAPL package zone: its cumulative counter and where it wraps.
 #[derive(Debug, Clone)]
@@ -19,7 +18,8 @@ struct RaplZone {
 /// Cumulative energy of what this machine lets us read.
 pub struct EnergyMeter {
     zones: Vec<RaplZone>,
-    nvml: Option<Nvml>,
+    /// NVIDIA GPUs whose energy counters answered at start.
+    nvidia: Option<NvidiaReader>,
     /// What is read ("RAPL package-0 + NVML (1 GPU)"), or why nothing is.
     pub source: String,
     pub available: bool,
@@ -80,34 +80,17 @@ impl EnergyMeter {
                 }
             }
         }
-        let nvml = if root.is_live() {
-            match Nvml::init() {
-                Ok(n) => {
-                    let count = n.device_count().unwrap_or(0);
-                    let ok = count > 0
-                        && (0..count).all(|i| {
-                            n.device_by_index(i)
-                                .and_then(|d| d.total_energy_consumption())
-                                .is_ok()
-                        });
-                    if ok {
-                        Some(n)
-                    } else {
-                        why.push("NVML has no energy counter for these GPUs".into());
-                        None
-                    }
-                }
-                Err(_) => {
-                    why.push("no NVML (no NVIDIA driver)".into());
-                    None
-                }
+        let nvidia = NvidiaReader::new(root);
+        let gpus = match nvidia.energy_mj() {
+            Ok(v) => Some(v.len()),
+            Err(e) => {
+                why.push(e);
+                None
             }
-        } else {
-            None
         };
         let mut parts: Vec<String> = zones.iter().map(|z| format!("RAPL {}", z.name)).collect();
-        if let Some(n) = &nvml {
-            parts.push(format!("NVML ({} GPU)", n.device_count().unwrap_or(0)));
+        if let Some(n) = gpus {
+            parts.push(format!("NVML ({n} GPU)"));
         }
         let available = !parts.is_empty();
         let source = if available {
@@ -117,7 +100,7 @@ impl EnergyMeter {
         };
         EnergyMeter {
             zones,
-            nvml,
+            nvidia: gpus.map(|_| nvidia),
             source,
             available,
         }
@@ -132,12 +115,9 @@ impl EnergyMeter {
         for z in &self.zones {
             v.push(read_u64(&z.energy)?);
         }
-        if let Some(n) = &self.nvml {
-            for i in 0..n.device_count().ok()? {
-                // NVML counts millijoules.
-                let mj = n.device_by_index(i).ok()?.total_energy_consumption().ok()?;
-                v.push(mj.saturating_mul(1000));
-            }
+        if let Some(n) = &self.nvidia {
+            // NVML counts millijoules.
+            v.extend(n.energy_mj().ok()?.iter().map(|mj| mj.saturating_mul(1000)));
         }
         Some(EnergyReading(v))
     }

@@ -383,7 +383,7 @@ impl Runner<'_> {
             tok_s,
             tokens,
             ttft_ms: ttft_mean,
-            stages: Stages::mean_of(&stages),
+            stages: Stages::mean(stages.iter().map(Stages::of)),
             joules,
         })
     }
@@ -401,37 +401,29 @@ impl Runner<'_> {
         sink: &mut dyn FnMut(BenchEvent),
     ) -> Result<(Row, Option<BenchError>), BenchError> {
         let reps = self.plan.reps;
-        for _ in 0..self.plan.warmup {
-            sink(BenchEvent::RunStarted {
-                k,
-                test,
-                streams,
-                rep: None,
-                reps,
-            });
-            let r = self.measure(p, k, test, streams, sink)?;
-            sink(BenchEvent::RunDone {
-                tok_s: r.tok_s,
-                warmup: true,
-            });
-        }
         let mut runs = Vec::new();
         let mut ended = None;
-        for rep in 0..reps {
+        // Warm-ups (rep None) first, then the measured repetitions.
+        let order = (0..self.plan.warmup)
+            .map(|_| None)
+            .chain((0..reps).map(Some));
+        for rep in order {
             sink(BenchEvent::RunStarted {
                 k,
                 test,
                 streams,
-                rep: Some(rep),
+                rep,
                 reps,
             });
             match self.measure(p, k, test, streams, sink) {
                 Ok(r) => {
                     sink(BenchEvent::RunDone {
                         tok_s: r.tok_s,
-                        warmup: false,
+                        warmup: rep.is_none(),
                     });
-                    runs.push(r);
+                    if rep.is_some() {
+                        runs.push(r);
+                    }
                 }
                 Err(e) if !runs.is_empty() => {
                     ended = Some(e);
@@ -452,7 +444,6 @@ impl Runner<'_> {
             .iter()
             .map(|r| r.joules.map(|j| j / r.tokens.max(1) as f64))
             .collect();
-        let stage_list: Vec<Stages> = runs.iter().map(|r| r.stages).collect();
         Row {
             split: k,
             layers: self.layers,
@@ -468,7 +459,7 @@ impl Runner<'_> {
             tok_s_sd: sd,
             ttft_ms: ttft_mean,
             ttft_ms_sd: ttft_sd,
-            stages: Stages::mean_of_means(&stage_list),
+            stages: Stages::mean(runs.iter().map(|r| r.stages)),
             joules_per_token: joules.map(|j| mean_sd(&j).0),
             vs_half: None,
             vs_a_only: None,
@@ -659,8 +650,6 @@ pub fn run(
         stop: stop.clone(),
         energy: energy::EnergyMeter::new(&crate::hw::Root::live()),
     };
-    let mut seen = std::collections::HashSet::new();
-    ks.retain(|k| seen.insert(*k));
     let per_config = plan.tests.len() * plan.streams.len() * (plan.reps + plan.warmup);
     let auto = if plan.splits == Splits::Auto {
         let a = runner.auto(sink)?;
@@ -669,6 +658,9 @@ pub fn run(
     } else {
         None
     };
+    // Once each, in order (the auto-split's winner may be the half split).
+    let mut seen = std::collections::HashSet::new();
+    ks.retain(|k| seen.insert(*k));
     sink(BenchEvent::Planned {
         model: desc.name.clone(),
         layers,

@@ -48,24 +48,31 @@ pub struct Stages {
 }
 
 impl Stages {
-    pub fn mean_of(v: &[StageSample]) -> Stages {
-        let n = v.len().max(1) as f64;
-        let sum = |f: fn(&StageSample) -> f64| v.iter().map(f).sum::<f64>() / n;
+    pub fn of(s: &StageSample) -> Stages {
         Stages {
-            a_ms: sum(|s| s.a_ms),
-            a_to_b_wait_ms: sum(|s| s.a_to_b_wait_ms),
-            b_ms: sum(|s| s.b_ms),
-            b_to_a_wait_ms: sum(|s| s.b_to_a_wait_ms),
+            a_ms: s.a_ms,
+            a_to_b_wait_ms: s.a_to_b_wait_ms,
+            b_ms: s.b_ms,
+            b_to_a_wait_ms: s.b_to_a_wait_ms,
         }
     }
-    pub fn mean_of_means(v: &[Stages]) -> Stages {
-        let n = v.len().max(1) as f64;
-        let sum = |f: fn(&Stages) -> f64| v.iter().map(f).sum::<f64>() / n;
+
+    /// The mean of each stage (zeros for none).
+    pub fn mean(v: impl IntoIterator<Item = Stages>) -> Stages {
+        let (mut sum, mut n) = (Stages::default(), 0usize);
+        for s in v {
+            sum.a_ms += s.a_ms;
+            sum.a_to_b_wait_ms += s.a_to_b_wait_ms;
+            sum.b_ms += s.b_ms;
+            sum.b_to_a_wait_ms += s.b_to_a_wait_ms;
+            n += 1;
+        }
+        let n = n.max(1) as f64;
         Stages {
-            a_ms: sum(|s| s.a_ms),
-            a_to_b_wait_ms: sum(|s| s.a_to_b_wait_ms),
-            b_ms: sum(|s| s.b_ms),
-            b_to_a_wait_ms: sum(|s| s.b_to_a_wait_ms),
+            a_ms: sum.a_ms / n,
+            a_to_b_wait_ms: sum.a_to_b_wait_ms / n,
+            b_ms: sum.b_ms / n,
+            b_to_a_wait_ms: sum.b_to_a_wait_ms / n,
         }
     }
 }

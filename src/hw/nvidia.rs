@@ -41,6 +41,23 @@ impl NvidiaReader {
         NvidiaReader { nvml }
     }
 
+    /// Each GPU's energy counter (mJ since the driver loaded; Volta and
+    /// newer), or why it cannot be read.
+    pub fn energy_mj(&self) -> Result<Vec<u64>, String> {
+        let nvml = self.nvml.as_ref().map_err(|e| e.clone())?;
+        let count = nvml.device_count().map_err(|e| format!("NVML: {e}"))?;
+        if count == 0 {
+            return Err("NVML lists no GPU".into());
+        }
+        (0..count)
+            .map(|i| {
+                nvml.device_by_index(i)
+                    .and_then(|d| d.total_energy_consumption())
+                    .map_err(|e| format!("NVML has no energy counter for GPU {i}: {e}"))
+            })
+            .collect()
+    }
+
     pub fn sample(&self) -> Reading<Vec<NvidiaGpu>> {
         let nvml = match &self.nvml {
             Ok(n) => n,

@@ -134,7 +134,6 @@ impl Packed {
             .chunks_exact(self.cols)
             .map(|xt| Prepared::new(xt, self.bits, self.group, kernel.is_q8()))
             .collect();
-        let mut out = vec![0f32; tokens * self.rows];
         // Output is [tokens, rows]; work goes by blocks of rows.
         const BLOCK: usize = 16;
         let mut by_row = vec![0f32; self.rows * tokens];
@@ -163,6 +162,11 @@ impl Packed {
                     }
                 }
             });
+        if tokens == 1 {
+            // [rows, 1] is already [1, rows] (every decode step).
+            return by_row;
+        }
+        let mut out = vec![0f32; tokens * self.rows];
         for r in 0..self.rows {
             for t in 0..tokens {
                 out[t * self.rows + r] = by_row[r * tokens + t];

@@ -219,8 +219,31 @@ pub fn render(f: &mut Frame, app: &App, area: Rect) {
     results_table(f, b, table);
     let [by_split, by_streams] =
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(charts);
-    split_chart(f, b, by_split);
-    streams_chart(f, b, by_streams);
+    let (rows, what) = chart_rows(b);
+    let per_split = series(
+        &rows,
+        |r| format!("{} ×{}", r.test, r.streams),
+        |r| r.split as f64,
+    );
+    chart(
+        f,
+        by_split,
+        &format!(" {what} t/s against split k "),
+        "k",
+        &per_split,
+    );
+    let per_streams = series(
+        &rows,
+        |r| format!("{} k={}", r.test, r.split),
+        |r| r.streams as f64,
+    );
+    chart(
+        f,
+        by_streams,
+        &format!(" {what} t/s against streams "),
+        "streams",
+        &per_streams,
+    );
     let hint = match &b.done {
         None => "q / Esc: stop the bench and quit (finished rows are saved)".to_string(),
         Some(Ok(saved)) => format!("{saved} · q: quit (the table is printed on exit)"),
@@ -366,7 +389,7 @@ const COLORS: [Color; 6] = [
 
 /// Series of (x, t/s) points, one per key, x sorted.
 fn series(
-    rows: &[Row],
+    rows: &[&Row],
     key: impl Fn(&Row) -> String,
     x: impl Fn(&Row) -> f64,
 ) -> Vec<(String, Vec<(f64, f64)>)> {
@@ -447,48 +470,15 @@ fn chart(f: &mut Frame, area: Rect, title: &str, xname: &str, data: &[(String, V
 
 /// The rows a chart draws: decode (tg) rows when there are any, else
 /// prefill (pp) rows, so one chart never mixes scales 10× apart.
-fn chart_rows(b: &BenchView) -> (Vec<Row>, &'static str) {
-    let tg: Vec<Row> = b
+fn chart_rows(b: &BenchView) -> (Vec<&Row>, &'static str) {
+    let tg: Vec<&Row> = b
         .rows
         .iter()
         .filter(|r| r.kind == crate::bench::Kind::Tg)
-        .cloned()
         .collect();
     if tg.is_empty() {
-        (b.rows.clone(), "prefill")
+        (b.rows.iter().collect(), "prefill")
     } else {
         (tg, "decode")
     }
-}
-
-fn split_chart(f: &mut Frame, b: &BenchView, area: Rect) {
-    let (rows, what) = chart_rows(b);
-    let data = series(
-        &rows,
-        |r| format!("{} ×{}", r.test, r.streams),
-        |r| r.split as f64,
-    );
-    chart(
-        f,
-        area,
-        &format!(" {what} t/s against split k "),
-        "k",
-        &data,
-    );
-}
-
-fn streams_chart(f: &mut Frame, b: &BenchView, area: Rect) {
-    let (rows, what) = chart_rows(b);
-    let data = series(
-        &rows,
-        |r| format!("{} k={}", r.test, r.split),
-        |r| r.streams as f64,
-    );
-    chart(
-        f,
-        area,
-        &format!(" {what} t/s against streams "),
-        "streams",
-        &data,
-    );
 }

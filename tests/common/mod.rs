@@ -92,6 +92,23 @@ pub fn children_of(parent: u32) -> Vec<u32> {
     v
 }
 
+/// A binary of this crate with its own XDG directories under `home`, so
+/// nothing of the user's is read or written.
+pub fn cmd(bin: &str, home: &Path) -> assert_cmd::Command {
+    let mut c = assert_cmd::Command::cargo_bin(bin).expect("binary built by cargo");
+    c.env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env("XDG_STATE_HOME", home.join("state"))
+        .env("XDG_CACHE_HOME", home.join("cache"))
+        .env_remove("HYBRID_TUI_PROFILE");
+    c
+}
+
+/// [`cmd`] for `hybrid-tui`.
+pub fn app(home: &Path) -> assert_cmd::Command {
+    cmd("hybrid-tui", home)
+}
+
 /// The recorded sysfs/procfs trees of tests/fixtures/hw (see generate.py there).
 #[allow(dead_code)]
 pub fn hw_fixture(name: &str) -> PathBuf {
