@@ -78,6 +78,29 @@ fn make(
     }
 }
 
+/// `y` (`[tokens, rows]`) against the f64 product of the dequantized
+/// weight `w` (`[rows, cols]`) and `x` (`[tokens, cols]`): within
+/// TOL · Σ|w·x| per output.
+fn assert_matches_reference(w: &[f32], x: &[f32], y: &[f32], dims: [usize; 3], what: &str) {
+    let [tokens, rows, cols] = dims;
+    assert_eq!(y.len(), tokens * rows, "{what}: output size");
+    for ti in 0..tokens {
+        for r in 0..rows {
+            let (mut exact, mut mag) = (0f64, 0f64);
+            for c in 0..cols {
+                let v = w[r * cols + c] as f64 * x[ti * cols + c] as f64;
+                exact += v;
+                mag += v.abs();
+            }
+            let got = y[ti * rows + r] as f64;
+            assert!(
+                (got - exact).abs() <= TOL * mag + 1e-7,
+                "{what}, {tokens} tokens: token {ti} row {r}: {got} vs {exact} (Σ|wx| {mag})"
+            );
+        }
+    }
+}
+
 fn check(seed: u64, rows: usize, cols: usize, group: usize, scheme: Scheme, tokens: usize) {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let s = make(&mut rng, rows, cols, group, scheme);
@@ -89,22 +112,8 @@ fn check(seed: u64, rows: usize, cols: usize, group: usize, scheme: Scheme, toke
         .collect();
     for kernel in [Kernel::Best, Kernel::Scalar] {
         let y = p.matmul_with(&x, tokens, kernel);
-        assert_eq!(y.len(), tokens * rows);
-        for ti in 0..tokens {
-            for r in 0..rows {
-                let (mut exact, mut mag) = (0f64, 0f64);
-                for c in 0..cols {
-                    let v = w[r * cols + c] as f64 * x[ti * cols + c] as f64;
-                    exact += v;
-                    mag += v.abs();
-                }
-                let got = y[ti * rows + r] as f64;
-                assert!(
-                    (got - exact).abs() <= TOL * mag + 1e-7,
-                    "{scheme:?} {rows}×{cols} g{group} {kernel:?} token {ti} row {r}: {got} vs {exact} (Σ|wx| {mag}, seed {seed})"
-                );
-            }
-        }
+        let what = format!("{scheme:?} {rows}×{cols} g{group} {kernel:?} (seed {seed})");
+        assert_matches_reference(&w, &x, &y, [tokens, rows, cols], &what);
     }
     // Rows (embedding lookups) are the dequantized rows exactly.
     for r in [0, rows / 2, rows - 1] {
@@ -237,6 +246,105 @@ fn int8_activation_kernel_stays_within_its_rounding_bound() {
                     "{scheme:?} g{group}: suspiciously exact ({worst:.2e} of the bound)"
                 );
             }
+        }
+    }
+}
+
+/// The Vulkan device (Mesa's lavapipe in CI), or None where there is no
+/// adapter (a failure when HYBRID_TUI_REQUIRE_VULKAN=1).
+fn vulkan() -> Option<burn::tensor::Device> {
+    if hybrid_tui::shard_b::device::vulkan_adapters().is_empty() {
+        assert!(
+            std::env::var("HYBRID_TUI_REQUIRE_VULKAN").map_or(true, |v| v != "1"),
+            "HYBRID_TUI_REQUIRE_VULKAN=1 but no Vulkan adapter was found"
+        );
+        eprintln!("no Vulkan adapter: GPU kernel tests skipped");
+        return None;
+    }
+    let s = hybrid_tui::config::ShardBSettings {
+        backend: "vulkan".into(),
+        adapter: "auto".into(),
+        weights_dtype: "packed".into(),
+        threads: 0,
+        cpu_cores: String::new(),
+    };
+    let (device, _) = hybrid_tui::shard_b::select_device(&s).expect("vulkan device");
+    Some(device)
+}
+
+/// The GPU kernels (matrix-vector for ≤ 8 tokens, tiled beyond) against
+/// the same f64 reference and tolerance as the CPU kernel, on the Vulkan
+/// device: 4-bit sym/asym group 128 and per channel (rows of 72, 130, 200
+/// columns: padded to 32 on the device), 8-bit per channel (100, 257,
+/// 2048 columns) and group 128; 1, 3, 8, 9 and 37 tokens.
+#[test]
+fn gpu_kernels_match_the_dequantized_reference() {
+    use burn::tensor::{DType, Int, Tensor, TensorData};
+    use hybrid_tui::shard_b::cube::DevicePacked;
+    let Some(device) = vulkan() else { return };
+    let seed: u64 = rand::rng().random();
+    let cases: &[(usize, usize, usize, Scheme, &[usize])] = &[
+        (1, 128, 128, Scheme::Int4Sym, &[1, 9]),
+        (7, 256, 128, Scheme::Int4Asym, &[3, 37]),
+        (33, 384, 128, Scheme::Int4Sym, &[8, 9]),
+        (70, 2048, 128, Scheme::Int4Sym, &[1, 37]),
+        (17, 2048, 128, Scheme::Int4Asym, &[2]),
+        (16, 72, 72, Scheme::Int4Asym, &[1, 37]),
+        (19, 130, 130, Scheme::Int4Sym, &[3, 9]),
+        (5, 200, 200, Scheme::Int4Sym, &[1]),
+        (9, 100, 100, Scheme::Int8Asym, &[1, 37]),
+        (13, 257, 257, Scheme::Int8Sym, &[3, 9]),
+        (40, 2048, 2048, Scheme::Int8Asym, &[1, 20]),
+        (3, 384, 128, Scheme::Int8Sym, &[8]),
+    ];
+    for (i, &(rows, cols, group, scheme, token_counts)) in cases.iter().enumerate() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_add(i as u64));
+        let s = make(&mut rng, rows, cols, group, scheme);
+        let t = s.view();
+        let w = t.dequantize();
+        let p = Packed::from_stored(&t).expect("an integer weight packs");
+        let d = DevicePacked::upload(&p, &device).expect("the layout fits the GPU kernels");
+        for &tokens in token_counts {
+            let x: Vec<f32> = (0..tokens * cols)
+                .map(|_| rng.random_range(-2.0..2.0))
+                .collect();
+            let xt = Tensor::<2>::from_data(
+                TensorData::new(x.clone(), [tokens, cols]),
+                (&device, DType::F32),
+            );
+            let y: Vec<f32> = d
+                .matmul(xt)
+                .into_data()
+                .try_into_vec_as::<f32>()
+                .expect("f32 output");
+            let what = format!("GPU {scheme:?} {rows}×{cols} g{group} (seed {seed})");
+            assert_matches_reference(&w, &x, &y, [tokens, rows, cols], &what);
+        }
+        // Rows (embedding lookups), dequantized on the device: scale·u +
+        // shift against the store's (q − zp)·scale, within f32 rounding.
+        let ids = [0, rows / 2, rows - 1, rows / 3];
+        let got: Vec<f32> = d
+            .rows_f32(Tensor::<1, Int>::from_data(
+                TensorData::new(ids.iter().map(|&v| v as i64).collect(), [ids.len()]),
+                &device,
+            ))
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .expect("f32 rows");
+        for (k, &r) in ids.iter().enumerate() {
+            for c in 0..cols {
+                let (a, b) = (got[k * cols + c], w[r * cols + c]);
+                assert!(
+                    (a - b).abs() <= 1e-6 * b.abs().max(1e-3),
+                    "GPU {scheme:?} row {r} col {c}: {a} vs {b} (seed {seed})"
+                );
+            }
+        }
+        // Resident: the words (rows padded to 32 columns), scale and shift.
+        let stored = s.data.len() + s.scales.len() + s.zps.as_ref().map_or(0, |z| z.len());
+        if cols % 32 == 0 && cols >= 2048 {
+            let ratio = d.resident_bytes() as f64 / stored as f64;
+            assert!(ratio <= 1.15, "GPU {scheme:?} g{group}: {ratio:.3}× stored");
         }
     }
 }

@@ -499,24 +499,27 @@ fn greedy_pair(a: &ShardB, b: &ShardB, prompt: &[u32], n: usize, what: &str) -> 
     out
 }
 
-/// Packed weights (the CPU kernel) decode the same 64 greedy tokens as the
-/// dequantized f32 path, on each test model; and they keep no more than
-/// 1.15 × the stored bytes of the integer weights (4 bits or 8 bits plus
-/// the scales and zero points) resident.
+/// Packed weights (the CPU kernel on Flex, the GPU kernels on Vulkan)
+/// decode the same 64 greedy tokens as the dequantized f32 path of the same
+/// backend, on each test model; and they keep no more than 1.15 × the
+/// stored bytes of the integer weights (4 bits or 8 bits plus the scales
+/// and zero points) resident.
 #[test]
 fn packed_weights_decode_like_the_dequantized_path() {
     let seed = fresh_seed();
-    for (arch, weights) in [
-        (Arch::Llama, "int4_sym"),
-        (Arch::Qwen2, "int4_sym"),
-        (Arch::Mistral, "int4_asym"),
-    ] {
+    for (backend, arch, weights) in backends().into_iter().flat_map(|b| {
+        [
+            (b, Arch::Llama, "int4_sym"),
+            (b, Arch::Qwen2, "int4_sym"),
+            (b, Arch::Mistral, "int4_asym"),
+        ]
+    }) {
         let model = BakedModel::open(&baked_model(arch, weights)).expect("open");
         let spec = model.spec().clone();
         let prompt = random_tokens(seed, 6, spec.vocab_size);
-        let dense = load(&model, 0, "cpu", WeightDtype::F32);
-        let packed = load(&model, 0, "cpu", WeightDtype::Packed);
-        let what = format!("{arch:?} {weights} packed vs f32 (seed {seed})");
+        let dense = load(&model, 0, backend, WeightDtype::F32);
+        let packed = load(&model, 0, backend, WeightDtype::Packed);
+        let what = format!("{arch:?} {weights} on {backend}: packed vs f32 (seed {seed})");
         let a = greedy_pair(&dense, &packed, &prompt, 64, &what);
         assert!(
             a.len() < 16 || a.iter().collect::<std::collections::BTreeSet<_>>().len() > 4,
@@ -546,26 +549,30 @@ fn packed_weights_decode_like_the_dequantized_path() {
         let ratio = resident as f64 / stored as f64;
         assert!(
             ratio <= 1.15,
-            "{arch:?}: resident {resident} B is {ratio:.3}× the stored {stored} B"
+            "{what}: resident {resident} B is {ratio:.3}× the stored {stored} B"
         );
         assert!(
             resident * 3 < dense.resident_weight_bytes(),
-            "{arch:?}: packed is not smaller"
+            "{what}: packed is not smaller"
         );
     }
 }
 
 #[test]
-fn packed_weights_on_a_gpu_are_refused_with_the_fix() {
+fn int8_activations_on_a_gpu_are_refused_with_the_fix() {
     let Some(b) = backends().into_iter().find(|b| *b == "vulkan") else {
         return;
     };
     let model = BakedModel::open(&baked_model(Arch::Llama, "int4_sym")).expect("open");
     let (device, info) = select_device(&settings(b)).expect("device");
-    let e = ShardB::load(&model, 2, device, info, WeightDtype::Packed)
+    let e = ShardB::load(&model, 2, device, info, WeightDtype::PackedQ8)
         .err()
-        .expect("packed on vulkan must be refused");
-    assert!(e.to_string().contains("weights_dtype to f16 or f32"), "{e}");
+        .expect("packed-q8 on vulkan must be refused");
+    assert!(
+        e.to_string()
+            .contains("set shard_b.weights_dtype to packed (the GPU kernel"),
+        "{e}"
+    );
 }
 
 /// Packed weights with int8 activations (packed-q8) against the

@@ -3,12 +3,14 @@
 //! A weight is either dequantized once at load to f32 or f16 (burn 0.22.1's
 //! own 4-bit matmul is unusable: it panics on Vulkan and Flex dequantizes
 //! the whole weight on every call), or, with `shard_b.weights_dtype =
-//! packed` on the CPU backend, kept packed as stored (4-bit or 8-bit with
-//! its scales) and multiplied by [`super::packed`]'s kernel. The model code
+//! packed`, kept packed as stored (4-bit or 8-bit with its scales) and
+//! multiplied by [`super::packed`]'s kernel on the CPU backend, or by
+//! [`super::cube`]'s kernels in device memory on a GPU. The model code
 //! only ever calls [`QuantLinear::forward`] and [`QuantLinear::embed`].
 
 use std::sync::Arc;
 
+use super::cube::{self, DevicePacked};
 use super::packed::{Kernel, Packed};
 
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
@@ -20,7 +22,8 @@ use crate::bake::store::{BakedModel, StoreError};
 pub enum WeightDtype {
     F32,
     F16,
-    /// Integer weights stay packed (CPU kernel); float weights are f32.
+    /// Integer weights stay packed (the CPU kernel, or the GPU kernels on
+    /// a GPU); float weights are f32.
     Packed,
     /// As Packed, with 4-bit layers multiplied by activations quantized
     /// per group to int8 (integer dot products; see `Kernel::Q8`).
@@ -59,6 +62,8 @@ enum Weight {
     Dense(Tensor<2>),
     /// Packed on the host, for the CPU kernel.
     Packed(Arc<Packed>),
+    /// Packed in device memory, for the GPU kernels.
+    Gpu(DevicePacked),
 }
 
 /// `y = x W^T (+ b)` for a Hugging Face `[out, in]` weight.
@@ -86,9 +91,14 @@ impl QuantLinear {
             WeightDtype::Packed | WeightDtype::PackedQ8 => Packed::from_stored(&t),
             _ => None,
         };
-        let weight = match packed {
-            Some(p) => Weight::Packed(Arc::new(p)),
-            None => Weight::Dense(Tensor::<2>::from_data(
+        let on_gpu = packed
+            .as_ref()
+            .filter(|_| cube::supported(device))
+            .and_then(|p| DevicePacked::upload(p, device));
+        let weight = match (packed, on_gpu) {
+            (_, Some(d)) => Weight::Gpu(d),
+            (Some(p), None) if !cube::supported(device) => Weight::Packed(Arc::new(p)),
+            _ => Weight::Dense(Tensor::<2>::from_data(
                 TensorData::new(t.dequantize(), [rows, cols]),
                 (device, dtype.dtype()),
             )),
@@ -131,6 +141,7 @@ impl QuantLinear {
                     (&self.device, DType::F32),
                 )
             }
+            (Weight::Gpu(d), _) => d.matmul(x),
             (Weight::Dense(w), WeightDtype::F16) => x
                 .cast(DType::F16)
                 .matmul(w.clone().transpose())
@@ -147,6 +158,7 @@ impl QuantLinear {
     pub fn embed(&self, ids: Tensor<1, Int>) -> Tensor<2> {
         match &self.weight {
             Weight::Dense(w) => w.clone().select(0, ids).cast(DType::F32),
+            Weight::Gpu(d) => d.rows_f32(ids),
             Weight::Packed(p) => {
                 let ids: Vec<i64> = ids.into_data().try_into_vec_as::<i64>().unwrap_or_default();
                 let mut rows = Vec::with_capacity(ids.len() * p.cols);
@@ -165,6 +177,7 @@ impl QuantLinear {
     pub fn resident_bytes(&self) -> usize {
         let w = match &self.weight {
             Weight::Packed(p) => p.resident_bytes(),
+            Weight::Gpu(d) => d.resident_bytes(),
             Weight::Dense(_) => self.out_features * self.in_features * self.dtype.bytes(),
         };
         w + self

@@ -14,6 +14,7 @@
 //! Grouped-query attention folds each KV head's `rep` query heads into the
 //! rows of one matmul, so K/V are never repeated.
 
+pub mod cube;
 pub mod device;
 pub mod linear;
 pub mod packed;
@@ -34,7 +35,7 @@ pub enum ShardBError {
     #[error("split k={k} is out of range: the model has {layers} layers (0 ≤ k ≤ {layers})")]
     Split { k: usize, layers: usize },
     #[error(
-        "shard_b.weights_dtype = packed (or packed-q8) runs on the CPU backend only (shard B is on {adapter}); set shard_b.weights_dtype to f16 or f32 for a GPU"
+        "shard_b.weights_dtype = packed-q8 (int8 activations) is a CPU kernel (shard B is on {adapter}); set shard_b.weights_dtype to packed (the GPU kernel for packed weights), f16 or f32"
     )]
     PackedOnGpu { adapter: String },
     #[error(
@@ -172,9 +173,7 @@ impl ShardB {
         weights_dtype: WeightDtype,
     ) -> Result<ShardB, ShardBError> {
         let spec = model.spec().clone();
-        if matches!(weights_dtype, WeightDtype::Packed | WeightDtype::PackedQ8)
-            && info.backend != "cpu"
-        {
+        if weights_dtype == WeightDtype::PackedQ8 && info.backend != "cpu" {
             return Err(ShardBError::PackedOnGpu {
                 adapter: info.name.clone(),
             });

@@ -34,6 +34,19 @@ pub struct Packed {
     zps: Vec<f32>,
 }
 
+/// A packed weight laid out for the GPU kernels ([`Packed::device_layout`]).
+pub struct DeviceLayout {
+    /// rows × cols_padded·bits/32 words.
+    pub words: Vec<u32>,
+    /// rows × groups.
+    pub scales: Vec<f32>,
+    /// rows × groups: `-scale · zero point`.
+    pub shifts: Vec<f32>,
+    pub cols_padded: usize,
+    /// Columns per group after padding (cols_padded when per channel).
+    pub group_cols: usize,
+}
+
 fn f16_at(b: &[u8], i: usize) -> f32 {
     half::f16::from_le_bytes([b[2 * i], b[2 * i + 1]]).to_f32()
 }
@@ -88,6 +101,43 @@ impl Packed {
     /// Bytes kept: the values, the scales and zero points (f32 each).
     pub fn resident_bytes(&self) -> usize {
         self.q.len() + 4 * self.scales.len() + 4 * self.zps.len()
+    }
+
+    /// The weight as the GPU kernels hold it (see `super::cube`): rows
+    /// padded with zeros to a multiple of `align` columns, read as
+    /// little-endian `u32` words; per group a scale and a shift
+    /// (`-scale · zero point`). None when a group smaller than the row is
+    /// not a multiple of `align` columns.
+    pub fn device_layout(&self, align: usize) -> Option<DeviceLayout> {
+        let per_channel = self.group == self.cols;
+        if !per_channel && !self.group.is_multiple_of(align) {
+            return None;
+        }
+        let cols_padded = self.cols.div_ceil(align) * align;
+        let padded_bytes = cols_padded * self.bits as usize / 8;
+        let mut words = Vec::with_capacity(self.rows * padded_bytes / 4);
+        let mut row = vec![0u8; padded_bytes];
+        for r in 0..self.rows {
+            let src = &self.q[r * self.row_bytes()..(r + 1) * self.row_bytes()];
+            row[..src.len()].copy_from_slice(src);
+            words.extend(
+                row.chunks_exact(4)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            );
+        }
+        let shifts = self
+            .scales
+            .iter()
+            .zip(&self.zps)
+            .map(|(s, z)| -s * z)
+            .collect();
+        Some(DeviceLayout {
+            words,
+            scales: self.scales.clone(),
+            shifts,
+            cols_padded,
+            group_cols: if per_channel { cols_padded } else { self.group },
+        })
     }
 
     fn row_bytes(&self) -> usize {

@@ -1,0 +1,514 @@
+//! Shard B's GPU kernels for packed integer weights (CubeCL, reached
+//! through burn's backend-extension mechanism).
+//!
+//! A weight stays in device memory as baked — 4-bit values eight to a
+//! `u32` word (element `8w + j` in bits `4j..4j+4`, the store's nibble
+//! order read little-endian) or 8-bit values four to a word — made
+//! unsigned at load (`i4 ^ 8`, `i8 ^ 0x80`), with one f32 scale and one f32
+//! shift (`-scale · zero point`) per group. A weight element is
+//! `scale · u + shift`, applied inside the kernels:
+//!
+//! - [`packed_matvec`] (decode: up to [`MATVEC_MAX_TOKENS`] tokens, one
+//!   stream each or a few streams batched): a cube of 32 × 8 units takes 8
+//!   rows; each row's 32 units walk its words 32 apart (one coalesced
+//!   32-bit load per unit and step), multiply each word's elements by the
+//!   activations of every token, apply the group's scale and shift once
+//!   per word, and sum their partial results in shared memory.
+//! - [`packed_matmul_tiled`] (prefill chunks): 16 × 16 output tiles; per
+//!   step of 32 columns the cube stages 16 token rows and 16 weight rows,
+//!   dequantized on the way into shared memory, and each unit accumulates
+//!   one output.
+//!
+//! Only 32-bit scalar loads and stores, f32 arithmetic, ≤ 8.5 KiB of shared
+//! memory and 256 units per cube: nothing beyond WebGPU's baseline limits,
+//! so the kernels need no vector width (burn's own 4-bit matmul needs
+//! 8-wide float vectors and fails on devices whose widest is 4) and no
+//! optional SPIR-V capability (no f16, no subgroups, no 64-bit).
+//!
+//! Rows are padded to a multiple of 32 columns on the device (activations
+//! too, with zeros), so a word never straddles a row and a group of 32 or
+//! more columns (128, or the whole row per channel) always holds whole words.
+
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::{Backend, Dispatch, DispatchDevice, backend_extension};
+use burn::tensor::{DType, Device, Int, Shape, Tensor, TensorData};
+use burn_cubecl::CubeBackend;
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use cubecl::prelude::{CubeCount, CubeDim};
+
+use super::packed::Packed;
+use kernels::{packed_matmul_tiled, packed_matvec, packed_rows_kernel};
+
+/// Token counts up to this take the matrix-vector kernel; more take the tiled one.
+pub const MATVEC_MAX_TOKENS: usize = 8;
+/// Units per row in the matrix-vector kernel.
+const LANES: u32 = 32;
+/// Rows per cube in the matrix-vector kernel.
+const ROWS_PER_CUBE: u32 = 8;
+/// Output tile side of the tiled kernel.
+const TILE: u32 = 16;
+/// Columns per step of the tiled kernel (one shared-memory stage).
+const STEP: u32 = 32;
+/// Columns are padded on the device to a multiple of this.
+pub const COL_ALIGN: usize = 32;
+/// Most cubes along one axis of a launch grid.
+const MAX_CUBES_PER_AXIS: u32 = 65_535;
+
+/// The kernels (CubeCL's `Tensor` is not burn's).
+mod kernels {
+    use super::{LANES, ROWS_PER_CUBE, STEP, TILE};
+    use cubecl::prelude::*;
+
+    #[cube(launch_unchecked)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn packed_matvec(
+        x: &Tensor<f32>,
+        words: &Tensor<u32>,
+        scales: &Tensor<f32>,
+        shifts: &Tensor<f32>,
+        out: &mut Tensor<f32>,
+        rows: u32,
+        kw: u32,
+        kx: u32,
+        group_words: u32,
+        groups: u32,
+        #[comptime] tokens: usize,
+        #[comptime] bits: u32,
+    ) {
+        let lanes = comptime!(LANES as usize);
+        let per = comptime!((32 / bits) as usize);
+        let mask = comptime!((1u32 << bits) - 1);
+        let lane = UNIT_POS_X as usize;
+        let cube = (CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) as usize;
+        let row = cube * (CUBE_DIM_Y as usize) + UNIT_POS_Y as usize;
+        let rows = rows as usize;
+        let kw = kw as usize;
+        let kx = kx as usize;
+        let group_words = group_words as usize;
+        let groups = groups as usize;
+
+        let mut acc = Array::<f32>::new(tokens);
+        #[unroll]
+        for t in 0..tokens {
+            acc[t] = 0.0;
+        }
+        if row < rows {
+            let mut w = lane;
+            while w < kw {
+                let word = words[row * kw + w];
+                let g = row * groups + w / group_words;
+                let s = scales[g];
+                let z = shifts[g];
+                #[unroll]
+                for t in 0..tokens {
+                    let base = t * kx + w * per;
+                    let mut dot = 0.0f32;
+                    let mut sum = 0.0f32;
+                    #[unroll]
+                    for j in 0..per {
+                        let xv = x[base + j];
+                        let u = (word >> comptime!(j as u32 * bits)) & mask;
+                        dot += f32::cast_from(u) * xv;
+                        sum += xv;
+                    }
+                    acc[t] += s * dot + z * sum;
+                }
+                w += lanes;
+            }
+        }
+
+        // Sum the row's 32 partial results: a tree in shared memory.
+        let mut partial =
+            Shared::<[f32]>::new_slice(comptime!((LANES * ROWS_PER_CUBE) as usize * tokens));
+        let base = UNIT_POS_Y as usize * tokens * lanes;
+        #[unroll]
+        for t in 0..tokens {
+            partial[base + t * lanes + lane] = acc[t];
+        }
+        sync_cube();
+        #[unroll]
+        for step in 0..comptime!(LANES.trailing_zeros()) {
+            let half = comptime!((LANES >> (step + 1)) as usize);
+            if lane < half {
+                #[unroll]
+                for t in 0..tokens {
+                    let i = base + t * lanes + lane;
+                    partial[i] += partial[i + half];
+                }
+            }
+            sync_cube();
+        }
+        if lane == 0 && row < rows {
+            #[unroll]
+            for t in 0..tokens {
+                out[t * rows + row] = partial[base + t * lanes];
+            }
+        }
+    }
+
+    #[cube(launch_unchecked)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn packed_matmul_tiled(
+        x: &Tensor<f32>,
+        words: &Tensor<u32>,
+        scales: &Tensor<f32>,
+        shifts: &Tensor<f32>,
+        out: &mut Tensor<f32>,
+        tokens: u32,
+        rows: u32,
+        kw: u32,
+        kx: u32,
+        group_words: u32,
+        groups: u32,
+        #[comptime] bits: u32,
+    ) {
+        let tile = comptime!(TILE as usize);
+        let step = comptime!(STEP as usize);
+        // Rows of the staged tiles are padded by one to spread shared-memory banks.
+        let pitch = comptime!(STEP as usize + 1);
+        let per = comptime!((32 / bits) as usize);
+        let mask = comptime!((1u32 << bits) - 1);
+        let tx = UNIT_POS_X as usize;
+        let ty = UNIT_POS_Y as usize;
+        let n0 = CUBE_POS_X as usize * tile;
+        let t0 = CUBE_POS_Y as usize * tile;
+        let tokens = tokens as usize;
+        let rows = rows as usize;
+        let kw = kw as usize;
+        let kx = kx as usize;
+        let group_words = group_words as usize;
+        let groups = groups as usize;
+
+        let mut xs = Shared::<[f32]>::new_slice(comptime!((TILE as usize) * (STEP as usize + 1)));
+        let mut ws = Shared::<[f32]>::new_slice(comptime!((TILE as usize) * (STEP as usize + 1)));
+        let unit = ty * tile + tx;
+        let mut acc = 0.0f32;
+        let mut k0 = 0usize;
+        while k0 < kx {
+            // 256 units stage 2 × 512 values: 16 rows × 32 columns each.
+            #[unroll]
+            for half in 0..2usize {
+                let e = unit + half * comptime!((TILE * TILE) as usize);
+                let r = e / step;
+                let c = e % step;
+                let t = t0 + r;
+                let mut xv = 0.0f32;
+                if t < tokens {
+                    xv = x[t * kx + k0 + c];
+                }
+                xs[r * pitch + c] = xv;
+                let n = n0 + r;
+                let mut wv = 0.0f32;
+                if n < rows {
+                    let k = k0 + c;
+                    let wi = k / per;
+                    let word = words[n * kw + wi];
+                    let u = (word >> (((k % per) as u32) * bits)) & mask;
+                    let g = n * groups + wi / group_words;
+                    wv = f32::cast_from(u) * scales[g] + shifts[g];
+                }
+                ws[r * pitch + c] = wv;
+            }
+            sync_cube();
+            #[unroll]
+            for c in 0..step {
+                acc += xs[ty * pitch + c] * ws[tx * pitch + c];
+            }
+            sync_cube();
+            k0 += step;
+        }
+        if t0 + ty < tokens && n0 + tx < rows {
+            out[(t0 + ty) * rows + n0 + tx] = acc;
+        }
+    }
+
+    #[cube(launch_unchecked)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn packed_rows_kernel(
+        ids: &Tensor<u32>,
+        words: &Tensor<u32>,
+        scales: &Tensor<f32>,
+        shifts: &Tensor<f32>,
+        out: &mut Tensor<f32>,
+        n: u32,
+        kw: u32,
+        group_words: u32,
+        groups: u32,
+        #[comptime] bits: u32,
+    ) {
+        let per = comptime!((32 / bits) as usize);
+        let mask = comptime!((1u32 << bits) - 1);
+        let pos = ((CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) * CUBE_DIM_X + UNIT_POS_X) as usize;
+        let kw = kw as usize;
+        if pos < n as usize * kw {
+            let i = pos / kw;
+            let w = pos % kw;
+            let row = ids[i] as usize;
+            let word = words[row * kw + w];
+            let g = row * (groups as usize) + w / (group_words as usize);
+            let s = scales[g];
+            let z = shifts[g];
+            #[unroll]
+            for j in 0..per {
+                let u = (word >> comptime!(j as u32 * bits)) & mask;
+                out[pos * per + j] = f32::cast_from(u) * s + z;
+            }
+        }
+    }
+}
+
+/// `[tokens, kx] × packed [rows, kw words]ᵀ → [tokens, rows]`.
+#[backend_extension(Cube, Fusion)]
+pub trait PackedOps: Backend {
+    #[fusion(dtype = x, shape = Shape::new([x[0], words[0]]))]
+    fn packed_matmul(
+        x: FloatTensor<Self>,
+        words: IntTensor<Self>,
+        scales: FloatTensor<Self>,
+        shifts: FloatTensor<Self>,
+        bits: u32,
+        group_words: usize,
+    ) -> FloatTensor<Self>;
+
+    /// Rows `ids` (u32) of a packed weight as f32: `[ids, kw · 32/bits]`.
+    #[fusion(dtype = DType::F32, shape = Shape::new([ids[0], words[1] * (32 / *bits as usize)]))]
+    fn packed_rows(
+        ids: IntTensor<Self>,
+        words: IntTensor<Self>,
+        scales: FloatTensor<Self>,
+        shifts: FloatTensor<Self>,
+        bits: u32,
+        group_words: usize,
+    ) -> FloatTensor<Self>;
+}
+
+/// A launch grid of `n` cubes, folded into two axes where one is not enough.
+fn grid(n: u32) -> CubeCount {
+    let x = n.clamp(1, MAX_CUBES_PER_AXIS);
+    CubeCount::Static(x, n.div_ceil(x).max(1), 1)
+}
+
+impl PackedOps for CubeBackend {
+    fn packed_matmul(
+        x: FloatTensor<Self>,
+        words: IntTensor<Self>,
+        scales: FloatTensor<Self>,
+        shifts: FloatTensor<Self>,
+        bits: u32,
+        group_words: usize,
+    ) -> FloatTensor<Self> {
+        let (x, words) = (into_contiguous(x), into_contiguous(words));
+        let (scales, shifts) = (into_contiguous(scales), into_contiguous(shifts));
+        let (tokens, kx) = (x.meta.shape()[0], x.meta.shape()[1]);
+        let (rows, kw) = (words.meta.shape()[0], words.meta.shape()[1]);
+        let groups = scales.meta.shape()[1];
+        assert_eq!(
+            kx,
+            kw * (32 / bits as usize),
+            "packed matmul: activation width"
+        );
+        let out = empty_device_dtype(
+            x.client.clone(),
+            x.device.clone(),
+            Shape::new([tokens, rows]),
+            DType::F32,
+        );
+        let client = x.client.clone();
+        if tokens <= MATVEC_MAX_TOKENS {
+            let cubes = (rows as u32).div_ceil(ROWS_PER_CUBE);
+            // SAFETY: every index the kernel forms is below the sizes checked
+            // above (rows × kw words, rows × groups scales, tokens × kx
+            // activations, tokens × rows outputs).
+            unsafe {
+                packed_matvec::launch_unchecked(
+                    &client,
+                    grid(cubes),
+                    CubeDim::new_2d(LANES, ROWS_PER_CUBE),
+                    x.into_tensor_arg(),
+                    words.into_tensor_arg(),
+                    scales.into_tensor_arg(),
+                    shifts.into_tensor_arg(),
+                    out.clone().into_tensor_arg(),
+                    rows as u32,
+                    kw as u32,
+                    kx as u32,
+                    group_words as u32,
+                    groups as u32,
+                    tokens,
+                    bits,
+                );
+            }
+        } else {
+            let count = CubeCount::Static(
+                (rows as u32).div_ceil(TILE),
+                (tokens as u32).div_ceil(TILE),
+                1,
+            );
+            // SAFETY: as above; staged reads are guarded by the row and
+            // token counts, columns by kx (a multiple of STEP).
+            unsafe {
+                packed_matmul_tiled::launch_unchecked(
+                    &client,
+                    count,
+                    CubeDim::new_2d(TILE, TILE),
+                    x.into_tensor_arg(),
+                    words.into_tensor_arg(),
+                    scales.into_tensor_arg(),
+                    shifts.into_tensor_arg(),
+                    out.clone().into_tensor_arg(),
+                    tokens as u32,
+                    rows as u32,
+                    kw as u32,
+                    kx as u32,
+                    group_words as u32,
+                    groups as u32,
+                    bits,
+                );
+            }
+        }
+        out
+    }
+
+    fn packed_rows(
+        ids: IntTensor<Self>,
+        words: IntTensor<Self>,
+        scales: FloatTensor<Self>,
+        shifts: FloatTensor<Self>,
+        bits: u32,
+        group_words: usize,
+    ) -> FloatTensor<Self> {
+        let (ids, words) = (into_contiguous(ids), into_contiguous(words));
+        let (scales, shifts) = (into_contiguous(scales), into_contiguous(shifts));
+        let n = ids.meta.shape()[0];
+        let kw = words.meta.shape()[1];
+        let groups = scales.meta.shape()[1];
+        let out = empty_device_dtype(
+            ids.client.clone(),
+            ids.device.clone(),
+            Shape::new([n, kw * (32 / bits as usize)]),
+            DType::F32,
+        );
+        let client = ids.client.clone();
+        let units = (n * kw) as u32;
+        // SAFETY: ids are clamped below the row count by the caller
+        // (DevicePacked::rows_f32); positions are guarded by n × kw.
+        unsafe {
+            packed_rows_kernel::launch_unchecked(
+                &client,
+                grid(units.div_ceil(256)),
+                CubeDim::new_1d(256),
+                ids.into_tensor_arg(),
+                words.into_tensor_arg(),
+                scales.into_tensor_arg(),
+                shifts.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                n as u32,
+                kw as u32,
+                group_words as u32,
+                groups as u32,
+                bits,
+            );
+        }
+        out
+    }
+}
+
+/// Whether `device` runs CubeCL kernels (a GPU through wgpu).
+pub fn supported(device: &Device) -> bool {
+    matches!(device.as_dispatch(), DispatchDevice::Cube(_))
+}
+
+/// A packed weight in device memory.
+pub struct DevicePacked {
+    pub rows: usize,
+    pub cols: usize,
+    /// Columns after padding to [`COL_ALIGN`].
+    pub cols_padded: usize,
+    pub bits: u32,
+    group_words: usize,
+    words: Tensor<2, Int>,
+    scales: Tensor<2>,
+    shifts: Tensor<2>,
+}
+
+impl DevicePacked {
+    /// Upload `p` to `device` (a CubeCL device, see [`supported`]). None
+    /// when its groups do not hold whole padded words (a group smaller than
+    /// a row that is not a multiple of 32 columns).
+    pub fn upload(p: &Packed, device: &Device) -> Option<DevicePacked> {
+        let parts = p.device_layout(COL_ALIGN)?;
+        let per = 32 / p.bits as usize;
+        let kw = parts.cols_padded / per;
+        let groups = parts.scales.len() / p.rows;
+        let words = Tensor::<2, Int>::from_data(
+            TensorData::new(parts.words, [p.rows, kw]),
+            (device, DType::U32),
+        );
+        let scales = Tensor::<2>::from_data(
+            TensorData::new(parts.scales, [p.rows, groups]),
+            (device, DType::F32),
+        );
+        let shifts = Tensor::<2>::from_data(
+            TensorData::new(parts.shifts, [p.rows, groups]),
+            (device, DType::F32),
+        );
+        Some(DevicePacked {
+            rows: p.rows,
+            cols: p.cols,
+            cols_padded: parts.cols_padded,
+            bits: p.bits,
+            group_words: parts.group_cols / per,
+            words,
+            scales,
+            shifts,
+        })
+    }
+
+    /// Bytes resident on the device: the words, scales and shifts.
+    pub fn resident_bytes(&self) -> usize {
+        let groups = self.scales.dims()[1];
+        self.rows * self.cols_padded * self.bits as usize / 8 + 8 * self.rows * groups
+    }
+
+    /// `x`: `[tokens, cols]` f32 → `[tokens, rows]` f32.
+    pub fn matmul(&self, x: Tensor<2>) -> Tensor<2> {
+        let [tokens, cols] = x.dims();
+        assert_eq!(cols, self.cols, "packed matmul: activation width");
+        let x = if self.cols_padded > cols {
+            let pad =
+                Tensor::<2>::zeros([tokens, self.cols_padded - cols], (&x.device(), DType::F32));
+            Tensor::cat(vec![x, pad], 1)
+        } else {
+            x
+        };
+        Tensor::from_dispatch(<Dispatch as PackedOps>::packed_matmul(
+            x.into_dispatch(),
+            self.words.clone().into_dispatch(),
+            self.scales.clone().into_dispatch(),
+            self.shifts.clone().into_dispatch(),
+            self.bits,
+            self.group_words,
+        ))
+    }
+
+    /// Rows `ids` as f32 (embedding lookups), dequantized on the device.
+    pub fn rows_f32(&self, ids: Tensor<1, Int>) -> Tensor<2> {
+        let n = ids.dims()[0];
+        let rows = Tensor::from_dispatch(<Dispatch as PackedOps>::packed_rows(
+            ids.clamp(0, self.rows as i64 - 1)
+                .cast(DType::U32)
+                .into_dispatch(),
+            self.words.clone().into_dispatch(),
+            self.scales.clone().into_dispatch(),
+            self.shifts.clone().into_dispatch(),
+            self.bits,
+            self.group_words,
+        ));
+        if self.cols_padded > self.cols {
+            rows.slice([0..n, 0..self.cols])
+        } else {
+            rows
+        }
+    }
+}
