@@ -1,16 +1,30 @@
-//! Shard B's packed-weight CPU kernel: time per matvec (one token) and its
+//! Shard B's packed-weight kernels: time per matvec (one token) and its
 //! effective bandwidth over the packed bytes, for the `llama-3.2-1b`
-//! preset's shard B shapes and an 8B-class MLP, next to this machine's
-//! measured memory bandwidth (a large multi-threaded read, and a memcpy).
+//! preset's shard B shapes and an 8B-class MLP, next to the measured memory
+//! bandwidth of the same device.
+//!
+//! - CPU (the packed kernel, f32 and int8 activations): against a large
+//!   multi-threaded read, and a memcpy.
+//! - GPU (the CubeCL kernels on the Vulkan adapter shard B would pick):
+//!   against a device-to-device copy kernel (`x · 1.0001`, reads + writes
+//!   counted, synchronized per call), next to the dequantized f16 path it
+//!   replaces (burn's matmul over f16 weights: 4× the bytes of int4).
+//!   "packed rN" is the matrix-vector kernel with N rows per unit; * marks
+//!   the one shard B uses.
 //!
 //! `cargo test --bench int4 --no-run`, then run the binary it names
 //! (dependencies optimized in the test profile). HYBRID_BENCH_ITERS sets
-//! the repetitions per shape (default 30, after 3 warm-up calls).
+//! the repetitions per shape (default 30, after 3 warm-up calls);
+//! HYBRID_BENCH_DEVICE = cpu | gpu | all (default: all, the GPU part only
+//! where a Vulkan adapter exists).
 
 use std::time::Instant;
 
+use burn::tensor::{DType, Device, Distribution, Tensor, TensorData};
 use hybrid_tui::bake::quant::{Scheme, pack_u4, quantize};
 use hybrid_tui::bake::store::StoredTensor;
+use hybrid_tui::shard_b::cube::{DevicePacked, ROWS_PER_UNIT};
+use hybrid_tui::shard_b::device::block_on;
 use hybrid_tui::shard_b::packed::{Kernel, Packed, best_kernel_name};
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
@@ -95,11 +109,34 @@ fn packed(rows: usize, cols: usize, scheme: Scheme, group: usize, seed: u64) -> 
     (Packed::from_stored(&t).expect("pack"), stored)
 }
 
+/// The shapes timed: the llama-3.2-1b preset's shard B and an 8B-class MLP.
+const SHAPES: &[(&str, usize, usize, Scheme, usize)] = &[
+    ("gate/up 8192×2048", 8192, 2048, Scheme::Int4Sym, 128),
+    ("down 2048×8192", 2048, 8192, Scheme::Int4Sym, 128),
+    ("q/o 2048×2048", 2048, 2048, Scheme::Int4Sym, 128),
+    ("k/v 512×2048", 512, 2048, Scheme::Int4Sym, 128),
+    ("lm_head 128256×2048", 128256, 2048, Scheme::Int8Asym, 2048),
+    ("lm_head 128256×2048", 128256, 2048, Scheme::Int4Sym, 128),
+    ("8B gate/up 14336×4096", 14336, 4096, Scheme::Int4Sym, 128),
+    ("8B down 4096×14336", 4096, 14336, Scheme::Int4Sym, 128),
+];
+
 fn main() {
     let iters: usize = std::env::var("HYBRID_BENCH_ITERS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(30);
+        .unwrap_or(30)
+        .max(1);
+    let which = std::env::var("HYBRID_BENCH_DEVICE").unwrap_or_else(|_| "all".into());
+    if which == "cpu" || which == "all" {
+        cpu(iters);
+    }
+    if which == "gpu" || which == "all" {
+        gpu(iters, which == "gpu");
+    }
+}
+
+fn cpu(iters: usize) {
     let threads = rayon::current_num_threads();
     let (read, copy) = memory_bandwidth(1 << 30);
     println!(
@@ -110,18 +147,8 @@ fn main() {
         "{:<28} {:>10} {:>10} {:>10} {:>10} {:>9}",
         "weight [out × in]", "scheme", "packed MB", "kernel", "µs/matvec", "GB/s (% of read)"
     );
-    let shapes: &[(&str, usize, usize, Scheme, usize)] = &[
-        ("gate/up 8192×2048", 8192, 2048, Scheme::Int4Sym, 128),
-        ("down 2048×8192", 2048, 8192, Scheme::Int4Sym, 128),
-        ("q/o 2048×2048", 2048, 2048, Scheme::Int4Sym, 128),
-        ("k/v 512×2048", 512, 2048, Scheme::Int4Sym, 128),
-        ("lm_head 128256×2048", 128256, 2048, Scheme::Int8Asym, 2048),
-        ("lm_head 128256×2048", 128256, 2048, Scheme::Int4Sym, 128),
-        ("8B gate/up 14336×4096", 14336, 4096, Scheme::Int4Sym, 128),
-        ("8B down 4096×14336", 4096, 14336, Scheme::Int4Sym, 128),
-    ];
     let mut rng = rand::rng();
-    for (i, &(name, rows, cols, scheme, group)) in shapes.iter().enumerate() {
+    for (i, &(name, rows, cols, scheme, group)) in SHAPES.iter().enumerate() {
         let (p, stored) = packed(rows, cols, scheme, group, i as u64);
         let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-1.0..1.0)).collect();
         let kernels = [(Kernel::Best, "f32 act"), (Kernel::Q8, "int8 act")];
@@ -148,5 +175,156 @@ fn main() {
                 gbs / read * 100.0
             );
         }
+    }
+}
+
+/// Seconds per call of `f` over `iters` calls issued back to back, all
+/// outputs kept alive (after 3 warm-up calls, which compile the kernels):
+/// as the host sees it (issue, then one device synchronization, which is
+/// what waits for the work: reading an element back does not, with lazy
+/// fusion), and in device time (a profiling window around the calls,
+/// timestamped by the device where it can; None where it cannot).
+fn time_gpu(
+    device: &Device,
+    iters: usize,
+    f: &(dyn Fn() -> Tensor<2> + Sync),
+) -> (f64, Option<f64>) {
+    let warm: Vec<Tensor<2>> = (0..3).map(|_| f()).collect();
+    device.sync().expect("sync");
+    drop(warm);
+    let t = Instant::now();
+    let outs: Vec<Tensor<2>> = (0..iters).map(|_| f()).collect();
+    device.sync().expect("sync");
+    let host = t.elapsed().as_secs_f64() / iters as f64;
+    drop(outs);
+    let window = device.profile(|| {
+        let outs: Vec<Tensor<2>> = (0..iters).map(|_| f()).collect();
+        device.flush().expect("flush");
+        outs
+    });
+    let dev = window.ok().and_then(|(outs, d)| {
+        device.sync().expect("sync");
+        drop(outs);
+        block_on(d.resolve()).map(|ticks| ticks.duration().as_secs_f64() / iters as f64)
+    });
+    (host, dev)
+}
+
+/// GB/s of a device-to-device copy kernel over `bytes` (read + write),
+/// each call waited for; median of 7.
+fn device_copy_bandwidth(device: &Device, bytes: usize) -> f64 {
+    let a = Tensor::<1>::random(
+        [bytes / 4],
+        Distribution::Uniform(-1.0, 1.0),
+        (device, DType::F32),
+    );
+    let mut v = Vec::new();
+    device.sync().expect("sync");
+    for i in 0..9 {
+        let t = Instant::now();
+        let b = a.clone().mul_scalar(1.0001);
+        device.sync().expect("sync");
+        let dt = t.elapsed().as_secs_f64();
+        drop(b);
+        if i >= 2 {
+            v.push(2.0 * bytes as f64 / dt / 1e9);
+        }
+    }
+    median(v)
+}
+
+fn gpu(iters: usize, required: bool) {
+    if hybrid_tui::shard_b::device::vulkan_adapters().is_empty() {
+        assert!(!required, "HYBRID_BENCH_DEVICE=gpu but no Vulkan adapter");
+        println!("GPU: no Vulkan adapter, skipped");
+        return;
+    }
+    let settings = hybrid_tui::config::ShardBSettings {
+        backend: "vulkan".into(),
+        adapter: "auto".into(),
+        weights_dtype: "packed".into(),
+        threads: 0,
+        cpu_cores: String::new(),
+    };
+    let (device, info) = hybrid_tui::shard_b::select_device(&settings).expect("vulkan device");
+    let copy_mib: usize = std::env::var("HYBRID_BENCH_COPY_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    let copy = device_copy_bandwidth(&device, copy_mib << 20);
+    println!(
+        "GPU kernels on {} ({}) · device copy {copy:.1} GB/s ({copy_mib} MiB read + {copy_mib} MiB written, median of 7)",
+        info.name, info.backend
+    );
+    println!(
+        "{:<28} {:>10} {:>10} {:>12} {:>10} {:>9} {:>10} {:>9}",
+        "weight [out × in]",
+        "scheme",
+        "MB read",
+        "path",
+        "µs (host)",
+        "GB/s",
+        "µs (dev)",
+        "GB/s (% of copy)"
+    );
+    let row =
+        |name: &str, scheme: &str, bytes: f64, path: &str, (host, dev): (f64, Option<f64>)| {
+            let dev = match dev {
+                Some(d) => format!(
+                    "{:>10.1} {:>7.1} ({:.0}%)",
+                    d * 1e6,
+                    bytes / d / 1e9,
+                    bytes / d / 1e9 / copy * 100.0
+                ),
+                None => format!("{:>10}", "n/a"),
+            };
+            println!(
+                "{:<28} {:>10} {:>10.1} {:>12} {:>10.1} {:>9.1} {dev}",
+                name,
+                scheme,
+                bytes / 1e6,
+                path,
+                host * 1e6,
+                bytes / host / 1e9,
+            );
+        };
+    let mut rng = rand::rng();
+    for (i, &(name, rows, cols, scheme, group)) in SHAPES.iter().enumerate() {
+        let (p, stored) = packed(rows, cols, scheme, group, i as u64);
+        let d = DevicePacked::upload(&p, &device).expect("the layout fits the GPU kernels");
+        drop(p);
+        let x = Tensor::<2>::from_data(
+            TensorData::new(
+                (0..cols)
+                    .map(|_| rng.random_range(-1.0f32..1.0))
+                    .collect::<Vec<_>>(),
+                [1, cols],
+            ),
+            (&device, DType::F32),
+        );
+        device.sync().expect("sync");
+        for rpu in [1, 2, 4] {
+            let t = time_gpu(&device, iters, &|| d.matmul_with(x.clone(), rpu));
+            let path = format!(
+                "packed r{rpu}{}",
+                if rpu == ROWS_PER_UNIT { "*" } else { "" }
+            );
+            row(name, scheme.name(), stored as f64, &path, t);
+        }
+        drop(d);
+        // The path it replaces: weights dequantized to f16 at load.
+        let w16 = Tensor::<2>::random(
+            [rows, cols],
+            Distribution::Uniform(-0.05, 0.05),
+            (&device, DType::F16),
+        );
+        device.sync().expect("sync");
+        let t16 = time_gpu(&device, iters, &|| {
+            x.clone()
+                .cast(DType::F16)
+                .matmul(w16.clone().transpose())
+                .cast(DType::F32)
+        });
+        row("", "f16", (rows * cols * 2) as f64, "dequantized", t16);
     }
 }

@@ -276,11 +276,12 @@ fn vulkan() -> Option<burn::tensor::Device> {
 /// the same f64 reference and tolerance as the CPU kernel, on the Vulkan
 /// device: 4-bit sym/asym group 128 and per channel (rows of 72, 130, 200
 /// columns: padded to 32 on the device), 8-bit per channel (100, 257,
-/// 2048 columns) and group 128; 1, 3, 8, 9 and 37 tokens.
+/// 2048 columns) and group 128; 1, 3, 8, 9 and 37 tokens; whole and split
+/// into parts by rows.
 #[test]
 fn gpu_kernels_match_the_dequantized_reference() {
     use burn::tensor::{DType, Int, Tensor, TensorData};
-    use hybrid_tui::shard_b::cube::DevicePacked;
+    use hybrid_tui::shard_b::cube::{DevicePacked, ROWS_PER_UNIT};
     let Some(device) = vulkan() else { return };
     let seed: u64 = rand::rng().random();
     let cases: &[(usize, usize, usize, Scheme, &[usize])] = &[
@@ -303,7 +304,14 @@ fn gpu_kernels_match_the_dequantized_reference() {
         let t = s.view();
         let w = t.dequantize();
         let p = Packed::from_stored(&t).expect("an integer weight packs");
-        let d = DevicePacked::upload(&p, &device).expect("the layout fits the GPU kernels");
+        // Every other case split by rows into parts of ≤ 256 bytes of words, as
+        // weights over 128 MiB are.
+        let d = if i % 2 == 1 {
+            DevicePacked::upload_split(&p, &device, 256)
+        } else {
+            DevicePacked::upload(&p, &device)
+        }
+        .expect("the layout fits the GPU kernels");
         for &tokens in token_counts {
             let x: Vec<f32> = (0..tokens * cols)
                 .map(|_| rng.random_range(-2.0..2.0))
@@ -312,13 +320,21 @@ fn gpu_kernels_match_the_dequantized_reference() {
                 TensorData::new(x.clone(), [tokens, cols]),
                 (&device, DType::F32),
             );
-            let y: Vec<f32> = d
-                .matmul(xt)
-                .into_data()
-                .try_into_vec_as::<f32>()
-                .expect("f32 output");
-            let what = format!("GPU {scheme:?} {rows}×{cols} g{group} (seed {seed})");
-            assert_matches_reference(&w, &x, &y, [tokens, rows, cols], &what);
+            // The default, and (for one token) the other rows-per-unit
+            // variants of the matrix-vector kernel.
+            for rpu in [ROWS_PER_UNIT, 1, 4] {
+                let y: Vec<f32> = d
+                    .matmul_with(xt.clone(), rpu)
+                    .into_data()
+                    .try_into_vec_as::<f32>()
+                    .expect("f32 output");
+                let what =
+                    format!("GPU {scheme:?} {rows}×{cols} g{group} rows/unit {rpu} (seed {seed})");
+                assert_matches_reference(&w, &x, &y, [tokens, rows, cols], &what);
+                if tokens > 1 {
+                    break;
+                }
+            }
         }
         // Rows (embedding lookups), dequantized on the device: scale·u +
         // shift against the store's (q − zp)·scale, within f32 rounding.

@@ -46,6 +46,9 @@ pub const MATVEC_MAX_TOKENS: usize = 8;
 const LANES: u32 = 32;
 /// Rows per cube in the matrix-vector kernel.
 const ROWS_PER_CUBE: u32 = 8;
+/// Rows each unit of the matrix-vector kernel takes (its activations are
+/// loaded once for all of them).
+pub const ROWS_PER_UNIT: u32 = 2;
 /// Output tile side of the tiled kernel.
 const TILE: u32 = 16;
 /// Columns per step of the tiled kernel (one shared-memory stage).
@@ -60,71 +63,101 @@ mod kernels {
     use super::{LANES, ROWS_PER_CUBE, STEP, TILE};
     use cubecl::prelude::*;
 
+    /// Four floats, or four words: the widest vector the kernels use.
+    pub type V4<T> = Vector<T, Const<4>>;
+
     #[cube(launch_unchecked)]
     #[allow(clippy::too_many_arguments)]
     pub fn packed_matvec(
-        x: &Tensor<f32>,
-        words: &Tensor<u32>,
+        x: &Tensor<V4<f32>>,
+        words: &Tensor<V4<u32>>,
         scales: &Tensor<f32>,
         shifts: &Tensor<f32>,
         out: &mut Tensor<f32>,
         rows: u32,
-        kw: u32,
-        kx: u32,
-        group_words: u32,
+        kw4: u32,
+        kx4: u32,
+        group_steps: u32,
         groups: u32,
         #[comptime] tokens: usize,
         #[comptime] bits: u32,
+        #[comptime] rpu: usize,
     ) {
         let lanes = comptime!(LANES as usize);
         let per = comptime!((32 / bits) as usize);
+        // Elements in one step (a vector of 4 words), and the activation
+        // vectors they take.
+        let xv_per_step = comptime!(per);
         let mask = comptime!((1u32 << bits) - 1);
         let lane = UNIT_POS_X as usize;
         let cube = (CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) as usize;
-        let row = cube * (CUBE_DIM_Y as usize) + UNIT_POS_Y as usize;
+        let row0 = (cube * (CUBE_DIM_Y as usize) + UNIT_POS_Y as usize) * rpu;
         let rows = rows as usize;
-        let kw = kw as usize;
-        let kx = kx as usize;
-        let group_words = group_words as usize;
+        let kw4 = kw4 as usize;
+        let kx4 = kx4 as usize;
+        let group_steps = group_steps as usize;
         let groups = groups as usize;
 
-        let mut acc = Array::<f32>::new(tokens);
+        let mut acc = Array::<f32>::new(comptime!(tokens * rpu));
         #[unroll]
-        for t in 0..tokens {
-            acc[t] = 0.0;
+        for i in 0..comptime!(tokens * rpu) {
+            acc[i] = 0.0;
         }
-        if row < rows {
-            let mut w = lane;
-            while w < kw {
-                let word = words[row * kw + w];
-                let g = row * groups + w / group_words;
-                let s = scales[g];
-                let z = shifts[g];
-                #[unroll]
-                for t in 0..tokens {
-                    let base = t * kx + w * per;
-                    let mut dot = 0.0f32;
-                    let mut sum = 0.0f32;
-                    #[unroll]
-                    for j in 0..per {
-                        let xv = x[base + j];
-                        let u = (word >> comptime!(j as u32 * bits)) & mask;
-                        dot += f32::cast_from(u) * xv;
-                        sum += xv;
-                    }
-                    acc[t] += s * dot + z * sum;
-                }
-                w += lanes;
+        let mut wv = Array::<V4<u32>>::new(rpu);
+        let mut sc = Array::<f32>::new(rpu);
+        let mut sh = Array::<f32>::new(rpu);
+        let mut xs = Array::<V4<f32>>::new(xv_per_step);
+        let mut i = lane;
+        while i < kw4 {
+            let g = i / group_steps;
+            #[unroll]
+            for r in 0..rpu {
+                // Rows past the end read the last row; their sums are dropped.
+                let row = min(row0 + r, rows - 1);
+                wv[r] = words[row * kw4 + i];
+                sc[r] = scales[row * groups + g];
+                sh[r] = shifts[row * groups + g];
             }
+            #[unroll]
+            for t in 0..tokens {
+                let base = t * kx4 + i * xv_per_step;
+                let mut sum = V4::<f32>::broadcast(0.0);
+                #[unroll]
+                for q in 0..xv_per_step {
+                    xs[q] = x[base + q];
+                    sum += xs[q];
+                }
+                let total = sum.extract(0usize)
+                    + sum.extract(1usize)
+                    + sum.extract(2usize)
+                    + sum.extract(3usize);
+                #[unroll]
+                for r in 0..rpu {
+                    let mut dot = 0.0f32;
+                    #[unroll]
+                    for q in 0..xv_per_step {
+                        #[unroll]
+                        for c in 0..4usize {
+                            let e = comptime!(q * 4 + c);
+                            let word = wv[r].extract(comptime!(e / per));
+                            let u = (word >> comptime!(((e % per) as u32) * bits)) & mask;
+                            dot += f32::cast_from(u) * xs[q].extract(c);
+                        }
+                    }
+                    acc[r * tokens + t] += sc[r] * dot + sh[r] * total;
+                }
+            }
+            i += lanes;
         }
 
-        // Sum the row's 32 partial results: a tree in shared memory.
+        // Sum the lanes' partial results: a tree in shared memory.
         let mut partial =
             Shared::<[f32]>::new_slice(comptime!((LANES * ROWS_PER_CUBE) as usize * tokens));
-        let base = UNIT_POS_Y as usize * tokens * lanes;
+        let slots = comptime!(tokens * rpu);
+        let base = UNIT_POS_Y as usize * slots * lanes;
         #[unroll]
-        for t in 0..tokens {
-            partial[base + t * lanes + lane] = acc[t];
+        for k in 0..slots {
+            partial[base + k * lanes + lane] = acc[k];
         }
         sync_cube();
         #[unroll]
@@ -132,17 +165,23 @@ mod kernels {
             let half = comptime!((LANES >> (step + 1)) as usize);
             if lane < half {
                 #[unroll]
-                for t in 0..tokens {
-                    let i = base + t * lanes + lane;
-                    partial[i] += partial[i + half];
+                for k in 0..slots {
+                    let j = base + k * lanes + lane;
+                    partial[j] += partial[j + half];
                 }
             }
             sync_cube();
         }
-        if lane == 0 && row < rows {
+        if lane == 0 {
             #[unroll]
-            for t in 0..tokens {
-                out[t * rows + row] = partial[base + t * lanes];
+            for r in 0..rpu {
+                let row = row0 + r;
+                if row < rows {
+                    #[unroll]
+                    for t in 0..tokens {
+                        out[t * rows + row] = partial[base + (r * tokens + t) * lanes];
+                    }
+                }
             }
         }
     }
@@ -269,9 +308,10 @@ pub trait PackedOps: Backend {
         shifts: FloatTensor<Self>,
         bits: u32,
         group_words: usize,
+        rows_per_unit: u32,
     ) -> FloatTensor<Self>;
 
-    /// Rows `ids` (u32) of a packed weight as f32: `[ids, kw · 32/bits]`.
+    /// Rows `ids` (u32, below the weight's rows) of a packed weight as f32: `[ids, kw · 32/bits]`.
     #[fusion(dtype = DType::F32, shape = Shape::new([ids[0], words[1] * (32 / *bits as usize)]))]
     fn packed_rows(
         ids: IntTensor<Self>,
@@ -297,6 +337,7 @@ impl PackedOps for CubeBackend {
         shifts: FloatTensor<Self>,
         bits: u32,
         group_words: usize,
+        rows_per_unit: u32,
     ) -> FloatTensor<Self> {
         let (x, words) = (into_contiguous(x), into_contiguous(words));
         let (scales, shifts) = (into_contiguous(scales), into_contiguous(shifts));
@@ -316,27 +357,36 @@ impl PackedOps for CubeBackend {
         );
         let client = x.client.clone();
         if tokens <= MATVEC_MAX_TOKENS {
+            let rpu = match rows_per_unit {
+                0 | 1 => 1,
+                2 | 3 => 2,
+                _ => 4,
+            };
             let cubes = (rows as u32).div_ceil(ROWS_PER_CUBE);
             // SAFETY: every index the kernel forms is below the sizes checked
             // above (rows × kw words, rows × groups scales, tokens × kx
-            // activations, tokens × rows outputs).
+            // activations, tokens × rows outputs); rows past the end are
+            // read clamped and not written. kx and kw are multiples of 4
+            // (rows are padded to 32 columns), and groups of whole 4-word
+            // steps (a group is ≥ 32 columns).
             unsafe {
                 packed_matvec::launch_unchecked(
                     &client,
                     grid(cubes),
-                    CubeDim::new_2d(LANES, ROWS_PER_CUBE),
+                    CubeDim::new_2d(LANES, ROWS_PER_CUBE / rpu),
                     x.into_tensor_arg(),
                     words.into_tensor_arg(),
                     scales.into_tensor_arg(),
                     shifts.into_tensor_arg(),
                     out.clone().into_tensor_arg(),
                     rows as u32,
-                    kw as u32,
-                    kx as u32,
-                    group_words as u32,
+                    (kw / 4) as u32,
+                    (kx / 4) as u32,
+                    (group_words / 4) as u32,
                     groups as u32,
                     tokens,
                     bits,
+                    rpu as usize,
                 );
             }
         } else {
@@ -419,6 +469,20 @@ pub fn supported(device: &Device) -> bool {
     matches!(device.as_dispatch(), DispatchDevice::Cube(_))
 }
 
+/// Most bytes of words one launch binds: WebGPU's guaranteed
+/// `maxStorageBufferBindingSize` (a bigger binding fails on devices that
+/// keep that default — lavapipe does), so larger weights are split by rows.
+const MAX_BINDING_BYTES: usize = 128 << 20;
+
+/// Rows `[start, start + rows)` of a packed weight, in device memory.
+struct Part {
+    start: usize,
+    rows: usize,
+    words: Tensor<2, Int>,
+    scales: Tensor<2>,
+    shifts: Tensor<2>,
+}
+
 /// A packed weight in device memory.
 pub struct DevicePacked {
     pub rows: usize,
@@ -427,9 +491,8 @@ pub struct DevicePacked {
     pub cols_padded: usize,
     pub bits: u32,
     group_words: usize,
-    words: Tensor<2, Int>,
-    scales: Tensor<2>,
-    shifts: Tensor<2>,
+    groups: usize,
+    parts: Vec<Part>,
 }
 
 impl DevicePacked {
@@ -437,42 +500,69 @@ impl DevicePacked {
     /// when its groups do not hold whole padded words (a group smaller than
     /// a row that is not a multiple of 32 columns).
     pub fn upload(p: &Packed, device: &Device) -> Option<DevicePacked> {
+        Self::upload_split(p, device, MAX_BINDING_BYTES)
+    }
+
+    /// [`DevicePacked::upload`], in parts of at most `max_bytes` of words
+    /// (at least one row each).
+    pub fn upload_split(p: &Packed, device: &Device, max_bytes: usize) -> Option<DevicePacked> {
         let parts = p.device_layout(COL_ALIGN)?;
         let per = 32 / p.bits as usize;
         let kw = parts.cols_padded / per;
         let groups = parts.scales.len() / p.rows;
-        let words = Tensor::<2, Int>::from_data(
-            TensorData::new(parts.words, [p.rows, kw]),
-            (device, DType::U32),
-        );
-        let scales = Tensor::<2>::from_data(
-            TensorData::new(parts.scales, [p.rows, groups]),
-            (device, DType::F32),
-        );
-        let shifts = Tensor::<2>::from_data(
-            TensorData::new(parts.shifts, [p.rows, groups]),
-            (device, DType::F32),
-        );
+        let rows_per_part = (max_bytes / (4 * kw)).max(1);
+        let mut out = Vec::new();
+        let mut start = 0;
+        while start < p.rows {
+            let rows = rows_per_part.min(p.rows - start);
+            let f32s = |v: &[f32]| {
+                Tensor::<2>::from_data(
+                    TensorData::new(
+                        v[start * groups..(start + rows) * groups].to_vec(),
+                        [rows, groups],
+                    ),
+                    (device, DType::F32),
+                )
+            };
+            out.push(Part {
+                start,
+                rows,
+                words: Tensor::<2, Int>::from_data(
+                    TensorData::new(
+                        parts.words[start * kw..(start + rows) * kw].to_vec(),
+                        [rows, kw],
+                    ),
+                    (device, DType::U32),
+                ),
+                scales: f32s(&parts.scales),
+                shifts: f32s(&parts.shifts),
+            });
+            start += rows;
+        }
         Some(DevicePacked {
             rows: p.rows,
             cols: p.cols,
             cols_padded: parts.cols_padded,
             bits: p.bits,
             group_words: parts.group_cols / per,
-            words,
-            scales,
-            shifts,
+            groups,
+            parts: out,
         })
     }
 
     /// Bytes resident on the device: the words, scales and shifts.
     pub fn resident_bytes(&self) -> usize {
-        let groups = self.scales.dims()[1];
-        self.rows * self.cols_padded * self.bits as usize / 8 + 8 * self.rows * groups
+        self.rows * self.cols_padded * self.bits as usize / 8 + 8 * self.rows * self.groups
     }
 
     /// `x`: `[tokens, cols]` f32 → `[tokens, rows]` f32.
     pub fn matmul(&self, x: Tensor<2>) -> Tensor<2> {
+        self.matmul_with(x, ROWS_PER_UNIT)
+    }
+
+    /// [`DevicePacked::matmul`] with `rows_per_unit` rows per unit of the
+    /// matrix-vector kernel (1, 2 or 4; the benchmark compares them).
+    pub fn matmul_with(&self, x: Tensor<2>, rows_per_unit: u32) -> Tensor<2> {
         let [tokens, cols] = x.dims();
         assert_eq!(cols, self.cols, "packed matmul: activation width");
         let x = if self.cols_padded > cols {
@@ -482,29 +572,65 @@ impl DevicePacked {
         } else {
             x
         };
-        Tensor::from_dispatch(<Dispatch as PackedOps>::packed_matmul(
-            x.into_dispatch(),
-            self.words.clone().into_dispatch(),
-            self.scales.clone().into_dispatch(),
-            self.shifts.clone().into_dispatch(),
-            self.bits,
-            self.group_words,
-        ))
+        let mut outs: Vec<Tensor<2>> = self
+            .parts
+            .iter()
+            .map(|part| {
+                Tensor::from_dispatch(<Dispatch as PackedOps>::packed_matmul(
+                    x.clone().into_dispatch(),
+                    part.words.clone().into_dispatch(),
+                    part.scales.clone().into_dispatch(),
+                    part.shifts.clone().into_dispatch(),
+                    self.bits,
+                    self.group_words,
+                    rows_per_unit,
+                ))
+            })
+            .collect();
+        match outs.len() {
+            1 => outs.remove(0),
+            _ => Tensor::cat(outs, 1),
+        }
     }
 
     /// Rows `ids` as f32 (embedding lookups), dequantized on the device.
     pub fn rows_f32(&self, ids: Tensor<1, Int>) -> Tensor<2> {
         let n = ids.dims()[0];
-        let rows = Tensor::from_dispatch(<Dispatch as PackedOps>::packed_rows(
-            ids.clamp(0, self.rows as i64 - 1)
-                .cast(DType::U32)
-                .into_dispatch(),
-            self.words.clone().into_dispatch(),
-            self.scales.clone().into_dispatch(),
-            self.shifts.clone().into_dispatch(),
-            self.bits,
-            self.group_words,
-        ));
+        let ids = ids.clamp(0, self.rows as i64 - 1);
+        let lookup = |part: &Part, ids: Tensor<1, Int>| -> Tensor<2> {
+            Tensor::from_dispatch(<Dispatch as PackedOps>::packed_rows(
+                ids.cast(DType::U32).into_dispatch(),
+                part.words.clone().into_dispatch(),
+                part.scales.clone().into_dispatch(),
+                part.shifts.clone().into_dispatch(),
+                self.bits,
+                self.group_words,
+            ))
+        };
+        let rows = match self.parts.as_slice() {
+            [one] => lookup(one, ids),
+            parts => {
+                // Each part looks up the ids it holds (others clamped into
+                // it and masked out); the parts' rows are added.
+                let mut sum: Option<Tensor<2>> = None;
+                for part in parts {
+                    let (lo, hi) = (part.start as i64, (part.start + part.rows) as i64);
+                    let inside = ids
+                        .clone()
+                        .greater_equal_elem(lo)
+                        .bool_and(ids.clone().lower_elem(hi))
+                        .float()
+                        .unsqueeze_dim::<2>(1);
+                    let local = ids.clone().sub_scalar(lo).clamp(0, part.rows as i64 - 1);
+                    let r = lookup(part, local) * inside;
+                    sum = Some(match sum {
+                        Some(s) => s + r,
+                        None => r,
+                    });
+                }
+                sum.expect("a weight has at least one part")
+            }
+        };
         if self.cols_padded > self.cols {
             rows.slice([0..n, 0..self.cols])
         } else {

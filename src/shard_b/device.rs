@@ -47,7 +47,7 @@ pub fn vulkan_adapters() -> Vec<Adapter> {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
     desc.backends = wgpu::Backends::VULKAN;
     let instance = wgpu::Instance::new(desc);
-    let adapters = pollster_block(instance.enumerate_adapters(wgpu::Backends::VULKAN));
+    let adapters = block_on(instance.enumerate_adapters(wgpu::Backends::VULKAN));
     adapters
         .into_iter()
         .enumerate()
@@ -62,8 +62,10 @@ pub fn vulkan_adapters() -> Vec<Adapter> {
         .collect()
 }
 
-fn pollster_block<F: std::future::Future>(f: F) -> F::Output {
-    // enumerate_adapters is async only on the web; natively the future is ready at once.
+/// Wait for a future by polling it (wgpu's adapter enumeration is async
+/// only on the web, and is ready at once natively; a profiling window's
+/// duration resolves once the device has run its work).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     use std::task::{Context, Poll, Waker};
     let mut f = std::pin::pin!(f);
     let mut cx = Context::from_waker(Waker::noop());
