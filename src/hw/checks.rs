@@ -34,7 +34,7 @@ pub const FIX_GPU_DRIVER: &str = "No Intel GPU driver: on a Core Ultra machine u
 pub const FIX_VULKAN: &str = "Install your GPU's Vulkan driver and loader: mesa-vulkan-drivers and libvulkan1 (Intel, AMD) or the NVIDIA driver; vulkaninfo --summary should list the GPU";
 pub const FIX_OPENVINO: &str = "Run scripts/setup (it installs the OpenVINO wheel into .openvino), or point openvino.runtime_dir (or OPENVINO_LIB_DIR) at the folder holding libopenvino_c.so";
 pub const FIX_SHM: &str = "Free or enlarge /dev/shm (sudo mount -o remount,size=2G /dev/shm; in Docker --shm-size=2g), or lower ring.slots or shard_a.prefill_chunk";
-pub const FIX_MEMORY: &str = "Not enough memory for this model: close other programs, pick a smaller model, or halve shard B's weights with --set shard_b.weights_dtype=f16";
+pub const FIX_MEMORY: &str = "Not enough memory for this model: close other programs, pick a smaller model, or keep shard B's weights packed (4-bit/8-bit as baked, ~4× less than f16) with --set shard_b.weights_dtype=packed";
 pub const FIX_DISK: &str = "Free space where models are cached ($XDG_CACHE_HOME/hybrid-tui, by default ~/.cache/hybrid-tui), or point XDG_CACHE_HOME at a larger disk";
 
 /// Every fix line, for the README test.

@@ -48,7 +48,7 @@ const LANES: u32 = 32;
 const ROWS_PER_CUBE: u32 = 8;
 /// Rows each unit of the matrix-vector kernel takes (its activations are
 /// loaded once for all of them).
-pub const ROWS_PER_UNIT: u32 = 2;
+pub const ROWS_PER_UNIT: u32 = 4;
 /// Output tile side of the tiled kernel.
 const TILE: u32 = 16;
 /// Columns per step of the tiled kernel (one shared-memory stage).
