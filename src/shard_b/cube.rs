@@ -9,21 +9,23 @@
 //! `scale · u + shift`, applied inside the kernels:
 //!
 //! - [`packed_matvec`] (decode: up to [`MATVEC_MAX_TOKENS`] tokens, one
-//!   stream each or a few streams batched): a cube of 32 × 8 units takes 8
-//!   rows; each row's 32 units walk its words 32 apart (one coalesced
-//!   32-bit load per unit and step), multiply each word's elements by the
-//!   activations of every token, apply the group's scale and shift once
-//!   per word, and sum their partial results in shared memory.
+//!   stream each or a few streams batched): a cube of 32 lanes × 2 slots
+//!   takes 8 rows, [`ROWS_PER_UNIT`] per slot; a lane walks its rows'
+//!   words in 4-word vectors 32 vectors apart (coalesced 16-byte loads),
+//!   loads the matching activations once (4-float vectors) for all its
+//!   rows and every token, applies the group's scale and shift once per
+//!   step, and the 32 lanes' partial sums meet in shared memory.
 //! - [`packed_matmul_tiled`] (prefill chunks): 16 × 16 output tiles; per
 //!   step of 32 columns the cube stages 16 token rows and 16 weight rows,
 //!   dequantized on the way into shared memory, and each unit accumulates
 //!   one output.
 //!
-//! Only 32-bit scalar loads and stores, f32 arithmetic, ≤ 8.5 KiB of shared
-//! memory and 256 units per cube: nothing beyond WebGPU's baseline limits,
-//! so the kernels need no vector width (burn's own 4-bit matmul needs
-//! 8-wide float vectors and fails on devices whose widest is 4) and no
-//! optional SPIR-V capability (no f16, no subgroups, no 64-bit).
+//! Only 32-bit loads and stores (scalars or 4-wide vectors), f32
+//! arithmetic, ≤ 8.5 KiB of shared memory and ≤ 256 units per cube:
+//! nothing beyond WebGPU's baseline limits, so the kernels need no vector
+//! wider than 4 (burn's own 4-bit matmul needs 8-wide float vectors and
+//! fails on devices whose widest is 4) and no optional SPIR-V capability
+//! (no f16, no subgroups, no 64-bit).
 //!
 //! Rows are padded to a multiple of 32 columns on the device (activations
 //! too, with zeros), so a word never straddles a row and a group of 32 or
