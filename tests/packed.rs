@@ -297,6 +297,8 @@ fn gpu_kernels_match_the_dequantized_reference() {
         (13, 257, 257, Scheme::Int8Sym, &[3, 9]),
         (40, 2048, 2048, Scheme::Int8Asym, &[1, 20]),
         (3, 384, 128, Scheme::Int8Sym, &[8]),
+        // Many rows (thousands of cubes), per channel.
+        (33_000, 64, 64, Scheme::Int4Asym, &[1, 3]),
     ];
     for (i, &(rows, cols, group, scheme, token_counts)) in cases.iter().enumerate() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_add(i as u64));
