@@ -23,7 +23,7 @@ use std::time::Instant;
 use burn::tensor::{DType, Device, Distribution, Tensor, TensorData};
 use hybrid_tui::bake::quant::{Scheme, pack_u4, quantize};
 use hybrid_tui::bake::store::StoredTensor;
-use hybrid_tui::shard_b::cube::{DevicePacked, ROWS_PER_UNIT};
+use hybrid_tui::shard_b::cube::DevicePacked;
 use hybrid_tui::shard_b::device::block_on;
 use hybrid_tui::shard_b::packed::{Kernel, Packed, best_kernel_name};
 use rand::{Rng, SeedableRng};
@@ -303,11 +303,11 @@ fn gpu(iters: usize, required: bool) {
             (&device, DType::F32),
         );
         device.sync().expect("sync");
-        for rpu in [1, 2, 4] {
+        for rpu in [1, 2, 4, 8] {
             let t = time_gpu(&device, iters, &|| d.matmul_with(x.clone(), rpu));
             let path = format!(
                 "packed r{rpu}{}",
-                if rpu == ROWS_PER_UNIT { "*" } else { "" }
+                if rpu == d.rows_per_unit() { "*" } else { "" }
             );
             row(name, scheme.name(), stored as f64, &path, t);
         }

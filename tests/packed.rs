@@ -281,7 +281,7 @@ fn vulkan() -> Option<burn::tensor::Device> {
 #[test]
 fn gpu_kernels_match_the_dequantized_reference() {
     use burn::tensor::{DType, Int, Tensor, TensorData};
-    use hybrid_tui::shard_b::cube::{DevicePacked, ROWS_PER_UNIT};
+    use hybrid_tui::shard_b::cube::DevicePacked;
     let Some(device) = vulkan() else { return };
     let seed: u64 = rand::rng().random();
     let cases: &[(usize, usize, usize, Scheme, &[usize])] = &[
@@ -324,7 +324,7 @@ fn gpu_kernels_match_the_dequantized_reference() {
             );
             // The default, and (for one token) the other rows-per-unit
             // variants of the matrix-vector kernel.
-            for rpu in [ROWS_PER_UNIT, 1, 4] {
+            for rpu in [d.rows_per_unit(), 1, 2, 4, 8] {
                 let y: Vec<f32> = d
                     .matmul_with(xt.clone(), rpu)
                     .into_data()

@@ -9,8 +9,9 @@
 //! `scale · u + shift`, applied inside the kernels:
 //!
 //! - [`packed_matvec`] (decode: up to [`MATVEC_MAX_TOKENS`] tokens, one
-//!   stream each or a few streams batched): a cube of 32 lanes × 2 slots
-//!   takes 8 rows, [`ROWS_PER_UNIT`] per slot; a lane walks its rows'
+//!   stream each or a few streams batched): a cube of 32 lanes takes 8
+//!   rows, 4 per unit in 2 slots (8 in 1 for tall weights, see
+//!   [`DevicePacked::rows_per_unit`]); a lane walks its rows'
 //!   words in 4-word vectors 32 vectors apart (coalesced 16-byte loads),
 //!   loads the matching activations once (4-float vectors) for all its
 //!   rows and every token, applies the group's scale and shift once per
@@ -48,9 +49,13 @@ pub const MATVEC_MAX_TOKENS: usize = 8;
 const LANES: u32 = 32;
 /// Rows per cube in the matrix-vector kernel.
 const ROWS_PER_CUBE: u32 = 8;
-/// Rows each unit of the matrix-vector kernel takes (its activations are
-/// loaded once for all of them).
+/// Rows each unit of the matrix-vector kernel takes by default (its
+/// activations are loaded once for all of them).
 pub const ROWS_PER_UNIT: u32 = 4;
+/// Weights with at least this many rows take 8 rows per unit for 1-2
+/// tokens (H100: the int4 lm_head 1781 GB/s against 1398 with 4; the 8B
+/// `down` shape, 4096 long rows, 630 against 848).
+const TALL_ROWS: usize = 32_768;
 /// Output tile side of the tiled kernel.
 const TILE: u32 = 16;
 /// Columns per step of the tiled kernel (one shared-memory stage).
@@ -362,7 +367,9 @@ impl PackedOps for CubeBackend {
             let rpu = match rows_per_unit {
                 0 | 1 => 1,
                 2 | 3 => 2,
-                _ => 4,
+                // 8 rows only for 1-2 tokens (8 × tokens accumulators).
+                r if r < 8 || tokens > 2 => 4,
+                _ => 8,
             };
             let cubes = (rows as u32).div_ceil(ROWS_PER_CUBE);
             // SAFETY: every index the kernel forms is below the sizes checked
@@ -559,11 +566,22 @@ impl DevicePacked {
 
     /// `x`: `[tokens, cols]` f32 → `[tokens, rows]` f32.
     pub fn matmul(&self, x: Tensor<2>) -> Tensor<2> {
-        self.matmul_with(x, ROWS_PER_UNIT)
+        self.matmul_with(x, self.rows_per_unit())
+    }
+
+    /// Rows per unit [`DevicePacked::matmul`] uses: 8 for tall weights
+    /// (lm_head), 4 otherwise (the kernel takes 8 only for 1-2 tokens).
+    pub fn rows_per_unit(&self) -> u32 {
+        if self.rows >= TALL_ROWS {
+            8
+        } else {
+            ROWS_PER_UNIT
+        }
     }
 
     /// [`DevicePacked::matmul`] with `rows_per_unit` rows per unit of the
-    /// matrix-vector kernel (1, 2 or 4; the benchmark compares them).
+    /// matrix-vector kernel (1, 2, 4, or 8 for 1-2 tokens; the benchmark
+    /// compares them).
     pub fn matmul_with(&self, x: Tensor<2>, rows_per_unit: u32) -> Tensor<2> {
         let [tokens, cols] = x.dims();
         assert_eq!(cols, self.cols, "packed matmul: activation width");
