@@ -515,47 +515,44 @@ impl DevicePacked {
     /// [`DevicePacked::upload`], in parts of at most `max_bytes` of words
     /// (at least one row each).
     pub fn upload_split(p: &Packed, device: &Device, max_bytes: usize) -> Option<DevicePacked> {
-        let parts = p.device_layout(COL_ALIGN)?;
+        let layout = p.device_layout(COL_ALIGN)?;
         let per = 32 / p.bits as usize;
-        let kw = parts.cols_padded / per;
-        let groups = parts.scales.len() / p.rows;
+        let kw = layout.cols_padded / per;
+        let groups = layout.scales.len() / p.rows;
         let rows_per_part = (max_bytes / (4 * kw)).max(1);
-        let mut out = Vec::new();
-        let mut start = 0;
-        while start < p.rows {
-            let rows = rows_per_part.min(p.rows - start);
-            let f32s = |v: &[f32]| {
-                Tensor::<2>::from_data(
-                    TensorData::new(
-                        v[start * groups..(start + rows) * groups].to_vec(),
-                        [rows, groups],
-                    ),
-                    (device, DType::F32),
-                )
+        let (mut words, mut scales, mut shifts) = (layout.words, layout.scales, layout.shifts);
+        // Parts from the last: each takes its rows off the end of the
+        // layout's vectors (the first part, the only one of most weights,
+        // keeps them without a copy).
+        let mut parts = Vec::new();
+        let mut end = p.rows;
+        while end > 0 {
+            let start = (end - 1) / rows_per_part * rows_per_part;
+            let rows = end - start;
+            let f32s = |v: Vec<f32>| {
+                Tensor::<2>::from_data(TensorData::new(v, [rows, groups]), (device, DType::F32))
             };
-            out.push(Part {
+            parts.push(Part {
                 start,
                 rows,
                 words: Tensor::<2, Int>::from_data(
-                    TensorData::new(
-                        parts.words[start * kw..(start + rows) * kw].to_vec(),
-                        [rows, kw],
-                    ),
+                    TensorData::new(words.split_off(start * kw), [rows, kw]),
                     (device, DType::U32),
                 ),
-                scales: f32s(&parts.scales),
-                shifts: f32s(&parts.shifts),
+                scales: f32s(scales.split_off(start * groups)),
+                shifts: f32s(shifts.split_off(start * groups)),
             });
-            start += rows;
+            end = start;
         }
+        parts.reverse();
         Some(DevicePacked {
             rows: p.rows,
             cols: p.cols,
-            cols_padded: parts.cols_padded,
+            cols_padded: layout.cols_padded,
             bits: p.bits,
-            group_words: parts.group_cols / per,
+            group_words: layout.group_cols / per,
             groups,
-            parts: out,
+            parts,
         })
     }
 

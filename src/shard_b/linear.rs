@@ -91,17 +91,20 @@ impl QuantLinear {
             WeightDtype::Packed | WeightDtype::PackedQ8 => Packed::from_stored(&t),
             _ => None,
         };
-        let on_gpu = packed
-            .as_ref()
-            .filter(|_| cube::supported(device))
-            .and_then(|p| DevicePacked::upload(p, device));
-        let weight = match (packed, on_gpu) {
-            (_, Some(d)) => Weight::Gpu(d),
-            (Some(p), None) if !cube::supported(device) => Weight::Packed(Arc::new(p)),
-            _ => Weight::Dense(Tensor::<2>::from_data(
+        let dense = || {
+            Weight::Dense(Tensor::<2>::from_data(
                 TensorData::new(t.dequantize(), [rows, cols]),
                 (device, dtype.dtype()),
-            )),
+            ))
+        };
+        // Packed weights go to the GPU kernels on a CubeCL device (dense if
+        // their groups do not fit the kernels' layout), else to the CPU kernel.
+        let weight = match packed {
+            Some(p) if cube::supported(device) => {
+                DevicePacked::upload(&p, device).map_or_else(dense, Weight::Gpu)
+            }
+            Some(p) => Weight::Packed(Arc::new(p)),
+            None => dense(),
         };
         let bias = match bias {
             Some(b) => Some(Tensor::<1>::from_data(

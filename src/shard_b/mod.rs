@@ -37,7 +37,7 @@ pub enum ShardBError {
     #[error(
         "shard_b.weights_dtype = packed-q8 (int8 activations) is a CPU kernel (shard B is on {adapter}); set shard_b.weights_dtype to packed (the GPU kernel for packed weights), f16 or f32"
     )]
-    PackedOnGpu { adapter: String },
+    PackedQ8OnGpu { adapter: String },
     #[error(
         "stream is full: {len} + {new} tokens exceed its KV capacity {capacity}; raise shard_a.kv_capacity or start a new conversation"
     )]
@@ -174,7 +174,7 @@ impl ShardB {
     ) -> Result<ShardB, ShardBError> {
         let spec = model.spec().clone();
         if weights_dtype == WeightDtype::PackedQ8 && info.backend != "cpu" {
-            return Err(ShardBError::PackedOnGpu {
+            return Err(ShardBError::PackedQ8OnGpu {
                 adapter: info.name.clone(),
             });
         }
