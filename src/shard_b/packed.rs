@@ -15,6 +15,7 @@
 
 use rayon::prelude::*;
 
+use crate::bake::quant::unpack_u4;
 use crate::bake::store::StoredTensor;
 
 /// An integer weight as the kernel reads it.
@@ -47,10 +48,6 @@ pub struct DeviceLayout {
     pub group_cols: usize,
 }
 
-fn f16_at(b: &[u8], i: usize) -> f32 {
-    half::f16::from_le_bytes([b[2 * i], b[2 * i + 1]]).to_f32()
-}
-
 impl Packed {
     /// Take a stored integer weight (None for f16/f32 weights).
     pub fn from_stored(t: &StoredTensor) -> Option<Packed> {
@@ -64,8 +61,12 @@ impl Packed {
         if bits == 4 && (cols % 2 != 0 || group % 2 != 0) {
             return None;
         }
-        let scales_b = t.scales?;
-        let scales: Vec<f32> = (0..groups).map(|i| f16_at(scales_b, i)).collect();
+        let scales: Vec<f32> = t
+            .scales?
+            .chunks_exact(2)
+            .take(groups)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect();
         let signed = !s.is_asym();
         let q: Vec<u8> = match (bits, signed) {
             (4, true) => t.data.iter().map(|b| b ^ 0x88).collect(),
@@ -76,17 +77,16 @@ impl Packed {
             vec![if bits == 4 { 8.0 } else { 128.0 }; groups]
         } else {
             let z = t.zero_points?;
-            (0..groups)
-                .map(|i| {
-                    if bits == 4 {
-                        let b = z[i / 2];
-                        (if i % 2 == 0 { b & 15 } else { b >> 4 }) as f32
-                    } else {
-                        z[i] as f32
-                    }
-                })
-                .collect()
+            let z = if bits == 4 {
+                unpack_u4(z, groups, false)
+            } else {
+                z.iter().take(groups).copied().collect()
+            };
+            z.into_iter().map(f32::from).collect()
         };
+        if scales.len() != groups || zps.len() != groups {
+            return None;
+        }
         Some(Packed {
             rows,
             cols,
