@@ -12,8 +12,9 @@
 //!   "packed rN" is the matrix-vector kernel with N rows per unit; * marks
 //!   the one shard B uses.
 //!
-//! `cargo test --bench int4 --no-run`, then run the binary it names
-//! (dependencies optimized in the test profile). HYBRID_BENCH_ITERS sets
+//! `cargo test --bench int4 --profile dev --no-run`, then run the binary it
+//! names (built as the app is: optimized, without debug assertions, which
+//! would check every SIMD load of the CPU kernel). HYBRID_BENCH_ITERS sets
 //! the repetitions per shape (default 30, after 3 warm-up calls);
 //! HYBRID_BENCH_DEVICE = cpu | gpu | all (default: all, the GPU part only
 //! where a Vulkan adapter exists).
