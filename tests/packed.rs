@@ -158,6 +158,75 @@ fn packed_kernel_matches_the_dequantized_reference() {
     }
 }
 
+/// Projections stacked into one weight (q/k/v, gate/up) give each part's
+/// product: the stacked rows against the reference over the parts'
+/// dequantized rows in order, and bit for bit what each part gives alone
+/// (rows are independent). Parts of another width, group or bit count do
+/// not stack.
+#[test]
+fn stacked_weights_multiply_as_their_parts() {
+    let seed: u64 = rand::rng().random();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    for (scheme, group, rows) in [
+        (Scheme::Int4Sym, 128, [40, 8, 24]),
+        (Scheme::Int4Asym, 128, [24, 8, 8]),
+        (Scheme::Int8Asym, 256, [9, 3, 5]),
+    ] {
+        let cols = 256;
+        let stored: Vec<Stored> = rows
+            .iter()
+            .map(|&r| make(&mut rng, r, cols, group, scheme))
+            .collect();
+        let parts: Vec<Packed> = stored
+            .iter()
+            .map(|s| Packed::from_stored(&s.view()).expect("an integer weight packs"))
+            .collect();
+        let stacked = Packed::stack(&parts).expect("parts of one format stack");
+        let total: usize = rows.iter().sum();
+        assert_eq!(stacked.rows, total);
+        let w: Vec<f32> = stored.iter().flat_map(|s| s.view().dequantize()).collect();
+        for tokens in [1, 3] {
+            let x: Vec<f32> = (0..tokens * cols)
+                .map(|_| rng.random_range(-2.0..2.0))
+                .collect();
+            for kernel in [Kernel::Best, Kernel::Q8] {
+                let y = stacked.matmul_with(&x, tokens, kernel);
+                if kernel == Kernel::Best {
+                    let what = format!("stacked {scheme:?} {rows:?} (seed {seed})");
+                    assert_matches_reference(&w, &x, &y, [tokens, total, cols], &what);
+                }
+                let mut start = 0;
+                for (part, &n) in parts.iter().zip(&rows) {
+                    let alone = part.matmul_with(&x, tokens, kernel);
+                    for t in 0..tokens {
+                        assert_eq!(
+                            &y[t * total + start..t * total + start + n],
+                            &alone[t * n..(t + 1) * n],
+                            "{scheme:?} {kernel:?}: rows {start}.. of the stack, token {t} (seed {seed})"
+                        );
+                    }
+                    start += n;
+                }
+            }
+        }
+        assert_eq!(
+            stacked.resident_bytes(),
+            parts.iter().map(Packed::resident_bytes).sum::<usize>()
+        );
+    }
+    let a = Packed::from_stored(&make(&mut rng, 8, 256, 128, Scheme::Int4Sym).view()).unwrap();
+    let other_group =
+        Packed::from_stored(&make(&mut rng, 8, 256, 256, Scheme::Int4Sym).view()).unwrap();
+    let other_bits =
+        Packed::from_stored(&make(&mut rng, 8, 256, 128, Scheme::Int8Sym).view()).unwrap();
+    let other_width =
+        Packed::from_stored(&make(&mut rng, 8, 384, 128, Scheme::Int4Sym).view()).unwrap();
+    for b in [other_group, other_bits, other_width] {
+        assert!(Packed::stack(&[a.clone(), b]).is_none());
+    }
+    assert!(Packed::stack(&[]).is_none());
+}
+
 #[test]
 fn resident_bytes_stay_near_the_packed_size() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(rand::rng().random());

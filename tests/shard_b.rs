@@ -547,6 +547,10 @@ fn packed_weights_decode_like_the_dequantized_path() {
         let dense = load(&model, 0, backend, WeightDtype::F32);
         let packed = load(&model, 0, backend, WeightDtype::Packed);
         let what = format!("{arch:?} {weights} on {backend}: packed vs f32");
+        // q/k/v and gate/up run as one stacked weight each when packed.
+        let groups = 2 * (spec.num_layers);
+        assert_eq!(packed.stacked_projections(), (groups, groups), "{what}");
+        assert_eq!(dense.stacked_projections(), (0, groups), "{what}");
         on_a_telling_prompt(&what, |seed| {
             let prompt = random_tokens(seed, 6, spec.vocab_size);
             greedy_pair(

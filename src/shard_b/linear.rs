@@ -66,6 +66,19 @@ enum Weight {
     Gpu(DevicePacked),
 }
 
+/// Packed weights go to the GPU kernels on a CubeCL device, else to the CPU
+/// kernel; the weight comes back when its groups do not fit the GPU
+/// kernels' layout (the caller keeps it dense).
+fn packed_weight(p: Packed, device: &Device) -> Result<Weight, Packed> {
+    if !cube::supported(device) {
+        return Ok(Weight::Packed(Arc::new(p)));
+    }
+    match DevicePacked::upload(&p, device) {
+        Some(d) => Ok(Weight::Gpu(d)),
+        None => Err(p),
+    }
+}
+
 /// `y = x W^T (+ b)` for a Hugging Face `[out, in]` weight.
 pub struct QuantLinear {
     weight: Weight,
@@ -97,30 +110,35 @@ impl QuantLinear {
                 (device, dtype.dtype()),
             ))
         };
-        // Packed weights go to the GPU kernels on a CubeCL device (dense if
-        // their groups do not fit the kernels' layout), else to the CPU kernel.
-        let weight = match packed {
-            Some(p) if cube::supported(device) => {
-                DevicePacked::upload(&p, device).map_or_else(dense, Weight::Gpu)
-            }
-            Some(p) => Weight::Packed(Arc::new(p)),
-            None => dense(),
+        let weight = match packed.map(|p| packed_weight(p, device)) {
+            Some(Ok(w)) => w,
+            _ => dense(),
         };
         let bias = match bias {
-            Some(b) => Some(Tensor::<1>::from_data(
-                TensorData::new(model.f32(b)?, [rows]),
-                (device, DType::F32),
-            )),
+            Some(b) => Some(model.f32(b)?),
             None => None,
         };
-        Ok(QuantLinear {
+        Ok(QuantLinear::new(weight, bias, device, dtype, rows, cols))
+    }
+
+    fn new(
+        weight: Weight,
+        bias: Option<Vec<f32>>,
+        device: &Device,
+        dtype: WeightDtype,
+        rows: usize,
+        cols: usize,
+    ) -> QuantLinear {
+        let bias =
+            bias.map(|b| Tensor::<1>::from_data(TensorData::new(b, [rows]), (device, DType::F32)));
+        QuantLinear {
             weight,
             bias,
             device: device.clone(),
             dtype,
             out_features: rows,
             in_features: cols,
-        })
+        }
     }
 
     /// `x`: `[tokens, in]` f32 → `[tokens, out]` f32.
@@ -188,5 +206,99 @@ impl QuantLinear {
             .as_ref()
             .map(|_| self.out_features * 4)
             .unwrap_or(0)
+    }
+}
+
+/// `N` projections of one input (q, k, v; gate, up). Packed alike (same
+/// width, bits and group), they are held as one weight, their rows stacked,
+/// so a token costs one kernel launch instead of `N`: on a GPU each launch
+/// has a fixed cost that a 1B model's small matrices do not amortize, and on
+/// the CPU each is a trip through the thread pool. Dense weights, and parts
+/// stored in different formats, stay one linear each.
+pub struct Stacked<const N: usize> {
+    weights: StackedWeights,
+    /// Output width of each projection.
+    sizes: [usize; N],
+}
+
+enum StackedWeights {
+    One(Box<QuantLinear>),
+    Each(Vec<QuantLinear>),
+}
+
+impl<const N: usize> Stacked<N> {
+    /// Load `names` (with their `.bias` tensors when `bias`).
+    pub fn load(
+        model: &BakedModel,
+        names: [&str; N],
+        bias: bool,
+        device: &Device,
+        dtype: WeightDtype,
+    ) -> Result<Stacked<N>, StoreError> {
+        let bias_name = |n: &str| bias.then(|| n.replace(".weight", ".bias"));
+        let mut sizes = [0; N];
+        let mut packed = Vec::with_capacity(N);
+        for (i, name) in names.iter().enumerate() {
+            let t = model.tensor(name)?;
+            sizes[i] = t.rows();
+            if matches!(dtype, WeightDtype::Packed | WeightDtype::PackedQ8) {
+                packed.push(Packed::from_stored(&t));
+            }
+        }
+        let stacked = packed
+            .into_iter()
+            .collect::<Option<Vec<Packed>>>()
+            .and_then(|parts| Packed::stack(&parts));
+        if let Some(p) = stacked
+            && let Ok(weight) = packed_weight(p, device)
+        {
+            let mut b = Vec::new();
+            for name in names.iter().filter_map(|n| bias_name(n)) {
+                b.extend(model.f32(&name)?);
+            }
+            let (rows, cols) = (sizes.iter().sum(), model.tensor(names[0])?.cols());
+            let linear = QuantLinear::new(weight, bias.then_some(b), device, dtype, rows, cols);
+            return Ok(Stacked {
+                weights: StackedWeights::One(Box::new(linear)),
+                sizes,
+            });
+        }
+        let each = names
+            .iter()
+            .map(|n| QuantLinear::load(model, n, bias_name(n).as_deref(), device, dtype))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Stacked {
+            weights: StackedWeights::Each(each),
+            sizes,
+        })
+    }
+
+    /// Whether the projections are one stacked weight.
+    pub fn is_stacked(&self) -> bool {
+        matches!(self.weights, StackedWeights::One(_))
+    }
+
+    /// `x`: `[tokens, in]` → each projection's `[tokens, out_i]`.
+    pub fn forward(&self, x: Tensor<2>) -> [Tensor<2>; N] {
+        match &self.weights {
+            StackedWeights::One(linear) => {
+                let y = linear.forward(x);
+                let mut start = 0;
+                std::array::from_fn(|i| {
+                    let part = y.clone().narrow(1, start, self.sizes[i]);
+                    start += self.sizes[i];
+                    part
+                })
+            }
+            StackedWeights::Each(each) => std::array::from_fn(|i| each[i].forward(x.clone())),
+        }
+    }
+
+    /// Bytes these projections keep resident on the device.
+    pub fn resident_bytes(&self) -> usize {
+        match &self.weights {
+            StackedWeights::One(linear) => linear.resident_bytes(),
+            StackedWeights::Each(each) => each.iter().map(QuantLinear::resident_bytes).sum(),
+        }
     }
 }

@@ -26,7 +26,7 @@ use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use crate::bake::store::{BakedModel, StoreError};
 use crate::model::ModelSpec;
 pub use device::{BackendInfo, select_device};
-pub use linear::{QuantLinear, WeightDtype};
+pub use linear::{QuantLinear, Stacked, WeightDtype};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShardBError {
@@ -86,13 +86,12 @@ impl HiddenDtype {
 
 struct Layer {
     in_norm: Tensor<1>,
-    q: QuantLinear,
-    k: QuantLinear,
-    v: QuantLinear,
+    /// q, k, v.
+    qkv: Stacked<3>,
     o: QuantLinear,
     post_norm: Tensor<1>,
-    gate: QuantLinear,
-    up: QuantLinear,
+    /// gate, up.
+    gate_up: Stacked<2>,
     down: QuantLinear,
 }
 
@@ -193,17 +192,33 @@ impl ShardB {
             let p = format!("model.layers.{l}");
             layers.push(Layer {
                 in_norm: vector(model, &format!("{p}.input_layernorm.weight"), &device)?,
-                q: lin(&format!("{p}.self_attn.q_proj.weight"), spec.qkv_bias)?,
-                k: lin(&format!("{p}.self_attn.k_proj.weight"), spec.qkv_bias)?,
-                v: lin(&format!("{p}.self_attn.v_proj.weight"), spec.qkv_bias)?,
+                qkv: Stacked::load(
+                    model,
+                    [
+                        &format!("{p}.self_attn.q_proj.weight"),
+                        &format!("{p}.self_attn.k_proj.weight"),
+                        &format!("{p}.self_attn.v_proj.weight"),
+                    ],
+                    spec.qkv_bias,
+                    &device,
+                    weights_dtype,
+                )?,
                 o: lin(&format!("{p}.self_attn.o_proj.weight"), false)?,
                 post_norm: vector(
                     model,
                     &format!("{p}.post_attention_layernorm.weight"),
                     &device,
                 )?,
-                gate: lin(&format!("{p}.mlp.gate_proj.weight"), false)?,
-                up: lin(&format!("{p}.mlp.up_proj.weight"), false)?,
+                gate_up: Stacked::load(
+                    model,
+                    [
+                        &format!("{p}.mlp.gate_proj.weight"),
+                        &format!("{p}.mlp.up_proj.weight"),
+                    ],
+                    false,
+                    &device,
+                    weights_dtype,
+                )?,
                 down: lin(&format!("{p}.mlp.down_proj.weight"), false)?,
             });
         }
@@ -244,16 +259,28 @@ impl ShardB {
         }
     }
 
+    /// Projection groups (q/k/v and gate/up, per layer) held as one stacked
+    /// weight, and how many there are: packed weights stack, dense ones do
+    /// not (see [`Stacked`]).
+    pub fn stacked_projections(&self) -> (usize, usize) {
+        let stacked = self
+            .layers
+            .iter()
+            .map(|l| usize::from(l.qkv.is_stacked()) + usize::from(l.gate_up.is_stacked()))
+            .sum();
+        (stacked, 2 * self.layers.len())
+    }
+
     /// Bytes of weights resident on the device.
     pub fn resident_weight_bytes(&self) -> usize {
         let per_layer: usize = self
             .layers
             .iter()
             .map(|l| {
-                [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down]
-                    .iter()
-                    .map(|x| x.resident_bytes())
-                    .sum::<usize>()
+                l.qkv.resident_bytes()
+                    + l.o.resident_bytes()
+                    + l.gate_up.resident_bytes()
+                    + l.down.resident_bytes()
                     + 2 * self.spec.hidden_size * 4
             })
             .sum();
@@ -347,9 +374,10 @@ impl ShardB {
         for (li, layer) in self.layers.iter().enumerate() {
             let n = rms_norm(x.clone(), &layer.in_norm, s.rms_norm_eps);
             let heads = |y: Tensor<2>, h: usize| y.reshape([t, h, hd]).swap_dims(0, 1);
-            let q = rope(heads(layer.q.forward(n.clone()), nh), &cos, &sin);
-            let k = rope(heads(layer.k.forward(n.clone()), nkv), &cos, &sin);
-            let v = heads(layer.v.forward(n), nkv);
+            let [q, k, v] = layer.qkv.forward(n);
+            let q = rope(heads(q, nh), &cos, &sin);
+            let k = rope(heads(k, nkv), &cos, &sin);
+            let v = heads(v, nkv);
             let range = [0..nkv, pos..total, 0..hd];
             let keys =
                 std::mem::replace(&mut stream.keys[li], Tensor::empty([0, 0, 0], &self.device));
@@ -371,7 +399,8 @@ impl ShardB {
                 .reshape([t, nh * hd]);
             x = x + layer.o.forward(attn);
             let n2 = rms_norm(x.clone(), &layer.post_norm, s.rms_norm_eps);
-            let act = silu(layer.gate.forward(n2.clone())) * layer.up.forward(n2);
+            let [gate, up] = layer.gate_up.forward(n2);
+            let act = silu(gate) * up;
             x = x + layer.down.forward(act);
         }
         stream.len = total;

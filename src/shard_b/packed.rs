@@ -140,6 +140,30 @@ impl Packed {
         })
     }
 
+    /// Weights of one width, bits and group as one, their rows stacked in
+    /// order (None when they differ or there are none).
+    pub fn stack(parts: &[Packed]) -> Option<Packed> {
+        let first = parts.first()?;
+        if parts
+            .iter()
+            .any(|p| (p.cols, p.group, p.bits) != (first.cols, first.group, first.bits))
+        {
+            return None;
+        }
+        Some(Packed {
+            rows: parts.iter().map(|p| p.rows).sum(),
+            cols: first.cols,
+            group: first.group,
+            bits: first.bits,
+            q: parts.iter().flat_map(|p| p.q.iter().copied()).collect(),
+            scales: parts
+                .iter()
+                .flat_map(|p| p.scales.iter().copied())
+                .collect(),
+            zps: parts.iter().flat_map(|p| p.zps.iter().copied()).collect(),
+        })
+    }
+
     fn row_bytes(&self) -> usize {
         self.cols * self.bits as usize / 8
     }
