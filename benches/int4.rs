@@ -110,12 +110,16 @@ fn packed(rows: usize, cols: usize, scheme: Scheme, group: usize, seed: u64) -> 
     (Packed::from_stored(&t).expect("pack"), stored)
 }
 
-/// The shapes timed: the llama-3.2-1b preset's shard B and an 8B-class MLP.
+/// The shapes timed: the llama-3.2-1b preset's shard B (each projection,
+/// and the stacked ones shard B multiplies) and an 8B-class MLP.
 const SHAPES: &[(&str, usize, usize, Scheme, usize)] = &[
     ("gate/up 8192×2048", 8192, 2048, Scheme::Int4Sym, 128),
     ("down 2048×8192", 2048, 8192, Scheme::Int4Sym, 128),
     ("q/o 2048×2048", 2048, 2048, Scheme::Int4Sym, 128),
     ("k/v 512×2048", 512, 2048, Scheme::Int4Sym, 128),
+    // What shard B runs when packed: q/k/v and gate/up stacked (linear::Stacked).
+    ("q+k+v stacked 3072×2048", 3072, 2048, Scheme::Int4Sym, 128),
+    ("gate+up stacked 16384×2048", 16384, 2048, Scheme::Int4Sym, 128),
     ("lm_head 128256×2048", 128256, 2048, Scheme::Int8Asym, 2048),
     ("lm_head 128256×2048", 128256, 2048, Scheme::Int4Sym, 128),
     ("8B gate/up 14336×4096", 14336, 4096, Scheme::Int4Sym, 128),
