@@ -119,7 +119,13 @@ const SHAPES: &[(&str, usize, usize, Scheme, usize)] = &[
     ("k/v 512×2048", 512, 2048, Scheme::Int4Sym, 128),
     // What shard B runs when packed: q/k/v and gate/up stacked (linear::Stacked).
     ("q+k+v stacked 3072×2048", 3072, 2048, Scheme::Int4Sym, 128),
-    ("gate+up stacked 16384×2048", 16384, 2048, Scheme::Int4Sym, 128),
+    (
+        "gate+up stacked 16384×2048",
+        16384,
+        2048,
+        Scheme::Int4Sym,
+        128,
+    ),
     ("lm_head 128256×2048", 128256, 2048, Scheme::Int8Asym, 2048),
     ("lm_head 128256×2048", 128256, 2048, Scheme::Int4Sym, 128),
     ("8B gate/up 14336×4096", 14336, 4096, Scheme::Int4Sym, 128),
