@@ -10,7 +10,9 @@
 //!   counted, synchronized per call), next to the dequantized f16 path it
 //!   replaces (burn's matmul over f16 weights: 4× the bytes of int4).
 //!   "packed rN" is the matrix-vector kernel with N rows per unit; * marks
-//!   the one shard B uses.
+//!   the one shard B uses. Three times per call: the host's (issue and
+//!   wait), the device's in a profiling window, and the device's with the
+//!   calls queued ahead of it (see `time_gpu`).
 //!
 //! `cargo test --bench int4 --profile dev --no-run`, then run the binary it
 //! names (built as the app is: optimized, without debug assertions, which
@@ -189,17 +191,26 @@ fn cpu(iters: usize) {
     }
 }
 
-/// Seconds per call of `f` over `iters` calls issued back to back, all
-/// outputs kept alive (after 3 warm-up calls, which compile the kernels):
-/// as the host sees it (issue, then one device synchronization, which is
-/// what waits for the work: reading an element back does not, with lazy
-/// fusion), and in device time (a profiling window around the calls,
-/// timestamped by the device where it can; None where it cannot).
+/// Per call of `f` over `iters` calls issued back to back, all outputs
+/// kept alive (after 3 warm-up calls, which compile the kernels):
+/// - host: issue, then one device synchronization (what waits for the
+///   work: reading an element back does not, with lazy fusion);
+/// - dev: the same calls inside a profiling window (device timestamps);
+///   where issuing a call takes the host longer than the device takes to
+///   run it, the window also holds the device waiting for the host;
+/// - queued: the same window opened behind copies that keep the device
+///   busy for 1.5× the time issuing the calls takes (Vulkan writes a
+///   window's first timestamp once the work queued before it is done), so
+///   the calls run back to back: the device's own time per call, launch
+///   gaps included.
+///
+/// None where the device cannot timestamp.
 fn time_gpu(
     device: &Device,
     iters: usize,
     f: &(dyn Fn() -> Tensor<2> + Sync),
-) -> (f64, Option<f64>) {
+    busy: &Busy,
+) -> (f64, Option<f64>, Option<f64>) {
     let warm: Vec<Tensor<2>> = (0..3).map(|_| f()).collect();
     device.sync().expect("sync");
     drop(warm);
@@ -208,22 +219,44 @@ fn time_gpu(
     device.sync().expect("sync");
     let host = t.elapsed().as_secs_f64() / iters as f64;
     drop(outs);
-    let window = device.profile(|| {
-        let outs: Vec<Tensor<2>> = (0..iters).map(|_| f()).collect();
+    let window = |ahead: usize| {
+        let held = busy.queue(ahead);
         device.flush().expect("flush");
-        outs
-    });
-    let dev = window.ok().and_then(|(outs, d)| {
-        device.sync().expect("sync");
-        drop(outs);
-        block_on(d.resolve()).map(|ticks| ticks.duration().as_secs_f64() / iters as f64)
-    });
-    (host, dev)
+        let window = device.profile(|| {
+            let outs: Vec<Tensor<2>> = (0..iters).map(|_| f()).collect();
+            device.flush().expect("flush");
+            outs
+        });
+        let dev = window.ok().and_then(|(outs, d)| {
+            device.sync().expect("sync");
+            drop(outs);
+            block_on(d.resolve()).map(|ticks| ticks.duration().as_secs_f64() / iters as f64)
+        });
+        drop(held);
+        dev
+    };
+    let dev = window(0);
+    let ahead = (1.5 * host * iters as f64 / busy.seconds).ceil() as usize;
+    (host, dev, window(ahead))
+}
+
+/// Copies of a device buffer (`x · 1.0001`) that keep the device busy.
+struct Busy {
+    a: Tensor<1>,
+    /// Seconds one copy takes.
+    seconds: f64,
+}
+
+impl Busy {
+    /// Queue `n` copies (kept alive, so fusion cannot drop them).
+    fn queue(&self, n: usize) -> Vec<Tensor<1>> {
+        (0..n).map(|_| self.a.clone().mul_scalar(1.0001)).collect()
+    }
 }
 
 /// GB/s of a device-to-device copy kernel over `bytes` (read + write),
-/// each call waited for; median of 7.
-fn device_copy_bandwidth(device: &Device, bytes: usize) -> f64 {
+/// each call waited for; median of 7. Also the buffer, as a [`Busy`].
+fn device_copy_bandwidth(device: &Device, bytes: usize) -> (f64, Busy) {
     let a = Tensor::<1>::random(
         [bytes / 4],
         Distribution::Uniform(-1.0, 1.0),
@@ -241,7 +274,9 @@ fn device_copy_bandwidth(device: &Device, bytes: usize) -> f64 {
             v.push(2.0 * bytes as f64 / dt / 1e9);
         }
     }
-    median(v)
+    let bw = median(v);
+    let seconds = 2.0 * bytes as f64 / (bw * 1e9);
+    (bw, Busy { a, seconds })
 }
 
 fn gpu(iters: usize, required: bool) {
@@ -262,13 +297,13 @@ fn gpu(iters: usize, required: bool) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(256);
-    let copy = device_copy_bandwidth(&device, copy_mib << 20);
+    let (copy, busy) = device_copy_bandwidth(&device, copy_mib << 20);
     println!(
         "GPU kernels on {} ({}) · device copy {copy:.1} GB/s ({copy_mib} MiB read + {copy_mib} MiB written, median of 7)",
         info.name, info.backend
     );
     println!(
-        "{:<28} {:>10} {:>10} {:>12} {:>10} {:>9} {:>10} {:>9}",
+        "{:<28} {:>10} {:>8} {:>12} {:>10} {:>7} {:>10} {:>15} {:>10} {:>15}",
         "weight [out × in]",
         "scheme",
         "MB read",
@@ -276,29 +311,36 @@ fn gpu(iters: usize, required: bool) {
         "µs (host)",
         "GB/s",
         "µs (dev)",
-        "GB/s (% of copy)"
+        "GB/s (% copy)",
+        "µs (queued)",
+        "GB/s (% copy)"
     );
-    let row =
-        |name: &str, scheme: &str, bytes: f64, path: &str, (host, dev): (f64, Option<f64>)| {
-            let dev = match dev {
-                Some(d) => format!(
-                    "{:>10.1} {:>7.1} ({:.0}%)",
-                    d * 1e6,
-                    bytes / d / 1e9,
-                    bytes / d / 1e9 / copy * 100.0
-                ),
-                None => format!("{:>10}", "n/a"),
-            };
-            println!(
-                "{:<28} {:>10} {:>10.1} {:>12} {:>10.1} {:>9.1} {dev}",
-                name,
-                scheme,
-                bytes / 1e6,
-                path,
-                host * 1e6,
-                bytes / host / 1e9,
-            );
-        };
+    let device_time = |bytes: f64, t: Option<f64>| match t {
+        Some(d) => format!(
+            "{:>10.1} {:>7.1} ({:>3.0}%)",
+            d * 1e6,
+            bytes / d / 1e9,
+            bytes / d / 1e9 / copy * 100.0
+        ),
+        None => format!("{:>10} {:>15}", "n/a", ""),
+    };
+    let row = |name: &str,
+               scheme: &str,
+               bytes: f64,
+               path: &str,
+               (host, dev, queued): (f64, Option<f64>, Option<f64>)| {
+        println!(
+            "{:<28} {:>10} {:>8.1} {:>12} {:>10.1} {:>7.1} {} {}",
+            name,
+            scheme,
+            bytes / 1e6,
+            path,
+            host * 1e6,
+            bytes / host / 1e9,
+            device_time(bytes, dev),
+            device_time(bytes, queued),
+        );
+    };
     let mut rng = rand::rng();
     for (i, &(name, rows, cols, scheme, group)) in SHAPES.iter().enumerate() {
         let (p, stored) = packed(rows, cols, scheme, group, i as u64);
@@ -315,7 +357,7 @@ fn gpu(iters: usize, required: bool) {
         );
         device.sync().expect("sync");
         for rpu in [1, 2, 4, 8] {
-            let t = time_gpu(&device, iters, &|| d.matmul_with(x.clone(), rpu));
+            let t = time_gpu(&device, iters, &|| d.matmul_with(x.clone(), rpu), &busy);
             let path = format!(
                 "packed r{rpu}{}",
                 if rpu == d.rows_per_unit() { "*" } else { "" }
@@ -330,12 +372,17 @@ fn gpu(iters: usize, required: bool) {
             (&device, DType::F16),
         );
         device.sync().expect("sync");
-        let t16 = time_gpu(&device, iters, &|| {
-            x.clone()
-                .cast(DType::F16)
-                .matmul(w16.clone().transpose())
-                .cast(DType::F32)
-        });
+        let t16 = time_gpu(
+            &device,
+            iters,
+            &|| {
+                x.clone()
+                    .cast(DType::F16)
+                    .matmul(w16.clone().transpose())
+                    .cast(DType::F32)
+            },
+            &busy,
+        );
         row("", "f16", (rows * cols * 2) as f64, "dequantized", t16);
     }
 }
