@@ -198,8 +198,8 @@ fn cpu(iters: usize) {
 /// - dev: the same calls inside a profiling window (device timestamps);
 ///   where issuing a call takes the host longer than the device takes to
 ///   run it, the window also holds the device waiting for the host;
-/// - queued: the same window opened behind copies that keep the device
-///   busy for 1.5× the time issuing the calls takes (Vulkan writes a
+/// - queued: the same window opened behind matrix products that keep the
+///   device busy for 1.5× the time issuing the calls takes (Vulkan writes a
 ///   window's first timestamp once the work queued before it is done), so
 ///   the calls run back to back: the device's own time per call, launch
 ///   gaps included.
@@ -240,23 +240,47 @@ fn time_gpu(
     (host, dev, window(ahead))
 }
 
-/// Copies of a device buffer (`x · 1.0001`) that keep the device busy.
+/// Matrix products (`m · m`, 4096², f32: compute-bound, 64 MiB each) that
+/// keep the device busy without filling its memory.
 struct Busy {
-    a: Tensor<1>,
-    /// Seconds one copy takes.
+    m: Tensor<2>,
+    /// Seconds one product takes (median of 5, each waited for).
     seconds: f64,
 }
 
 impl Busy {
-    /// Queue `n` copies (kept alive, so fusion cannot drop them).
-    fn queue(&self, n: usize) -> Vec<Tensor<1>> {
-        (0..n).map(|_| self.a.clone().mul_scalar(1.0001)).collect()
+    fn new(device: &Device) -> Busy {
+        let m = Tensor::<2>::random(
+            [4096, 4096],
+            Distribution::Uniform(-1.0, 1.0),
+            (device, DType::F32),
+        );
+        let mut busy = Busy { m, seconds: 0.0 };
+        drop(busy.queue(3));
+        device.sync().expect("sync");
+        let mut v = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            let held = busy.queue(1);
+            device.sync().expect("sync");
+            v.push(t.elapsed().as_secs_f64());
+            drop(held);
+        }
+        busy.seconds = median(v);
+        busy
+    }
+
+    /// Queue `n` products (kept alive, so fusion cannot drop them).
+    fn queue(&self, n: usize) -> Vec<Tensor<2>> {
+        (0..n)
+            .map(|_| self.m.clone().matmul(self.m.clone()))
+            .collect()
     }
 }
 
 /// GB/s of a device-to-device copy kernel over `bytes` (read + write),
-/// each call waited for; median of 7. Also the buffer, as a [`Busy`].
-fn device_copy_bandwidth(device: &Device, bytes: usize) -> (f64, Busy) {
+/// each call waited for; median of 7.
+fn device_copy_bandwidth(device: &Device, bytes: usize) -> f64 {
     let a = Tensor::<1>::random(
         [bytes / 4],
         Distribution::Uniform(-1.0, 1.0),
@@ -274,9 +298,7 @@ fn device_copy_bandwidth(device: &Device, bytes: usize) -> (f64, Busy) {
             v.push(2.0 * bytes as f64 / dt / 1e9);
         }
     }
-    let bw = median(v);
-    let seconds = 2.0 * bytes as f64 / (bw * 1e9);
-    (bw, Busy { a, seconds })
+    median(v)
 }
 
 fn gpu(iters: usize, required: bool) {
@@ -297,10 +319,13 @@ fn gpu(iters: usize, required: bool) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(256);
-    let (copy, busy) = device_copy_bandwidth(&device, copy_mib << 20);
+    let copy = device_copy_bandwidth(&device, copy_mib << 20);
+    let busy = Busy::new(&device);
     println!(
-        "GPU kernels on {} ({}) · device copy {copy:.1} GB/s ({copy_mib} MiB read + {copy_mib} MiB written, median of 7)",
-        info.name, info.backend
+        "GPU kernels on {} ({}) · device copy {copy:.1} GB/s ({copy_mib} MiB read + {copy_mib} MiB written, median of 7) · queued behind 4096² f32 products of {:.2} ms",
+        info.name,
+        info.backend,
+        busy.seconds * 1e3
     );
     println!(
         "{:<28} {:>10} {:>8} {:>12} {:>10} {:>7} {:>10} {:>15} {:>10} {:>15}",
