@@ -3,7 +3,8 @@
 //! preset's shard B shapes and an 8B-class MLP, next to the measured memory
 //! bandwidth of the same device.
 //!
-//! - CPU (the packed kernel, f32 and int8 activations): against a large
+//! - CPU (the packed kernel: f32 activations with the best loop this CPU
+//!   has and with the AVX2 loop, and int8 activations): against a large
 //!   multi-threaded read, and a memcpy.
 //! - GPU (the CubeCL kernels on the Vulkan adapter shard B would pick):
 //!   against a device-to-device copy kernel (`x · 1.0001`, reads + writes
@@ -14,6 +15,13 @@
 //!   wait), the device's in a profiling window, and the device's with the
 //!   calls queued ahead of it (see `time_gpu`).
 //!
+//! Each call reads its weight from memory, not from a cache, as decode
+//! does (a model's weights pass through once per token): the calls cycle
+//! over copies of the weight that together pass [`COLD_BYTES`] (a CPU's
+//! last-level cache is tens of MiB; the H100's L2 is 50 MiB). Timing one
+//! copy over and over would measure the cache for every shape but the
+//! lm_head.
+//!
 //! `cargo test --bench int4 --profile dev --no-run`, then run the binary it
 //! names (built as the app is: optimized, without debug assertions, which
 //! would check every SIMD load of the CPU kernel). HYBRID_BENCH_ITERS sets
@@ -21,6 +29,7 @@
 //! HYBRID_BENCH_DEVICE = cpu | gpu | all (default: all, the GPU part only
 //! where a Vulkan adapter exists).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use burn::tensor::{DType, Device, Distribution, Tensor, TensorData};
@@ -32,23 +41,39 @@ use hybrid_tui::shard_b::packed::{Kernel, Packed, best_kernel_name};
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
+/// The copies of a weight the calls cycle over pass this many bytes.
+const COLD_BYTES: usize = 256 << 20;
+
+/// How many copies of a `bytes`-sized weight pass [`COLD_BYTES`].
+fn cold_copies(bytes: usize) -> usize {
+    COLD_BYTES.div_ceil(bytes.max(1)).max(1)
+}
+
+/// The next of `n` copies, round robin.
+fn next(counter: &AtomicUsize, n: usize) -> usize {
+    counter.fetch_add(1, Ordering::Relaxed) % n
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
 
-/// GB/s of a multi-threaded read of `bytes` (sum of u64 words) and of a
-/// memcpy of half as many bytes (read + write counted).
+/// GB/s of a multi-threaded read of `bytes` (sum of u64 words, in 32 KiB
+/// pieces over the pool as the kernel takes its 16-row blocks), the best
+/// of 7 (the conservative reference: a VM's bandwidth varies by a third
+/// from run to run), and of a memcpy of half as many bytes (read + write
+/// counted), the median of 5.
 fn memory_bandwidth(bytes: usize) -> (f64, f64) {
     let words: Vec<u64> = (0..bytes / 8).map(|i| i as u64).collect();
-    let mut reads = Vec::new();
-    for _ in 0..5 {
+    let mut best_read = 0f64;
+    for _ in 0..7 {
         let t = Instant::now();
         let s: u64 = words
-            .par_chunks(1 << 16)
+            .par_chunks(1 << 12)
             .map(|c| c.iter().fold(0u64, |a, b| a.wrapping_add(*b)))
             .reduce(|| 0, |a, b| a.wrapping_add(b));
-        reads.push(bytes as f64 / t.elapsed().as_secs_f64() / 1e9);
+        best_read = best_read.max(bytes as f64 / t.elapsed().as_secs_f64() / 1e9);
         std::hint::black_box(s);
     }
     let half = bytes / 2;
@@ -63,7 +88,7 @@ fn memory_bandwidth(bytes: usize) -> (f64, f64) {
         copies.push(2.0 * half as f64 / t.elapsed().as_secs_f64() / 1e9);
         std::hint::black_box(&dst);
     }
-    (median(reads), median(copies))
+    (best_read, median(copies))
 }
 
 fn packed(rows: usize, cols: usize, scheme: Scheme, group: usize, seed: u64) -> (Packed, usize) {
@@ -153,8 +178,9 @@ fn cpu(iters: usize) {
     let threads = rayon::current_num_threads();
     let (read, copy) = memory_bandwidth(1 << 30);
     println!(
-        "int4 kernel: {} · {threads} threads · memory: read {read:.1} GB/s, copy {copy:.1} GB/s (1 GiB, median of 5)",
-        best_kernel_name()
+        "int4 kernel: {} · {threads} threads · memory: read {read:.1} GB/s (1 GiB, best of 7), copy {copy:.1} GB/s (median of 5) · each shape cycles over copies of ≥ {} MiB in all",
+        best_kernel_name(),
+        COLD_BYTES >> 20
     );
     println!(
         "{:<28} {:>10} {:>10} {:>10} {:>10} {:>9}",
@@ -163,18 +189,35 @@ fn cpu(iters: usize) {
     let mut rng = rand::rng();
     for (i, &(name, rows, cols, scheme, group)) in SHAPES.iter().enumerate() {
         let (p, stored) = packed(rows, cols, scheme, group, i as u64);
+        let copies: Vec<Packed> = (0..cold_copies(stored)).map(|_| p.clone()).collect();
+        drop(p);
+        let turn = AtomicUsize::new(0);
         let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let kernels = [(Kernel::Best, "f32 act"), (Kernel::Q8, "int8 act")];
-        for (kernel, kname) in kernels {
-            for _ in 0..3 {
+        // f32 activations: the best loop (the AVX-512 lookup where it fits)
+        // and the AVX2 loop (what a CPU without AVX-512 runs).
+        let kernels = [
+            (Kernel::Best, "f32 act"),
+            (Kernel::Avx2, "f32 avx2"),
+            (Kernel::Q8, "int8 act"),
+        ];
+        // The kernels take turns call by call, so a noisy neighbour (this
+        // project's VM) slows them alike.
+        for _ in 0..3 {
+            for (kernel, _) in kernels {
+                let p = &copies[next(&turn, copies.len())];
                 std::hint::black_box(p.matmul_with(&x, 1, kernel));
             }
-            let mut times = Vec::new();
-            for _ in 0..iters {
+        }
+        let mut times = vec![Vec::new(); kernels.len()];
+        for _ in 0..iters {
+            for ((kernel, _), times) in kernels.iter().zip(&mut times) {
+                let p = &copies[next(&turn, copies.len())];
                 let t = Instant::now();
-                std::hint::black_box(p.matmul_with(&x, 1, kernel));
+                std::hint::black_box(p.matmul_with(&x, 1, *kernel));
                 times.push(t.elapsed().as_secs_f64());
             }
+        }
+        for ((_, kname), times) in kernels.iter().zip(times) {
             let t = median(times);
             let gbs = stored as f64 / t / 1e9;
             println!(
@@ -322,10 +365,11 @@ fn gpu(iters: usize, required: bool) {
     let copy = device_copy_bandwidth(&device, copy_mib << 20);
     let busy = Busy::new(&device);
     println!(
-        "GPU kernels on {} ({}) · device copy {copy:.1} GB/s ({copy_mib} MiB read + {copy_mib} MiB written, median of 7) · queued behind 4096² f32 products of {:.2} ms",
+        "GPU kernels on {} ({}) · device copy {copy:.1} GB/s ({copy_mib} MiB read + {copy_mib} MiB written, median of 7) · queued behind 4096² f32 products of {:.2} ms · each shape cycles over copies of ≥ {} MiB in all",
         info.name,
         info.backend,
-        busy.seconds * 1e3
+        busy.seconds * 1e3,
+        COLD_BYTES >> 20
     );
     println!(
         "{:<28} {:>10} {:>8} {:>12} {:>10} {:>7} {:>10} {:>15} {:>10} {:>15}",
@@ -369,8 +413,11 @@ fn gpu(iters: usize, required: bool) {
     let mut rng = rand::rng();
     for (i, &(name, rows, cols, scheme, group)) in SHAPES.iter().enumerate() {
         let (p, stored) = packed(rows, cols, scheme, group, i as u64);
-        let d = DevicePacked::upload(&p, &device).expect("the layout fits the GPU kernels");
+        let copies: Vec<DevicePacked> = (0..cold_copies(stored))
+            .map(|_| DevicePacked::upload(&p, &device).expect("the layout fits the GPU kernels"))
+            .collect();
         drop(p);
+        let turn = AtomicUsize::new(0);
         let x = Tensor::<2>::from_data(
             TensorData::new(
                 (0..cols)
@@ -382,20 +429,33 @@ fn gpu(iters: usize, required: bool) {
         );
         device.sync().expect("sync");
         for rpu in [1, 2, 4, 8] {
-            let t = time_gpu(&device, iters, &|| d.matmul_with(x.clone(), rpu), &busy);
+            let t = time_gpu(
+                &device,
+                iters,
+                &|| copies[next(&turn, copies.len())].matmul_with(x.clone(), rpu),
+                &busy,
+            );
             let path = format!(
                 "packed r{rpu}{}",
-                if rpu == d.rows_per_unit() { "*" } else { "" }
+                if rpu == copies[0].rows_per_unit() {
+                    "*"
+                } else {
+                    ""
+                }
             );
             row(name, scheme.name(), stored as f64, &path, t);
         }
-        drop(d);
+        drop(copies);
         // The path it replaces: weights dequantized to f16 at load.
-        let w16 = Tensor::<2>::random(
-            [rows, cols],
-            Distribution::Uniform(-0.05, 0.05),
-            (&device, DType::F16),
-        );
+        let w16: Vec<Tensor<2>> = (0..cold_copies(rows * cols * 2))
+            .map(|_| {
+                Tensor::<2>::random(
+                    [rows, cols],
+                    Distribution::Uniform(-0.05, 0.05),
+                    (&device, DType::F16),
+                )
+            })
+            .collect();
         device.sync().expect("sync");
         let t16 = time_gpu(
             &device,
@@ -403,7 +463,7 @@ fn gpu(iters: usize, required: bool) {
             &|| {
                 x.clone()
                     .cast(DType::F16)
-                    .matmul(w16.clone().transpose())
+                    .matmul(w16[next(&turn, w16.len())].clone().transpose())
                     .cast(DType::F32)
             },
             &busy,

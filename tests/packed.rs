@@ -110,7 +110,9 @@ fn check(seed: u64, rows: usize, cols: usize, group: usize, scheme: Scheme, toke
     let x: Vec<f32> = (0..tokens * cols)
         .map(|_| rng.random_range(-2.0..2.0))
         .collect();
-    for kernel in [Kernel::Best, Kernel::Scalar] {
+    // Best: the AVX-512 lookup loop where the CPU has it and 4-bit groups
+    // are multiples of 128, else the AVX2 loop; Avx2: that loop always.
+    for kernel in [Kernel::Best, Kernel::Avx2, Kernel::Scalar] {
         let y = p.matmul_with(&x, tokens, kernel);
         let what = format!("{scheme:?} {rows}×{cols} g{group} {kernel:?} (seed {seed})");
         assert_matches_reference(&w, &x, &y, [tokens, rows, cols], &what);
@@ -138,6 +140,14 @@ fn packed_kernel_matches_the_dequantized_reference() {
         (16, 72, 72, Scheme::Int4Asym),
         (19, 130, 130, Scheme::Int4Sym),
         (5, 200, 200, Scheme::Int4Sym),
+        // Per channel and groups of 256: the lookup loop's table spans
+        // several of its 128-element steps.
+        (11, 384, 384, Scheme::Int4Asym),
+        (6, 512, 256, Scheme::Int4Sym),
+        // Rows wider than 4096: the lookup loop takes four rows at a time
+        // (23 rows: blocks of 16 and 7, so quads and single rows).
+        (23, 4224, 128, Scheme::Int4Asym),
+        (6, 4608, 4608, Scheme::Int4Sym),
         // 8-bit (embeddings, lm_head): per channel, odd sizes.
         (9, 100, 100, Scheme::Int8Asym),
         (13, 257, 257, Scheme::Int8Sym),
