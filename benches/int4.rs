@@ -10,8 +10,8 @@
 //!   against a device-to-device copy kernel (`x · 1.0001`, reads + writes
 //!   counted, synchronized per call), next to the dequantized f16 path it
 //!   replaces (burn's matmul over f16 weights: 4× the bytes of int4).
-//!   "packed rN" is the matrix-vector kernel with N rows per unit; * marks
-//!   the one shard B uses. Three times per call: the host's (issue and
+//!   "packed rNsM" is the matrix-vector kernel with N rows per unit and M
+//!   steps loaded ahead ([`Matvec`]); * marks the one shard B uses. Three times per call: the host's (issue and
 //!   wait), the device's in a profiling window, and the device's with the
 //!   calls queued ahead of it (see `time_gpu`).
 //!
@@ -35,7 +35,7 @@ use std::time::Instant;
 use burn::tensor::{DType, Device, Distribution, Tensor, TensorData};
 use hybrid_tui::bake::quant::{Scheme, pack_u4, quantize};
 use hybrid_tui::bake::store::StoredTensor;
-use hybrid_tui::shard_b::cube::DevicePacked;
+use hybrid_tui::shard_b::cube::{DevicePacked, Matvec};
 use hybrid_tui::shard_b::device::block_on;
 use hybrid_tui::shard_b::packed::{Kernel, Packed, best_kernel_name};
 use rand::{Rng, SeedableRng};
@@ -428,20 +428,26 @@ fn gpu(iters: usize, required: bool) {
             (&device, DType::F32),
         );
         device.sync().expect("sync");
-        for rpu in [1, 2, 4, 8] {
+        // Rows per unit 2, 4, 8 (1 was slower on every shape in earlier
+        // runs), each with 1, 2 and 4 steps loaded ahead.
+        let shapes = [2, 4, 8].into_iter().flat_map(|rows_per_unit| {
+            [1, 2, 4].map(|steps| Matvec {
+                rows_per_unit,
+                steps,
+            })
+        });
+        for mv in shapes {
             let t = time_gpu(
                 &device,
                 iters,
-                &|| copies[next(&turn, copies.len())].matmul_with(x.clone(), rpu),
+                &|| copies[next(&turn, copies.len())].matmul_with(x.clone(), mv),
                 &busy,
             );
             let path = format!(
-                "packed r{rpu}{}",
-                if rpu == copies[0].rows_per_unit() {
-                    "*"
-                } else {
-                    ""
-                }
+                "packed r{}s{}{}",
+                mv.rows_per_unit,
+                mv.steps,
+                if mv == copies[0].matvec() { "*" } else { "" }
             );
             row(name, scheme.name(), stored as f64, &path, t);
         }

@@ -360,7 +360,7 @@ fn vulkan() -> Option<burn::tensor::Device> {
 #[test]
 fn gpu_kernels_match_the_dequantized_reference() {
     use burn::tensor::{DType, Int, Tensor, TensorData};
-    use hybrid_tui::shard_b::cube::DevicePacked;
+    use hybrid_tui::shard_b::cube::{DevicePacked, Matvec};
     let Some(device) = vulkan() else { return };
     let seed: u64 = rand::rng().random();
     let cases: &[(usize, usize, usize, Scheme, &[usize])] = &[
@@ -401,16 +401,22 @@ fn gpu_kernels_match_the_dequantized_reference() {
                 TensorData::new(x.clone(), [tokens, cols]),
                 (&device, DType::F32),
             );
-            // The default, and (for one token) the other rows-per-unit
-            // variants of the matrix-vector kernel.
-            for rpu in [d.rows_per_unit(), 1, 2, 4, 8] {
+            // The default, and (for one token) the other shapes of the
+            // matrix-vector kernel: rows per unit, and steps loaded ahead
+            // (8 rows hold at most 2 steps).
+            let shapes = [(1, 1), (2, 1), (4, 1), (8, 1), (4, 2), (4, 4), (8, 2)].map(
+                |(rows_per_unit, steps)| Matvec {
+                    rows_per_unit,
+                    steps,
+                },
+            );
+            for mv in std::iter::once(d.matvec()).chain(shapes) {
                 let y: Vec<f32> = d
-                    .matmul_with(xt.clone(), rpu)
+                    .matmul_with(xt.clone(), mv)
                     .into_data()
                     .try_into_vec_as::<f32>()
                     .expect("f32 output");
-                let what =
-                    format!("GPU {scheme:?} {rows}×{cols} g{group} rows/unit {rpu} (seed {seed})");
+                let what = format!("GPU {scheme:?} {rows}×{cols} g{group} {mv:?} (seed {seed})");
                 assert_matches_reference(&w, &x, &y, [tokens, rows, cols], &what);
                 if tokens > 1 {
                     break;

@@ -10,12 +10,14 @@
 //!
 //! - [`packed_matvec`] (decode: up to [`MATVEC_MAX_TOKENS`] tokens, one
 //!   stream each or a few streams batched): a cube of 32 lanes takes 8
-//!   rows, 4 per unit in 2 slots (8 in 1 for tall weights, see
-//!   [`DevicePacked::rows_per_unit`]); a lane walks its rows'
+//!   rows, 4 per unit in 2 slots (8 in 1 for tall weights; see
+//!   [`Matvec`] and [`DevicePacked::matvec`]); a lane walks its rows'
 //!   words in 4-word vectors 32 vectors apart (coalesced 16-byte loads),
-//!   loads the matching activations once (4-float vectors) for all its
-//!   rows and every token, applies the group's scale and shift once per
-//!   step, and the 32 lanes' partial sums meet in shared memory.
+//!   loading its rows' words for one step (two on long rows) before it
+//!   computes, then per step the group's scales and the matching
+//!   activations (4-float vectors, once for all its rows and every
+//!   token), applies the group's scale and shift once per step, and the
+//!   32 lanes' partial sums meet in shared memory.
 //! - [`packed_matmul_tiled`] (prefill chunks): 16 × 16 output tiles; per
 //!   step of 32 columns the cube stages 16 token rows and 16 weight rows,
 //!   dequantized on the way into shared memory, and each unit accumulates
@@ -52,10 +54,29 @@ const ROWS_PER_CUBE: u32 = 8;
 /// Rows each unit of the matrix-vector kernel takes by default (its
 /// activations are loaded once for all of them).
 pub const ROWS_PER_UNIT: u32 = 4;
+/// How the matrix-vector kernel (decode) walks a weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Matvec {
+    /// Rows each unit takes (1, 2, 4; 8 for 1-2 tokens): the activations
+    /// are loaded once for all of them.
+    pub rows_per_unit: u32,
+    /// 4-word steps along its rows a unit loads before it computes (1, 2
+    /// or 4; at most 16 rows' words held): loads from memory in flight.
+    pub steps: u32,
+}
+
+/// Rows at least this long take 2 steps loaded ahead (H100, queued device
+/// time, two loans: `down` 2048×8192 13.5 µs against 15.1 with 1, the 8B
+/// `down` 4096×14336 27.6 against 28.4; 4 steps slower than 2 on every
+/// shape).
+const LONG_ROWS: usize = 8192;
 /// Weights with at least this many rows take 8 rows per unit for 1-2
-/// tokens (H100: the int4 lm_head 1781 GB/s against 1398 with 4; the 8B
-/// `down` shape, 4096 long rows, 630 against 848).
-const TALL_ROWS: usize = 32_768;
+/// tokens (H100, queued device time, two loans: the int4 lm_head 70 µs
+/// against 91 with 4; 8B gate/up 14336×4096 23.2 / 24.8 µs against 24.4 /
+/// 26.5; stacked gate+up 16384×2048 15.2 / 15.0 against 17.9 / 17.6; but
+/// gate/up 8192×2048 22.7 against 11.1 in one of them, and the 8B `down`,
+/// 4096 long rows, slower in both).
+const TALL_ROWS: usize = 12_288;
 /// Output tile side of the tiled kernel.
 const TILE: u32 = 16;
 /// Columns per step of the tiled kernel (one shared-memory stage).
@@ -89,6 +110,7 @@ mod kernels {
         #[comptime] tokens: usize,
         #[comptime] bits: u32,
         #[comptime] rpu: usize,
+        #[comptime] steps: usize,
     ) {
         let lanes = comptime!(LANES as usize);
         let per = comptime!((32 / bits) as usize);
@@ -110,51 +132,69 @@ mod kernels {
         for i in 0..comptime!(tokens * rpu) {
             acc[i] = 0.0;
         }
-        let mut wv = Array::<V4<u32>>::new(rpu);
+        let mut wv = Array::<V4<u32>>::new(comptime!(steps * rpu));
         let mut sc = Array::<f32>::new(rpu);
         let mut sh = Array::<f32>::new(rpu);
         let mut xs = Array::<V4<f32>>::new(xv_per_step);
         let mut i = lane;
         while i < kw4 {
-            let g = i / group_steps;
+            // The rows' words for `steps` steps first (lanes apart), so a
+            // unit has that many loads from memory in flight at once; a
+            // step past the row end reads the last step and is skipped.
             #[unroll]
-            for r in 0..rpu {
-                // Rows past the end read the last row; their sums are dropped.
-                let row = min(row0 + r, rows - 1);
-                wv[r] = words[row * kw4 + i];
-                sc[r] = scales[row * groups + g];
-                sh[r] = shifts[row * groups + g];
-            }
-            #[unroll]
-            for t in 0..tokens {
-                let base = t * kx4 + i * xv_per_step;
-                let mut sum = V4::<f32>::broadcast(0.0);
-                #[unroll]
-                for q in 0..xv_per_step {
-                    xs[q] = x[base + q];
-                    sum += xs[q];
-                }
-                let total = sum.extract(0usize)
-                    + sum.extract(1usize)
-                    + sum.extract(2usize)
-                    + sum.extract(3usize);
+            for s in 0..steps {
+                let iu = min(i + s * lanes, kw4 - 1);
                 #[unroll]
                 for r in 0..rpu {
-                    let mut dot = 0.0f32;
-                    #[unroll]
-                    for q in 0..xv_per_step {
-                        #[unroll]
-                        for c in 0..4usize {
-                            let e = comptime!(q * 4 + c);
-                            let word = wv[r].extract(comptime!(e / per));
-                            let u = (word >> comptime!(((e % per) as u32) * bits)) & mask;
-                            dot += f32::cast_from(u) * xs[q].extract(c);
-                        }
-                    }
-                    acc[r * tokens + t] += sc[r] * dot + sh[r] * total;
+                    // Rows past the end read the last row; their sums are dropped.
+                    let row = min(row0 + r, rows - 1);
+                    wv[s * rpu + r] = words[row * kw4 + iu];
                 }
             }
-            i += lanes;
+            #[unroll]
+            for s in 0..steps {
+                let iu = i + s * lanes;
+                if iu < kw4 {
+                    let g = iu / group_steps;
+                    #[unroll]
+                    for r in 0..rpu {
+                        let row = min(row0 + r, rows - 1);
+                        sc[r] = scales[row * groups + g];
+                        sh[r] = shifts[row * groups + g];
+                    }
+                    #[unroll]
+                    for t in 0..tokens {
+                        let base = t * kx4 + iu * xv_per_step;
+                        let mut sum = V4::<f32>::broadcast(0.0);
+                        #[unroll]
+                        for q in 0..xv_per_step {
+                            xs[q] = x[base + q];
+                            sum += xs[q];
+                        }
+                        let total = sum.extract(0usize)
+                            + sum.extract(1usize)
+                            + sum.extract(2usize)
+                            + sum.extract(3usize);
+                        #[unroll]
+                        for r in 0..rpu {
+                            let w = wv[s * rpu + r];
+                            let mut dot = 0.0f32;
+                            #[unroll]
+                            for q in 0..xv_per_step {
+                                #[unroll]
+                                for c in 0..4usize {
+                                    let e = comptime!(q * 4 + c);
+                                    let word = w.extract(comptime!(e / per));
+                                    let u = (word >> comptime!(((e % per) as u32) * bits)) & mask;
+                                    dot += f32::cast_from(u) * xs[q].extract(c);
+                                }
+                            }
+                            acc[r * tokens + t] += sc[r] * dot + sh[r] * total;
+                        }
+                    }
+                }
+            }
+            i += comptime!(steps * lanes);
         }
 
         // Sum the lanes' partial results: a tree in shared memory.
@@ -315,7 +355,7 @@ pub trait PackedOps: Backend {
         shifts: FloatTensor<Self>,
         bits: u32,
         group_words: usize,
-        rows_per_unit: u32,
+        matvec: Matvec,
     ) -> FloatTensor<Self>;
 
     /// Rows `ids` (u32, below the weight's rows) of a packed weight as f32: `[ids, kw · 32/bits]`.
@@ -344,8 +384,12 @@ impl PackedOps for CubeBackend {
         shifts: FloatTensor<Self>,
         bits: u32,
         group_words: usize,
-        rows_per_unit: u32,
+        matvec: Matvec,
     ) -> FloatTensor<Self> {
+        let Matvec {
+            rows_per_unit,
+            steps,
+        } = matvec;
         let (x, words) = (into_contiguous(x), into_contiguous(words));
         let (scales, shifts) = (into_contiguous(scales), into_contiguous(shifts));
         let (tokens, kx) = (x.meta.shape()[0], x.meta.shape()[1]);
@@ -371,6 +415,13 @@ impl PackedOps for CubeBackend {
                 r if r < 8 || tokens > 2 => 4,
                 _ => 8,
             };
+            // At most 16 rows' words held per unit (steps × rows).
+            let steps = match steps {
+                0 | 1 => 1,
+                2 | 3 => 2,
+                _ => 4,
+            }
+            .min(16 / rpu);
             let cubes = (rows as u32).div_ceil(ROWS_PER_CUBE);
             // SAFETY: every index the kernel forms is below the sizes checked
             // above (rows × kw words, rows × groups scales, tokens × kx
@@ -396,6 +447,7 @@ impl PackedOps for CubeBackend {
                     tokens,
                     bits,
                     rpu as usize,
+                    steps as usize,
                 );
             }
         } else {
@@ -563,12 +615,20 @@ impl DevicePacked {
 
     /// `x`: `[tokens, cols]` f32 → `[tokens, rows]` f32.
     pub fn matmul(&self, x: Tensor<2>) -> Tensor<2> {
-        self.matmul_with(x, self.rows_per_unit())
+        self.matmul_with(x, self.matvec())
+    }
+
+    /// The matrix-vector kernel's shape [`DevicePacked::matmul`] uses.
+    pub fn matvec(&self) -> Matvec {
+        Matvec {
+            rows_per_unit: self.rows_per_unit(),
+            steps: if self.cols_padded >= LONG_ROWS { 2 } else { 1 },
+        }
     }
 
     /// Rows per unit [`DevicePacked::matmul`] uses: 8 for tall weights
     /// (lm_head), 4 otherwise (the kernel takes 8 only for 1-2 tokens).
-    pub fn rows_per_unit(&self) -> u32 {
+    fn rows_per_unit(&self) -> u32 {
         if self.rows >= TALL_ROWS {
             8
         } else {
@@ -576,10 +636,9 @@ impl DevicePacked {
         }
     }
 
-    /// [`DevicePacked::matmul`] with `rows_per_unit` rows per unit of the
-    /// matrix-vector kernel (1, 2, 4, or 8 for 1-2 tokens; the benchmark
-    /// compares them).
-    pub fn matmul_with(&self, x: Tensor<2>, rows_per_unit: u32) -> Tensor<2> {
+    /// [`DevicePacked::matmul`] with another shape of the matrix-vector
+    /// kernel (the benchmark and the tests compare them).
+    pub fn matmul_with(&self, x: Tensor<2>, matvec: Matvec) -> Tensor<2> {
         let [tokens, cols] = x.dims();
         assert_eq!(cols, self.cols, "packed matmul: activation width");
         let x = if self.cols_padded > cols {
@@ -600,7 +659,7 @@ impl DevicePacked {
                     part.shifts.clone().into_dispatch(),
                     self.bits,
                     self.group_words,
-                    rows_per_unit,
+                    matvec,
                 ))
             })
             .collect();
