@@ -610,7 +610,7 @@ unsafe fn row_dot_q8_vnni(
 /// Bytes ahead of its loads a loop asks the cache for (`prefetcht0`): a
 /// decode step reads each weight once, from memory, and the hardware
 /// prefetcher alone left the loops waiting (measured on this project's VM,
-/// weights cycled through 256 MiB: 1.2-1.5× for the lookup loop, 1.1-1.3×
+/// weights cycled through 256 MiB: 1.2-1.6× for the lookup loop, up to 1.25×
 /// for the VNNI loop; 1 KiB ahead did about as well, 256 B less).
 const PREFETCH_AHEAD: usize = 4096;
 
@@ -651,8 +651,9 @@ fn has_avx512() -> bool {
 /// Wider rows than this take the lookup loop four at a time: their
 /// activation (4 bytes an element) no longer fits half of a 32 KiB L1
 /// cache, and reading it once for four rows beats reading it per row
-/// (measured on this project's 2-core Zen 4 VM: 2048×8192 and 4096×14336
-/// 1.2× and 1.9× faster by four rows; 8192×2048 and 2048×2048 1.2× slower).
+/// (measured on this project's 2-core Zen 4 VM, one thread, weights in
+/// cache: 2048×8192 and 4096×14336 1.2× and 1.9× faster by four rows;
+/// 8192×2048 and 2048×2048 1.2× slower).
 const TABLE_WIDE_COLS: usize = 4096;
 
 /// A row's values, scales and zero points.
