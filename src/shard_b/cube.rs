@@ -71,11 +71,12 @@ pub struct Matvec {
 /// shape).
 const LONG_ROWS: usize = 8192;
 /// Weights with at least this many rows take 8 rows per unit for 1-2
-/// tokens (H100, queued device time, two loans: the int4 lm_head 70 µs
-/// against 91 with 4; 8B gate/up 14336×4096 23.2 / 24.8 µs against 24.4 /
-/// 26.5; stacked gate+up 16384×2048 15.2 / 15.0 against 17.9 / 17.6; but
-/// gate/up 8192×2048 22.7 against 11.1 in one of them, and the 8B `down`,
-/// 4096 long rows, slower in both).
+/// tokens (H100, queued device time, this kernel / the one before its
+/// load order changed: the int4 lm_head 70 µs against 91 with 4; 8B
+/// gate/up 14336×4096 23.2 / 24.8 µs against 24.4 / 26.5; stacked gate+up
+/// 16384×2048 15.2 / 15.0 against 17.9 / 17.6; gate/up 8192×2048 went
+/// either way between loans (22.7 or 10.3 against 11.1), and the 8B
+/// `down`, 4096 long rows, was slower with 8 in both).
 const TALL_ROWS: usize = 12_288;
 /// Output tile side of the tiled kernel.
 const TILE: u32 = 16;
