@@ -10,8 +10,9 @@
 //!   against a device-to-device copy kernel (`x · 1.0001`, reads + writes
 //!   counted, synchronized per call), next to the dequantized f16 path it
 //!   replaces (burn's matmul over f16 weights: 4× the bytes of int4).
-//!   "packed rNsM" is the matrix-vector kernel with N rows per unit and M
-//!   steps loaded ahead ([`Matvec`]); * marks the one shard B uses. Three times per call: the host's (issue and
+//!   "packed rNsMkG" is the matrix-vector kernel with N rows per unit, M
+//!   steps loaded ahead and G lane groups per row ([`Matvec`]); * marks
+//!   the one shard B uses. Three times per call: the host's (issue and
 //!   wait), the device's in a profiling window, and the device's with the
 //!   calls queued ahead of it (see `time_gpu`).
 //!
@@ -428,13 +429,23 @@ fn gpu(iters: usize, required: bool) {
             (&device, DType::F32),
         );
         device.sync().expect("sync");
-        // Rows per unit 2, 4, 8 (1 was slower on every shape in earlier
-        // runs), each with 1, 2 and 4 steps loaded ahead.
-        let shapes = [2, 4, 8].into_iter().flat_map(|rows_per_unit| {
-            [1, 2, 4].map(|steps| Matvec {
-                rows_per_unit,
-                steps,
-            })
+        // Rows per unit 4 and 8 (1 and 2 were slower on every shape in
+        // earlier runs), 1 or 2 steps loaded ahead (4 was slower), 1, 2 or
+        // 4 lane groups per row.
+        let shapes = [
+            (4, 1, 1),
+            (4, 2, 1),
+            (4, 1, 2),
+            (4, 2, 2),
+            (4, 1, 4),
+            (8, 1, 1),
+            (8, 1, 2),
+            (8, 1, 4),
+        ]
+        .map(|(rows_per_unit, steps, split)| Matvec {
+            rows_per_unit,
+            steps,
+            split,
         });
         for mv in shapes {
             let t = time_gpu(
@@ -444,9 +455,10 @@ fn gpu(iters: usize, required: bool) {
                 &busy,
             );
             let path = format!(
-                "packed r{}s{}{}",
+                "packed r{}s{}k{}{}",
                 mv.rows_per_unit,
                 mv.steps,
+                mv.split,
                 if mv == copies[0].matvec() { "*" } else { "" }
             );
             row(name, scheme.name(), stored as f64, &path, t);

@@ -378,6 +378,10 @@ fn gpu_kernels_match_the_dequantized_reference() {
         (3, 384, 128, Scheme::Int8Sym, &[8]),
         // Many rows (thousands of cubes), per channel.
         (33_000, 64, 64, Scheme::Int4Asym, &[1, 3]),
+        // Rows of ≥ 8192 columns: by default 8 rows per unit shared by 4
+        // lane groups (1-2 tokens), 4 rows and one group for more.
+        (21, 8320, 128, Scheme::Int4Sym, &[1, 2, 3]),
+        (12, 8192, 8192, Scheme::Int8Asym, &[1, 2]),
     ];
     for (i, &(rows, cols, group, scheme, token_counts)) in cases.iter().enumerate() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_add(i as u64));
@@ -402,14 +406,25 @@ fn gpu_kernels_match_the_dequantized_reference() {
                 (&device, DType::F32),
             );
             // The default, and (for one token) the other shapes of the
-            // matrix-vector kernel: rows per unit, and steps loaded ahead
-            // (8 rows hold at most 2 steps).
-            let shapes = [(1, 1), (2, 1), (4, 1), (8, 1), (4, 2), (4, 4), (8, 2)].map(
-                |(rows_per_unit, steps)| Matvec {
-                    rows_per_unit,
-                    steps,
-                },
-            );
+            // matrix-vector kernel: rows per unit, steps loaded ahead (8
+            // rows hold at most 2), lane groups per row.
+            let shapes = [
+                (1, 1, 1),
+                (2, 1, 1),
+                (4, 1, 1),
+                (8, 1, 1),
+                (4, 2, 1),
+                (4, 4, 1),
+                (8, 2, 1),
+                (2, 1, 2),
+                (4, 2, 2),
+                (8, 1, 4),
+            ]
+            .map(|(rows_per_unit, steps, split)| Matvec {
+                rows_per_unit,
+                steps,
+                split,
+            });
             for mv in std::iter::once(d.matvec()).chain(shapes) {
                 let y: Vec<f32> = d
                     .matmul_with(xt.clone(), mv)

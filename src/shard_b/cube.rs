@@ -10,14 +10,15 @@
 //!
 //! - [`packed_matvec`] (decode: up to [`MATVEC_MAX_TOKENS`] tokens, one
 //!   stream each or a few streams batched): a cube of 32 lanes takes 8
-//!   rows, 4 per unit in 2 slots (8 in 1 for tall weights; see
-//!   [`Matvec`] and [`DevicePacked::matvec`]); a lane walks its rows'
-//!   words in 4-word vectors 32 vectors apart (coalesced 16-byte loads),
-//!   loading its rows' words for one step (two on long rows) before it
-//!   computes, then per step the group's scales and the matching
-//!   activations (4-float vectors, once for all its rows and every
-//!   token), applies the group's scale and shift once per step, and the
-//!   32 lanes' partial sums meet in shared memory.
+//!   rows, 4 per unit in 2 slots (8 in 1 for tall weights; 8 rows shared
+//!   by 4 groups of 32 lanes along rows of ≥ 8192 columns; see [`Matvec`]
+//!   and [`DevicePacked::matvec`]); a lane walks its rows' words in 4-word
+//!   vectors 32 vectors apart (each group of lanes every 4th run of them),
+//!   loading its rows' words for a step before it computes, then the
+//!   group's scales and the matching activations (4-float vectors, once
+//!   for all its rows and every token), applies the group's scale and
+//!   shift once per step, and the lanes' partial sums meet in shared
+//!   memory.
 //! - [`packed_matmul_tiled`] (prefill chunks): 16 × 16 output tiles; per
 //!   step of 32 columns the cube stages 16 token rows and 16 weight rows,
 //!   dequantized on the way into shared memory, and each unit accumulates
@@ -63,12 +64,18 @@ pub struct Matvec {
     /// 4-word steps along its rows a unit loads before it computes (1, 2
     /// or 4; at most 16 rows' words held): loads from memory in flight.
     pub steps: u32,
+    /// Groups of 32 lanes sharing a unit's rows along their length (1, 2
+    /// or 4, at most the rows per unit; 1-2 tokens): more units for
+    /// weights with few, long rows.
+    pub split: u32,
 }
 
-/// Rows at least this long take 2 steps loaded ahead (H100, queued device
-/// time, two loans: `down` 2048×8192 13.5 µs against 15.1 with 1, the 8B
-/// `down` 4096×14336 27.6 against 28.4; 4 steps slower than 2 on every
-/// shape).
+/// Rows at least this long take 8 rows per unit and 4 lane groups per
+/// row (1-2 tokens; more take 4 rows and one group): H100, queued device
+/// time, one loan, two runs: `down` 2048×8192 10.8 µs against 13.5 with 2
+/// steps ahead (the previous default) and 15.1 with 4 rows, 1 step; the 8B
+/// `down` 4096×14336 22.1 against 27.6 and 28.4. More steps ahead, 4, were
+/// slower on every shape.
 const LONG_ROWS: usize = 8192;
 /// Weights with at least this many rows take 8 rows per unit for 1-2
 /// tokens (H100, queued device time, this kernel / the one before its
@@ -112,8 +119,12 @@ mod kernels {
         #[comptime] bits: u32,
         #[comptime] rpu: usize,
         #[comptime] steps: usize,
+        #[comptime] split: usize,
     ) {
         let lanes = comptime!(LANES as usize);
+        // Units `split` apart along y share rows and take every split-th
+        // run of `lanes` vectors along them.
+        let width = comptime!(split * lanes);
         let per = comptime!((32 / bits) as usize);
         // Elements in one step (a vector of 4 words), and the activation
         // vectors they take.
@@ -121,7 +132,8 @@ mod kernels {
         let mask = comptime!((1u32 << bits) - 1);
         let lane = UNIT_POS_X as usize;
         let cube = (CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) as usize;
-        let row0 = (cube * (CUBE_DIM_Y as usize) + UNIT_POS_Y as usize) * rpu;
+        let part = UNIT_POS_Y as usize % split;
+        let row0 = (cube * (CUBE_DIM_Y as usize / split) + UNIT_POS_Y as usize / split) * rpu;
         let rows = rows as usize;
         let kw4 = kw4 as usize;
         let kx4 = kx4 as usize;
@@ -137,14 +149,14 @@ mod kernels {
         let mut sc = Array::<f32>::new(rpu);
         let mut sh = Array::<f32>::new(rpu);
         let mut xs = Array::<V4<f32>>::new(xv_per_step);
-        let mut i = lane;
+        let mut i = part * lanes + lane;
         while i < kw4 {
             // The rows' words for `steps` steps first (lanes apart), so a
             // unit has that many loads from memory in flight at once; a
             // step past the row end reads the last step and is skipped.
             #[unroll]
             for s in 0..steps {
-                let iu = min(i + s * lanes, kw4 - 1);
+                let iu = min(i + s * width, kw4 - 1);
                 #[unroll]
                 for r in 0..rpu {
                     // Rows past the end read the last row; their sums are dropped.
@@ -154,7 +166,7 @@ mod kernels {
             }
             #[unroll]
             for s in 0..steps {
-                let iu = i + s * lanes;
+                let iu = i + s * width;
                 if iu < kw4 {
                     let g = iu / group_steps;
                     #[unroll]
@@ -195,12 +207,13 @@ mod kernels {
                     }
                 }
             }
-            i += comptime!(steps * lanes);
+            i += comptime!(steps * width);
         }
 
         // Sum the lanes' partial results: a tree in shared memory.
-        let mut partial =
-            Shared::<[f32]>::new_slice(comptime!((LANES * ROWS_PER_CUBE) as usize * tokens));
+        let mut partial = Shared::<[f32]>::new_slice(comptime!(
+            (LANES * ROWS_PER_CUBE) as usize * tokens * split
+        ));
         let slots = comptime!(tokens * rpu);
         let base = UNIT_POS_Y as usize * slots * lanes;
         #[unroll]
@@ -220,14 +233,21 @@ mod kernels {
             }
             sync_cube();
         }
-        if lane == 0 {
+        if lane == 0 && part == 0 {
             #[unroll]
             for r in 0..rpu {
                 let row = row0 + r;
                 if row < rows {
                     #[unroll]
                     for t in 0..tokens {
-                        out[t * rows + row] = partial[base + (r * tokens + t) * lanes];
+                        let k = (r * tokens + t) * lanes;
+                        let mut v = partial[base + k];
+                        // The other units on these rows (next along y).
+                        #[unroll]
+                        for g in 1..split {
+                            v += partial[base + g * slots * lanes + k];
+                        }
+                        out[t * rows + row] = v;
                     }
                 }
             }
@@ -390,6 +410,7 @@ impl PackedOps for CubeBackend {
         let Matvec {
             rows_per_unit,
             steps,
+            split,
         } = matvec;
         let (x, words) = (into_contiguous(x), into_contiguous(words));
         let (scales, shifts) = (into_contiguous(scales), into_contiguous(shifts));
@@ -423,6 +444,15 @@ impl PackedOps for CubeBackend {
                 _ => 4,
             }
             .min(16 / rpu);
+            // Units per row along K: ≤ 256 units a cube, and for 1-2 tokens
+            // only (shared memory: 32 × 8 × tokens × split floats).
+            let split = match split {
+                0 | 1 => 1,
+                2 | 3 => 2,
+                _ => 4,
+            }
+            .min(rpu)
+            .min(if tokens <= 2 { 4 } else { 1 });
             let cubes = (rows as u32).div_ceil(ROWS_PER_CUBE);
             // SAFETY: every index the kernel forms is below the sizes checked
             // above (rows × kw words, rows × groups scales, tokens × kx
@@ -434,7 +464,7 @@ impl PackedOps for CubeBackend {
                 packed_matvec::launch_unchecked(
                     &client,
                     grid(cubes),
-                    CubeDim::new_2d(LANES, ROWS_PER_CUBE / rpu),
+                    CubeDim::new_2d(LANES, ROWS_PER_CUBE / rpu * split),
                     x.into_tensor_arg(),
                     words.into_tensor_arg(),
                     scales.into_tensor_arg(),
@@ -449,6 +479,7 @@ impl PackedOps for CubeBackend {
                     bits,
                     rpu as usize,
                     steps as usize,
+                    split as usize,
                 );
             }
         } else {
@@ -621,9 +652,18 @@ impl DevicePacked {
 
     /// The matrix-vector kernel's shape [`DevicePacked::matmul`] uses.
     pub fn matvec(&self) -> Matvec {
-        Matvec {
-            rows_per_unit: self.rows_per_unit(),
-            steps: if self.cols_padded >= LONG_ROWS { 2 } else { 1 },
+        if self.cols_padded >= LONG_ROWS {
+            Matvec {
+                rows_per_unit: 8,
+                steps: 1,
+                split: 4,
+            }
+        } else {
+            Matvec {
+                rows_per_unit: self.rows_per_unit(),
+                steps: 1,
+                split: 1,
+            }
         }
     }
 
