@@ -433,20 +433,15 @@ fn gpu(iters: usize, required: bool) {
         // earlier runs), 1 or 2 steps loaded ahead (4 was slower), 1, 2 or
         // 4 lane groups per row.
         let shapes = [
-            (4, 1, 1),
-            (4, 2, 1),
-            (4, 1, 2),
-            (4, 2, 2),
-            (4, 1, 4),
-            (8, 1, 1),
-            (8, 1, 2),
-            (8, 1, 4),
-        ]
-        .map(|(rows_per_unit, steps, split)| Matvec {
-            rows_per_unit,
-            steps,
-            split,
-        });
+            Matvec::new(4, 1, 1),
+            Matvec::new(4, 2, 1),
+            Matvec::new(4, 1, 2),
+            Matvec::new(4, 2, 2),
+            Matvec::new(4, 1, 4),
+            Matvec::new(8, 1, 1),
+            Matvec::new(8, 1, 2),
+            Matvec::new(8, 1, 4),
+        ];
         for mv in shapes {
             let t = time_gpu(
                 &device,

@@ -409,22 +409,17 @@ fn gpu_kernels_match_the_dequantized_reference() {
             // matrix-vector kernel: rows per unit, steps loaded ahead (8
             // rows hold at most 2), lane groups per row.
             let shapes = [
-                (1, 1, 1),
-                (2, 1, 1),
-                (4, 1, 1),
-                (8, 1, 1),
-                (4, 2, 1),
-                (4, 4, 1),
-                (8, 2, 1),
-                (2, 1, 2),
-                (4, 2, 2),
-                (8, 1, 4),
-            ]
-            .map(|(rows_per_unit, steps, split)| Matvec {
-                rows_per_unit,
-                steps,
-                split,
-            });
+                Matvec::new(1, 1, 1),
+                Matvec::new(2, 1, 1),
+                Matvec::new(4, 1, 1),
+                Matvec::new(8, 1, 1),
+                Matvec::new(4, 2, 1),
+                Matvec::new(4, 4, 1),
+                Matvec::new(8, 2, 1),
+                Matvec::new(2, 1, 2),
+                Matvec::new(4, 2, 2),
+                Matvec::new(8, 1, 4),
+            ];
             for mv in std::iter::once(d.matvec()).chain(shapes) {
                 let y: Vec<f32> = d
                     .matmul_with(xt.clone(), mv)

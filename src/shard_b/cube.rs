@@ -70,6 +70,16 @@ pub struct Matvec {
     pub split: u32,
 }
 
+impl Matvec {
+    pub const fn new(rows_per_unit: u32, steps: u32, split: u32) -> Matvec {
+        Matvec {
+            rows_per_unit,
+            steps,
+            split,
+        }
+    }
+}
+
 /// Rows at least this long take 8 rows per unit and 4 lane groups per
 /// row (1-2 tokens; more take 4 rows and one group): H100, queued device
 /// time, one loan, two runs: `down` 2048×8192 10.8 µs against 13.5 with 2
@@ -653,17 +663,9 @@ impl DevicePacked {
     /// The matrix-vector kernel's shape [`DevicePacked::matmul`] uses.
     pub fn matvec(&self) -> Matvec {
         if self.cols_padded >= LONG_ROWS {
-            Matvec {
-                rows_per_unit: 8,
-                steps: 1,
-                split: 4,
-            }
+            Matvec::new(8, 1, 4)
         } else {
-            Matvec {
-                rows_per_unit: self.rows_per_unit(),
-                steps: 1,
-                split: 1,
-            }
+            Matvec::new(self.rows_per_unit(), 1, 1)
         }
     }
 
