@@ -44,6 +44,8 @@ pub enum FirstRunError {
     Runtime(#[from] crate::executive::RuntimeError),
     #[error(transparent)]
     ShardB(#[from] crate::shard_b::ShardBError),
+    #[error("model.source: {0}")]
+    Hub(#[from] crate::hub::HubError),
     #[error("{0}")]
     Other(String),
 }
@@ -67,7 +69,7 @@ pub fn resolve_model_with(
     progress: Option<&mut dyn FnMut(FileProgress)>,
 ) -> Result<PathBuf, FirstRunError> {
     let source = settings.model.source.as_str();
-    match ModelSource::parse(source) {
+    match ModelSource::parse(source)? {
         ModelSource::Demo => demo_model(steps),
         ModelSource::Hub { repo, revision } => {
             let opts = HubOptions::from_env();

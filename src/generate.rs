@@ -12,7 +12,9 @@ use crate::config::Settings;
 use crate::hub::{HubError, HubOptions, ModelSource};
 use crate::model::chat::Message;
 use crate::pipeline::prompt::Prompter;
-use crate::pipeline::{Event, GenRequest, Pipeline, StageSample, StreamReport, bake_cache_dir};
+use crate::pipeline::{
+    Event, Finish, GenRequest, Pipeline, StageSample, StreamReport, bake_cache_dir,
+};
 use crate::shard_b::sampling::{SamplingParams, StopCriteria};
 use crate::supervisor::SupervisorEvent;
 
@@ -86,7 +88,7 @@ pub struct GenerateSummary {
 /// on first use; a Hub id (`org/name[@revision]`) fetched into the Hugging
 /// Face cache (a progress bar per file on a terminal), then baked likewise.
 pub fn baked_for_source(source: &str, note: &mut dyn FnMut(String)) -> anyhow::Result<PathBuf> {
-    match ModelSource::parse(source) {
+    match ModelSource::parse(source)? {
         ModelSource::Hub { repo, revision } => {
             let snapshot = fetch_with_bars(&HubOptions::from_env(), &repo, &revision, note)?;
             baked_dir_for(&snapshot, note)
@@ -288,11 +290,27 @@ pub fn generate(
             record_logits: false,
         })
         .collect();
+    let capacity = settings.shard_a.kv_capacity;
+    if prompt.len() + opts.max_new_tokens > capacity {
+        let _ = writeln!(
+            err,
+            "[note: a prompt of {} tokens and -n {} do not fit shard_a.kv_capacity = {capacity}: the answer stops when the context is full]",
+            prompt.len(),
+            opts.max_new_tokens
+        );
+    }
     let t0 = Instant::now();
     let reports = pipeline.run(reqs, &mut |e| sink(e, out, err))?;
     let wall = t0.elapsed().as_secs_f64();
     if !json {
         let _ = writeln!(out);
+    }
+    for r in reports.iter().filter(|r| r.finish == Finish::Context) {
+        let _ = writeln!(
+            err,
+            "[stream {}: stopped at the context limit, shard_a.kv_capacity = {capacity} tokens ({} prompt + {} generated); raise it (--set shard_a.kv_capacity=N) for longer answers]",
+            r.stream, r.metrics.prompt_tokens, r.metrics.generated
+        );
     }
     let generated: usize = reports.iter().map(|r| r.tokens.len()).sum();
     let spec = pipeline.shard_b.spec.clone();

@@ -30,33 +30,98 @@ pub enum ModelSource {
 impl ModelSource {
     /// A directory that exists wins; then "demo"; then `org/name[@rev]`;
     /// anything else is taken as a directory (missing: its own error later).
-    pub fn parse(s: &str) -> ModelSource {
+    /// Text shaped like an id whose parts break the Hub's rules (a revision
+    /// with `..`, a name with `--`, ...) is an error, not a directory.
+    pub fn parse(s: &str) -> Result<ModelSource, HubError> {
         let p = Path::new(s);
         if s == "demo" && !p.exists() {
-            return ModelSource::Demo;
+            return Ok(ModelSource::Demo);
         }
         if p.exists() || s.starts_with('/') || s.starts_with('.') || s.starts_with('~') {
-            return ModelSource::Dir(p.to_path_buf());
+            return Ok(ModelSource::Dir(p.to_path_buf()));
         }
         let (repo, revision) = match s.split_once('@') {
             Some((r, rev)) if !rev.is_empty() => (r, rev),
-            Some(_) => return ModelSource::Dir(p.to_path_buf()),
+            Some(_) => return Ok(ModelSource::Dir(p.to_path_buf())),
             None => (s, "main"),
         };
-        let valid = |part: &str| {
+        let id_like = |part: &str| {
             !part.is_empty()
                 && part
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
                 && !part.starts_with('.')
         };
-        match repo.split_once('/') {
-            Some((org, name)) if valid(org) && valid(name) => ModelSource::Hub {
-                repo: repo.to_string(),
-                revision: revision.to_string(),
-            },
-            _ => ModelSource::Dir(p.to_path_buf()),
-        }
+        let Some((org, name)) = repo
+            .split_once('/')
+            .filter(|(o, n)| id_like(o) && id_like(n))
+        else {
+            return Ok(ModelSource::Dir(p.to_path_buf()));
+        };
+        let bad = |message: String| HubError::BadId {
+            id: s.to_string(),
+            message,
+        };
+        check_name(org, "organization").map_err(bad)?;
+        check_name(name, "name").map_err(bad)?;
+        check_revision(revision).map_err(bad)?;
+        Ok(ModelSource::Hub {
+            repo: repo.to_string(),
+            revision: revision.to_string(),
+        })
+    }
+}
+
+/// A repository's organization or name as the Hub allows it: 1-96 letters,
+/// digits, `-`, `_` and `.`, neither starting nor ending with `-` or `.`,
+/// without `--` or `..`, not ending in `.git`.
+fn check_name(part: &str, what: &str) -> Result<(), String> {
+    let why = if part.len() > 96 {
+        Some("is longer than 96 characters")
+    } else if part.starts_with(['-', '.']) || part.ends_with(['-', '.']) {
+        Some("starts or ends with '-' or '.'")
+    } else if part.contains("--") || part.contains("..") {
+        Some("holds '--' or '..'")
+    } else if part.ends_with(".git") {
+        Some("ends in '.git'")
+    } else {
+        None
+    };
+    match why {
+        Some(w) => Err(format!("the {what} '{part}' {w}")),
+        None => Ok(()),
+    }
+}
+
+/// A revision as git allows a branch or tag name (or a commit hash): no
+/// `..`, `@{`, spaces, control characters or any of `~^:?*[\`; no empty
+/// part between slashes, none starting with `.` or ending in `.lock`; at
+/// most 255 bytes. (`refs/pr/1` is one.)
+fn check_revision(rev: &str) -> Result<(), String> {
+    let why = if rev.len() > 255 {
+        Some("is longer than 255 bytes".to_string())
+    } else if rev == "@" || rev.contains("..") || rev.contains("@{") {
+        Some("holds '..' or '@{'".to_string())
+    } else if let Some(c) = rev
+        .chars()
+        .find(|c| c.is_control() || c.is_whitespace() || "~^:?*[\\".contains(*c))
+    {
+        Some(format!("holds the character {c:?}"))
+    } else if rev
+        .split('/')
+        .any(|part| part.is_empty() || part.starts_with('.') || part.ends_with(".lock"))
+    {
+        Some("has an empty part, a part starting with '.' or ending in '.lock'".to_string())
+    } else if rev.ends_with('.') {
+        Some("ends with '.'".to_string())
+    } else {
+        None
+    };
+    match why {
+        Some(w) => Err(format!(
+            "the revision '{rev}' {w}: give a branch, tag or commit (e.g. main, v1.0, refs/pr/1)"
+        )),
+        None => Ok(()),
     }
 }
 
@@ -98,6 +163,10 @@ pub enum HubError {
     },
     #[error("{repo}: {message}")]
     Other { repo: String, message: String },
+    #[error(
+        "'{id}' is not a valid Hugging Face id: {message}. An id is org/name[@revision]; a local directory must exist (or start with ./ or /)"
+    )]
+    BadId { id: String, message: String },
 }
 
 /// The client's settings, read from the environment.
@@ -367,31 +436,73 @@ mod tests {
 
     #[test]
     fn sources_parse() {
-        assert_eq!(ModelSource::parse("demo"), ModelSource::Demo);
+        let parse = |s: &str| ModelSource::parse(s).expect(s);
+        assert_eq!(parse("demo"), ModelSource::Demo);
         assert_eq!(
-            ModelSource::parse("Qwen/Qwen2.5-0.5B-Instruct"),
+            parse("Qwen/Qwen2.5-0.5B-Instruct"),
             ModelSource::Hub {
                 repo: "Qwen/Qwen2.5-0.5B-Instruct".into(),
                 revision: "main".into()
             }
         );
         assert_eq!(
-            ModelSource::parse("meta-llama/Llama-3.2-1B@v1.0"),
+            parse("meta-llama/Llama-3.2-1B@v1.0"),
             ModelSource::Hub {
                 repo: "meta-llama/Llama-3.2-1B".into(),
                 revision: "v1.0".into()
             }
         );
         for dir in ["/models/x", "./a/b", "a/b/c", "nodir", "a/.b", "a/b@"] {
-            assert!(
-                matches!(ModelSource::parse(dir), ModelSource::Dir(_)),
-                "{dir}"
-            );
+            assert!(matches!(parse(dir), ModelSource::Dir(_)), "{dir}");
         }
         // An existing directory named like an id is a directory.
         let d = tempfile_dir();
         let id = d.display().to_string();
-        assert_eq!(ModelSource::parse(&id), ModelSource::Dir(d.clone()));
+        assert_eq!(parse(&id), ModelSource::Dir(d.clone()));
+    }
+
+    #[test]
+    fn ids_that_break_the_hubs_rules_are_refused_with_the_rule() {
+        for (id, rule) in [
+            ("foo/bar@../../../../tmp/x", "'..'"),
+            ("foo/bar@a/../../b", "'..'"),
+            ("foo/bar@.hidden", "starting with '.'"),
+            ("foo/bar@main.lock", "'.lock'"),
+            ("foo/bar@we ird", "' '"),
+            ("foo/bar@a:b", "':'"),
+            ("foo/bar@x\\y", "'\\\\'"),
+            ("foo/bar@a//b", "empty part"),
+            ("foo/bar@v1.", "ends with '.'"),
+            ("foo/bar@@{0}", "'@{'"),
+            ("foo/bar@\u{7}", "'\\u{7}'"),
+            ("foo--x/bar", "'--'"),
+            ("foo/bar..baz", "'..'"),
+            ("foo/bar-", "starts or ends"),
+            ("-foo/bar", "starts or ends"),
+            ("foo/bar.git", "'.git'"),
+        ] {
+            let err = ModelSource::parse(id).expect_err(id).to_string();
+            assert!(
+                err.contains(rule) && err.contains("not a valid Hugging Face id"),
+                "{id}: {err}"
+            );
+        }
+        let long = format!("org/{}", "n".repeat(97));
+        assert!(ModelSource::parse(&long).is_err());
+        let long_rev = format!("org/name@{}", "r".repeat(256));
+        assert!(ModelSource::parse(&long_rev).is_err());
+        for ok in [
+            "org/name@refs/pr/1",
+            "org/name@v1.0",
+            "org/name@0123456789abcdef0123456789abcdef01234567",
+            "org/name@feature/x-y_z",
+            "BAAI/bge-small-en-v1.5",
+        ] {
+            assert!(
+                matches!(ModelSource::parse(ok), Ok(ModelSource::Hub { .. })),
+                "{ok}"
+            );
+        }
     }
 
     fn tempfile_dir() -> PathBuf {

@@ -250,6 +250,9 @@ struct BakeArgs {
     /// Replace an existing output directory.
     #[arg(long)]
     force: bool,
+    /// Bake weights that hold NaN or infinite values (refused otherwise: the model would emit garbage).
+    #[arg(long)]
+    allow_non_finite: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -315,20 +318,37 @@ fn main() -> ExitCode {
     }
     // Written, not eprintln!: stderr may be a closed terminal by now.
     use std::io::Write;
-    match run(cli) {
+    let result = run(cli);
+    // A signal stopped it (the workbench quits cleanly on one too): 128 + the
+    // signal, as shells report it.
+    if let Some(code) = hybrid_tui::supervisor::signal_exit_code() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "interrupted: the executive was stopped and its shared memory removed"
+        );
+        return ExitCode::from(code);
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(_) if hybrid_tui::supervisor::interrupted() => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "interrupted: the executive was stopped and its shared memory removed"
-            );
-            ExitCode::from(130)
-        }
         Err(e) => {
-            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            let _ = writeln!(std::io::stderr(), "error: {}", chain_text(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each said once: many of the library's errors
+/// already end in their cause's text ("{path}: {source}").
+fn chain_text(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+    }
+    text
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -389,6 +409,9 @@ fn cmd_generate(loaded: &Loaded, a: GenerateArgs) -> Result<()> {
     };
     if a.streams == 0 {
         bail!("--streams must be at least 1");
+    }
+    if a.n == 0 {
+        bail!("-n/--max-tokens 0: nothing to generate; give at least 1");
     }
     if !(a.temperature >= 0.0 && a.temperature.is_finite()) {
         bail!(
@@ -808,6 +831,7 @@ fn cmd_bake(a: BakeArgs) -> Result<()> {
         backup,
         all_layers: a.all_layers,
         force: a.force,
+        allow_non_finite: a.allow_non_finite,
     };
     let bar = indicatif::ProgressBar::hidden();
     if !a.json && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
@@ -817,7 +841,7 @@ fn cmd_bake(a: BakeArgs) -> Result<()> {
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tensors {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let source = match ModelSource::parse(&a.source) {
+    let source = match ModelSource::parse(&a.source).map_err(|e| anyhow::anyhow!("--model: {e}"))? {
         ModelSource::Hub { repo, revision } => {
             fetch_with_bars(&HubOptions::from_env(), &repo, &revision, &mut |m| {
                 eprintln!("{m}")

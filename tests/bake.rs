@@ -5,7 +5,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::{baked_model, hf_model};
+use common::{baked_model, copy_model, hf_model};
 use hybrid_tui::bake::quant::Scheme;
 use hybrid_tui::bake::store::BakedModel;
 use hybrid_tui::bake::{BakeError, BakeOptions, bake};
@@ -195,19 +195,11 @@ fn leftovers(parent: &Path) -> Vec<String> {
         .collect()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let p = e.unwrap().path();
-        std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
-    }
-}
-
 #[test]
 fn truncated_safetensors_is_a_clear_error_with_no_output() {
     let d = tempfile::tempdir().unwrap();
     let src = d.path().join("src");
-    copy_dir(&hf_model(Arch::Llama), &src);
+    copy_model(&hf_model(Arch::Llama), &src);
     let f = src.join("model.safetensors");
     let len = std::fs::metadata(&f).unwrap().len();
     let file = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
@@ -235,7 +227,7 @@ fn truncated_safetensors_is_a_clear_error_with_no_output() {
 fn wrong_shape_names_tensor_and_shapes() {
     let d = tempfile::tempdir().unwrap();
     let src = d.path().join("src");
-    copy_dir(&hf_model(Arch::Qwen2), &src);
+    copy_model(&hf_model(Arch::Qwen2), &src);
     let cfg = std::fs::read_to_string(src.join("config.json")).unwrap();
     let cfg = cfg.replace("\"intermediate_size\": 384", "\"intermediate_size\": 512");
     std::fs::write(src.join("config.json"), cfg).unwrap();
@@ -260,7 +252,7 @@ fn wrong_shape_names_tensor_and_shapes() {
 fn unknown_architecture_is_named() {
     let d = tempfile::tempdir().unwrap();
     let src = d.path().join("src");
-    copy_dir(&hf_model(Arch::Llama), &src);
+    copy_model(&hf_model(Arch::Llama), &src);
     let cfg = std::fs::read_to_string(src.join("config.json")).unwrap();
     std::fs::write(
         src.join("config.json"),
@@ -287,7 +279,7 @@ fn unknown_architecture_is_named() {
 fn missing_tensor_and_missing_tokenizer() {
     let d = tempfile::tempdir().unwrap();
     let src = d.path().join("src");
-    copy_dir(&hf_model(Arch::Llama), &src);
+    copy_model(&hf_model(Arch::Llama), &src);
     std::fs::remove_file(src.join("tokenizer.json")).unwrap();
     let msg = bake(
         &src,
@@ -368,4 +360,85 @@ fn ratio_keeps_the_most_sensitive_weights_in_backup() {
         .filter(|(n, e)| n.starts_with("model.layers.") && e.scheme == Scheme::Int8Asym)
         .count();
     assert!(n8 > 0);
+}
+
+/// A copy of the `arch` test model to spoil, in a temporary directory.
+fn spoilable(arch: Arch) -> (tempfile::TempDir, std::path::PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    copy_model(&hf_model(arch), &src);
+    (d, src)
+}
+
+/// Bake `src` with the defaults into `out` beside it: the error it gives.
+fn bake_error(src: &Path) -> BakeError {
+    let out = src.with_file_name("out");
+    bake(src, &out, &BakeOptions::default(), &mut |_| {}).expect_err("the bake must fail")
+}
+
+/// A tokenizer.json that does not load (random bytes; JSON that is no
+/// tokenizer) fails the bake with the file named, and leaves nothing.
+#[test]
+fn a_tokenizer_that_does_not_load_fails_the_bake() {
+    use rand::Rng;
+    let noise: Vec<u8> = (0..4096).map(|_| rand::rng().random()).collect();
+    for (what, bytes) in [
+        ("random bytes", noise),
+        ("JSON that is no tokenizer", br#"{"hello": 1}"#.to_vec()),
+    ] {
+        let (d, src) = spoilable(Arch::Llama);
+        std::fs::write(src.join("tokenizer.json"), bytes).unwrap();
+        let msg = bake_error(&src).to_string();
+        assert!(
+            msg.contains(&src.join("tokenizer.json").display().to_string())
+                && msg.contains("not a tokenizer"),
+            "{what}: {msg}"
+        );
+        assert!(leftovers(d.path()).is_empty(), "{what}");
+    }
+}
+
+/// A chat template that compiles but fails when run fails the bake too.
+#[test]
+fn a_chat_template_that_fails_to_run_fails_the_bake() {
+    let (d, src) = spoilable(Arch::Qwen2);
+    std::fs::write(
+        src.join("chat_template.jinja"),
+        "{{ raise_exception('this template refuses everything') }}",
+    )
+    .unwrap();
+    let msg = bake_error(&src).to_string();
+    assert!(
+        msg.contains("chat_template.jinja") && msg.contains("refuses everything"),
+        "{msg}"
+    );
+    assert!(leftovers(d.path()).is_empty());
+}
+
+/// NaN or infinite weights are refused, naming the tensor and the count,
+/// unless allowed.
+#[test]
+fn non_finite_weights_are_refused_unless_allowed() {
+    let (d, src) = spoilable(Arch::Llama);
+    let name = "model.layers.2.mlp.down_proj.weight";
+    let total = common::poison(&src, name, 3, f32::NAN);
+    let err = bake_error(&src);
+    let msg = err.to_string();
+    assert!(
+        matches!(&err, BakeError::NonFinite { name: n, count: 3, total: t, .. } if n == name && *t == total),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(name)
+            && msg.contains("3 NaN or infinite")
+            && msg.contains("--allow-non-finite"),
+        "{msg}"
+    );
+    assert!(leftovers(d.path()).is_empty());
+    common::poison(&src, "model.norm.weight", 1, f32::INFINITY);
+    let allowed = BakeOptions {
+        allow_non_finite: true,
+        ..Default::default()
+    };
+    bake(&src, &d.path().join("out"), &allowed, &mut |_| {}).expect("allowed");
 }

@@ -319,3 +319,193 @@ fn generate_with_too_little_shared_memory_says_so_at_start() {
                 .and(predicate::str::contains("ring.slots")),
         );
 }
+
+/// `-n 0` is refused; a generation that fills the KV capacity stops with
+/// finish "context", and says so on stderr.
+#[test]
+fn generate_lengths_say_what_happened() {
+    let h = tempfile::tempdir().unwrap();
+    let baked = baked_model(Arch::Llama, "int4_sym");
+    let m = baked.to_str().unwrap();
+    cmd("hybrid-tui", h.path())
+        .args(["generate", "--model", m, "--prompt", "hi", "-n", "0"])
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("-n/--max-tokens 0")
+                .and(predicate::str::contains("at least 1")),
+        );
+    let out = cmd("hybrid-tui", h.path())
+        .args(["--set", "shard_a.kv_capacity=64", "generate", "--model", m])
+        .args([
+            "--prompt",
+            "hello there",
+            "-n",
+            "100",
+            "--ignore-eos",
+            "--temperature",
+            "0",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = &v["streams"][0];
+    assert_eq!(s["finish"], "context", "{v}");
+    let generated = s["tokens"].as_array().unwrap().len();
+    assert_eq!(
+        generated + v["prompt_tokens"].as_u64().unwrap() as usize,
+        64
+    );
+    assert!(
+        err.contains("context limit") && err.contains("shard_a.kv_capacity = 64"),
+        "{err}"
+    );
+}
+
+/// What `hybrid-executive --serve` does with input that is not the
+/// protocol: binary bytes, a 20 MB line, a wrong parent. Each exits
+/// non-zero with a short message and never echoes the input.
+#[test]
+fn the_executive_refuses_input_that_is_not_the_protocol() {
+    use rand::Rng;
+    use std::io::Write;
+    let run = |args: &[&str], input: Vec<u8>| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hybrid-executive"))
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        // It may exit before reading it all: a broken pipe is expected.
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        out
+    };
+    let noise: Vec<u8> = (0..65536)
+        .map(|_| rand::rng().random_range(0x80..=0xFFu8))
+        .collect();
+    let mut long = b"{\"type\":\"start\",\"x\":\"".to_vec();
+    long.resize(20 << 20, b'a');
+    long.push(b'\n');
+    for (what, input, needle) in [
+        ("binary bytes", noise, "not UTF-8"),
+        ("a 20 MB line", long, "longer than"),
+        (
+            "JSON of another kind",
+            b"{\"type\":\"launch\"}\n".to_vec(),
+            "not a protocol message",
+        ),
+    ] {
+        let out = run(&["--serve"], input);
+        let (so, se) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.code(), Some(4), "{what}: {se}");
+        assert!(se.contains(needle), "{what}: {se}");
+        assert!(so.contains("\"type\":\"error\""), "{what}: {so}");
+        assert!(
+            so.len() + se.len() < 4096,
+            "{what}: {} bytes of output (the input echoed?)",
+            so.len() + se.len()
+        );
+    }
+    let out = run(&["--serve", "--parent-pid", "1"], Vec::new());
+    let se = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{se}");
+    assert!(
+        se.contains("--parent-pid 1") && se.contains("not this process's parent"),
+        "{se}"
+    );
+}
+
+/// A Hub id that breaks the Hub's rules is refused before anything is
+/// fetched or any path is touched.
+#[test]
+fn bad_hub_ids_are_refused_with_the_rule() {
+    let h = tempfile::tempdir().unwrap();
+    for id in ["foo/bar@../../../../tmp/x", "foo/bar@a:b", "foo--x/bar"] {
+        cmd("hybrid-tui", h.path())
+            .args(["generate", "--model", id, "--prompt", "x"])
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains("not a valid Hugging Face id"));
+        cmd("hybrid-tui", h.path())
+            .args(["bake", "--model", id, "--out"])
+            .arg(h.path().join("out"))
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains("not a valid Hugging Face id"));
+    }
+}
+
+/// Settings whose numbers are out of range say what is allowed.
+#[test]
+fn number_settings_say_what_is_allowed() {
+    let h = tempfile::tempdir().unwrap();
+    for (args, needle) in [
+        (
+            &["--set", "shard_a.kv_capacity=-1", "config"][..],
+            "a whole number ≥ 1",
+        ),
+        (
+            &["--set", "executive.max_restarts=-1", "config"],
+            "a whole number ≥ 0",
+        ),
+        (
+            &["--set", "ring.slots=99999999999999999999", "config"],
+            "the number 99999999999999999999, which is too large",
+        ),
+        (
+            &[
+                "bench",
+                "--tg",
+                "99999999999999999999",
+                "--no-save",
+                "-o",
+                "md",
+            ],
+            "'99999999999999999999' is too large",
+        ),
+    ] {
+        cmd("hybrid-tui", h.path())
+            .args(args)
+            .assert()
+            .failure()
+            .stderr(
+                predicate::str::contains(needle).and(predicate::str::contains("the string").not()),
+            );
+    }
+}
+
+/// An empty directory given to bake: the cause is said once, with what a
+/// model directory holds.
+#[test]
+fn baking_an_empty_directory_says_why_once() {
+    let h = tempfile::tempdir().unwrap();
+    let empty = h.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = cmd("hybrid-tui", h.path())
+        .args(["bake", "--model"])
+        .arg(&empty)
+        .arg("--out")
+        .arg(h.path().join("out"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("config.json") && err.contains("not a Hugging Face model directory"),
+        "{err}"
+    );
+    assert_eq!(err.matches("missing").count(), 1, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}

@@ -15,11 +15,11 @@ use common::{baked_model, children_of, fresh_seed, rel_err};
 use hybrid_tui::bake::store::BakedModel;
 use hybrid_tui::config::Settings;
 use hybrid_tui::model::Arch;
-use hybrid_tui::pipeline::{Event, GenRequest, Pipeline, PipelineError};
+use hybrid_tui::pipeline::{Event, Finish, GenRequest, Pipeline, PipelineError};
 use hybrid_tui::ring::segment::list_segments;
 use hybrid_tui::shard_b::sampling::{Sampler, SamplingParams, StopCriteria};
 use hybrid_tui::shard_b::{ShardB, WeightDtype, select_device};
-use hybrid_tui::supervisor::{SupervisorError, SupervisorEvent};
+use hybrid_tui::supervisor::{ExecState, SupervisorError, SupervisorEvent};
 use rand::{Rng, SeedableRng};
 
 const STEPS: usize = 64;
@@ -266,7 +266,9 @@ fn an_executive_that_never_answers_the_handshake_times_out() {
     let err = Pipeline::new(&s, &baked_model(Arch::Llama, "int4_sym"), &mut |_| {})
         .err()
         .expect("must time out");
-    assert!(t0.elapsed() < Duration::from_secs(5));
+    // The mute one sleeps 60 s: an answer well before says the timeout
+    // worked (a bound far from the 1 s asked for, so load cannot fail it).
+    assert!(t0.elapsed() < Duration::from_secs(40));
     assert!(
         matches!(
             err,
@@ -338,7 +340,7 @@ fn a_corrupted_token_slot_is_reported_by_the_executive_not_a_crash() {
     assert!(sent);
     let t0 = Instant::now();
     let mut lost = None;
-    while t0.elapsed() < Duration::from_secs(10) && lost.is_none() {
+    while t0.elapsed() < Duration::from_secs(60) && lost.is_none() {
         let _ = p.poll(&mut |e| {
             if let Event::Supervisor(SupervisorEvent::Lost { reason, .. }) = &e {
                 lost = Some(reason.clone());
@@ -410,10 +412,10 @@ fn killing_the_parent_takes_the_executive_down_and_the_next_start_cleans_up() {
     kill9(ppid);
     parent.wait().unwrap();
     let t1 = Instant::now();
-    while alive(exec) && t1.elapsed() < Duration::from_secs(2) {
+    while alive(exec) && t1.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(!alive(exec), "the executive outlived its parent by 2 s");
+    assert!(!alive(exec), "the executive outlived its parent by 20 s");
     let p = Pipeline::new(&settings(-1), &dir, &mut |_| {}).unwrap();
     assert!(
         list_segments().iter().all(|n| !stale.contains(n)),
@@ -484,7 +486,8 @@ fn sigterm_and_sigint_stop_generate_cleanly() {
         let ppid = parent.id();
         unsafe { libc::kill(ppid as i32, sig) };
         let out = parent.wait_with_output().unwrap();
-        assert_eq!(out.status.code(), Some(130), "signal {sig}");
+        // As shells report it: 128 + the signal (SIGTERM 143, SIGINT 130).
+        assert_eq!(out.status.code(), Some(128 + sig), "signal {sig}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("interrupted"), "{err}");
         assert!(!alive(exec), "the executive outlived a clean stop");
@@ -526,7 +529,7 @@ done
     let t0 = Instant::now();
     let err = loop {
         match p.poll(&mut |e| events.push(e)) {
-            Ok(()) => assert!(t0.elapsed() < Duration::from_secs(10), "no hang noticed"),
+            Ok(()) => assert!(t0.elapsed() < Duration::from_secs(60), "no hang noticed"),
             Err(e) => break e,
         }
     };
@@ -540,4 +543,143 @@ done
             .iter()
             .any(|e| matches!(e, Event::Supervisor(SupervisorEvent::Failed { .. })))
     );
+}
+
+/// A kill at spawn (before the handshake) and one in the compile window
+/// are retried with backoff like a crash mid-run: the pipeline starts, and
+/// the tokens are the baseline's.
+#[test]
+fn a_crash_during_start_up_is_retried_like_one_mid_run() {
+    let dir = baked_model(Arch::Llama, "int4_sym");
+    let model = BakedModel::open(&dir).unwrap();
+    let q = prompt(fresh_seed(), 7, model.spec().vocab_size);
+    let (want, _) = baseline(&model, &q, 16);
+    // First start: killed as soon as it is spawned. Second: killed once it
+    // has the start request (compiling). Third: left alone.
+    let mut starts = 0;
+    let mut pid = 0;
+    let mut killed = Vec::new();
+    let mut events = Vec::new();
+    let mut p = Pipeline::new(&settings(-1), &dir, &mut |e| {
+        match &e {
+            Event::Supervisor(SupervisorEvent::Started { pid: p, .. }) => {
+                starts += 1;
+                pid = *p;
+                if starts == 1 {
+                    kill9(pid);
+                    killed.push(pid);
+                }
+            }
+            Event::Supervisor(SupervisorEvent::State {
+                state: ExecState::Compiling,
+            }) if starts == 2 => {
+                kill9(pid);
+                killed.push(pid);
+            }
+            _ => {}
+        }
+        events.push(e);
+    })
+    .expect("the third start succeeds");
+    assert_eq!(starts, 3);
+    assert_eq!(p.restarts(), 2);
+    let lost: Vec<&String> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Supervisor(SupervisorEvent::Lost { reason, .. }) => Some(reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lost.len(), 2, "{lost:?}");
+    assert!(lost.iter().all(|r| r.contains("SIGKILL")), "{lost:?}");
+    for k in &killed {
+        assert!(!alive(*k), "the killed executive {k} is still there");
+    }
+    let r = p.run(vec![greedy(q, 16)], &mut |_| {}).unwrap();
+    assert_eq!(r[0].tokens, want);
+    p.shutdown();
+}
+
+/// Every start killed: the error comes once executive.max_restarts is
+/// spent, and says what happened.
+#[test]
+fn start_up_crashes_give_up_after_max_restarts() {
+    let dir = baked_model(Arch::Llama, "int4_sym");
+    let mut s = settings(-1);
+    s.executive.max_restarts = 2;
+    let mut starts = 0;
+    let err = Pipeline::new(&s, &dir, &mut |e| {
+        if let Event::Supervisor(SupervisorEvent::Started { pid, .. }) = e {
+            starts += 1;
+            kill9(pid);
+        }
+    })
+    .err()
+    .expect("every start is killed");
+    assert_eq!(starts, 3, "one start and two restarts");
+    assert!(
+        matches!(
+            err,
+            PipelineError::GaveUp {
+                restarts: 2,
+                max: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("SIGKILL") && msg.contains("executive.max_restarts"),
+        "{msg}"
+    );
+}
+
+/// A model whose weights make NaN logits (baked with --allow-non-finite)
+/// ends its stream with an error, not with tokens.
+#[test]
+fn nan_logits_end_the_stream_with_an_error() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    common::copy_model(&common::hf_model(Arch::Llama), &src);
+    common::poison(&src, "model.norm.weight", 4, f32::NAN);
+    let baked = d.path().join("baked");
+    let opts = hybrid_tui::bake::BakeOptions {
+        allow_non_finite: true,
+        ..Default::default()
+    };
+    hybrid_tui::bake::bake(&src, &baked, &opts, &mut |_| {}).unwrap();
+    let vocab = BakedModel::open(&baked).unwrap().spec().vocab_size;
+    let mut p = Pipeline::new(&settings(-1), &baked, &mut |_| {}).unwrap();
+    let r = p
+        .run(vec![greedy(prompt(fresh_seed(), 5, vocab), 8)], &mut |_| {})
+        .unwrap();
+    p.shutdown();
+    assert_eq!(r[0].finish, Finish::Error);
+    assert!(r[0].tokens.is_empty(), "tokens from NaN: {:?}", r[0].tokens);
+    let e = r[0].error.clone().unwrap_or_default();
+    assert!(e.contains("NaN or infinite"), "{e}");
+}
+
+/// 0 new tokens is refused; a stream that fills the KV capacity says so
+/// ("context", not "length").
+#[test]
+fn lengths_say_what_happened() {
+    let dir = baked_model(Arch::Llama, "int4_sym");
+    let vocab = BakedModel::open(&dir).unwrap().spec().vocab_size;
+    let mut s = settings(-1);
+    s.shard_a.kv_capacity = 24;
+    let mut p = Pipeline::new(&s, &dir, &mut |_| {}).unwrap();
+    let err = p
+        .submit(greedy(prompt(fresh_seed(), 5, vocab), 0))
+        .expect_err("0 tokens");
+    assert!(matches!(err, PipelineError::NothingToGenerate), "{err}");
+    assert!(err.to_string().contains("at least 1"), "{err}");
+    let q = prompt(fresh_seed(), 5, vocab);
+    let r = p.run(vec![greedy(q.clone(), 100)], &mut |_| {}).unwrap();
+    assert_eq!(r[0].finish, Finish::Context);
+    assert_eq!(r[0].tokens.len(), 24 - 5, "generated up to the capacity");
+    let r = p.run(vec![greedy(q, 19)], &mut |_| {}).unwrap();
+    assert_eq!(r[0].finish, Finish::Length, "the budget ran out first");
+    p.shutdown();
 }

@@ -450,6 +450,58 @@ fn sampling_rules() {
     assert_ne!(s.sample(logits_of(&v)).expect("pen"), argmax);
 }
 
+/// A logit row with a NaN or an infinity ends in an error, on every path
+/// (greedy, temperature, penalty) and backend; finite rows still sample.
+#[test]
+fn non_finite_logits_are_an_error_not_a_token() {
+    let seed = fresh_seed();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    for backend in backends() {
+        let (device, _) = select_device(&settings(backend)).expect("device");
+        let rows = |v: &[f32]| {
+            // Two rows: the sampler reads the last; the first stays finite.
+            let mut data: Vec<f32> = (0..v.len()).map(|i| i as f32 * 0.01).collect();
+            data.extend_from_slice(v);
+            Tensor::<2>::from_data(TensorData::new(data, [2, v.len()]), (&device, DType::F32))
+        };
+        let params = [
+            SamplingParams::greedy(),
+            SamplingParams {
+                temperature: 0.8,
+                top_p: 0.9,
+                seed,
+                ..Default::default()
+            },
+            SamplingParams {
+                repetition_penalty: 1.3,
+                ..Default::default()
+            },
+        ];
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            for p in &params {
+                let mut v: Vec<f32> = (0..300).map(|_| rng.random_range(-4.0..4.0)).collect();
+                let at = rng.random_range(0..v.len());
+                v[at] = bad;
+                let mut s = Sampler::new(p.clone());
+                s.observe(&[1, 2, 3]);
+                let got = s.sample(rows(&v));
+                assert!(
+                    matches!(got, Err(ShardBError::NonFinite)),
+                    "{backend} {p:?}: {bad} at {at} gave {got:?} (seed {seed})"
+                );
+                let msg = got.err().map(|e| e.to_string()).unwrap_or_default();
+                assert!(msg.contains("NaN or infinite"), "{msg}");
+                v[at] = 0.5;
+                let ok = Sampler::new(p.clone()).sample(rows(&v));
+                assert!(
+                    ok.as_ref().is_ok_and(|&id| (id as usize) < v.len()),
+                    "{backend} {p:?}: a finite row gave {ok:?} (seed {seed})"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn sampling_follows_the_softmax() {
     // 3 tokens with probabilities 0.6, 0.3, 0.1 at temperature 1; 3000 draws.

@@ -241,6 +241,17 @@ fn a_closed_terminal_leaves_nothing_behind() {
     assert!(left.is_empty(), "segments left: {left:?}");
 }
 
+/// The rep the bench screen shows ("rep N/reps"), if any.
+fn rep_of(screen: &str, reps: usize) -> Option<usize> {
+    let tail = format!("/{reps}");
+    screen.split("rep ").skip(1).find_map(|rest| {
+        let (n, after) = rest.split_once(&tail)?;
+        n.parse()
+            .ok()
+            .filter(|_| !after.starts_with(|c: char| c.is_ascii_digit()))
+    })
+}
+
 /// `hybrid-tui bench` on a terminal: the live screen runs, q stops it
 /// mid-run, the terminal is cooked again, the executive and the segment are
 /// gone, the rows so far are printed and saved, and the exit code says it
@@ -248,15 +259,18 @@ fn a_closed_terminal_leaves_nothing_behind() {
 #[test]
 fn the_bench_screen_runs_live_and_q_stops_it() {
     let model = common::baked_model(hybrid_tui::model::Arch::Llama, "int4_sym");
+    // So many reps that the bench cannot end between seeing one and the
+    // key; the wait takes any rep from the third on (a state that stays
+    // true), never one short-lived screen.
     let args = format!(
-        "bench --model {} --pp 0 --tg 400 --reps 60 --split 2 --no-baselines",
+        "bench --model {} --pp 0 --tg 400 --reps 100000 --split 2 --no-baselines",
         model.display()
     );
     let Some(mut s) = Session::start(&args, 120, 40) else {
         return;
     };
     let screen = s.wait_for("the bench mid-run", 120, |s| {
-        s.contains("rep 3/60") && s.contains("decode t/s")
+        rep_of(s, 100_000).is_some_and(|n| n >= 3) && s.contains("decode t/s")
     });
     assert!(
         screen.contains("hybrid-tui bench · baked-llama-int4_sym"),

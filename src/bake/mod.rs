@@ -67,6 +67,8 @@ pub struct BakeOptions {
     pub all_layers: bool,
     /// Replace an existing output directory.
     pub force: bool,
+    /// Bake weights that hold NaN or infinite values (refused otherwise).
+    pub allow_non_finite: bool,
 }
 
 impl Default for BakeOptions {
@@ -78,6 +80,7 @@ impl Default for BakeOptions {
             backup: Backup::Int8Asym,
             all_layers: false,
             force: false,
+            allow_non_finite: false,
         }
     }
 }
@@ -105,6 +108,15 @@ pub enum BakeError {
     },
     #[error("writing {path}: {message}")]
     Write { path: PathBuf, message: String },
+    #[error(
+        "{name} in {source_dir} holds {count} NaN or infinite values of {total}: the checkpoint is broken, and a model baked from it would emit garbage. Get an intact copy, or pass --allow-non-finite to bake it anyway"
+    )]
+    NonFinite {
+        source_dir: PathBuf,
+        name: String,
+        count: usize,
+        total: usize,
+    },
 }
 
 /// Progress of a bake, for a progress bar.
@@ -372,13 +384,21 @@ pub fn bake(
     ckpt.validate(&expected)?;
     let tpl = template::find_chat_template(src)?;
     let tokens = template::token_info(src, &spec)?;
-    if !src.join("tokenizer.json").exists() {
+    let tok_path = src.join("tokenizer.json");
+    if !tok_path.exists() {
         return Err(ModelError::BadFile {
-            path: src.join("tokenizer.json"),
+            path: tok_path,
             message: "missing: the tokenizer is required to bake a model".into(),
         }
         .into());
     }
+    // Loaded now, so a broken tokenizer fails the bake, not a later chat.
+    tokenizers::Tokenizer::from_file(&tok_path).map_err(|e| ModelError::BadFile {
+        path: tok_path.clone(),
+        message: format!(
+            "not a tokenizer the tokenizers library can load ({e}); copy the model's own tokenizer.json here"
+        ),
+    })?;
 
     let plan = plan(&spec, &ckpt, opts)?;
 
@@ -433,6 +453,15 @@ pub fn bake(
         for (name, shape) in tensors {
             bytes_before += ckpt.raw(name)?.bytes.len() as u64;
             let w = ckpt.f32(name)?;
+            let bad = w.iter().filter(|x| !x.is_finite()).count();
+            if bad > 0 && !opts.allow_non_finite {
+                return Err(BakeError::NonFinite {
+                    source_dir: src.to_path_buf(),
+                    name: name.clone(),
+                    count: bad,
+                    total: w.len(),
+                });
+            }
             let scheme = plan.get(name).copied().unwrap_or(Scheme::F32);
             let mut entry = TensorEntry {
                 file: file.clone(),

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bake::store::BakedModel;
 use crate::config::Settings;
-use crate::pipeline::{Event, GenRequest, Pipeline, StageSample, StreamReport};
+use crate::pipeline::{Event, Finish, GenRequest, Pipeline, StageSample, StreamReport};
 use crate::shard_b::sampling::{SamplingParams, StopCriteria};
 use record::{AutoReport, BenchRecord, Probe, Role, Row, Stages};
 
@@ -102,9 +102,10 @@ pub fn parse_list(flag: &str, s: &str) -> Result<Vec<usize>, String> {
         )
     };
     let num = |item: &str, t: &str| {
-        t.trim()
-            .parse::<usize>()
-            .map_err(|_| bad(item, "is not a whole number"))
+        t.trim().parse::<usize>().map_err(|e| match e.kind() {
+            std::num::IntErrorKind::PosOverflow => bad(item, "is too large"),
+            _ => bad(item, "is not a whole number"),
+        })
     };
     let mut out = Vec::new();
     for item in s.split(',').map(str::trim) {
@@ -343,7 +344,7 @@ impl Runner<'_> {
         let after = self.energy.read();
         if let Some(r) = reports
             .iter()
-            .find(|r| r.finish == "error" || r.error.is_some())
+            .find(|r| r.finish == Finish::Error || r.error.is_some())
         {
             return Err(BenchError::Pipeline {
                 k,

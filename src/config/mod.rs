@@ -696,6 +696,8 @@ fn unknown_key(origin: &str, key: &str, known: &BTreeMap<String, Value>) -> Sett
 
 /// Integer keys that take negative values (their own check bounds them).
 const SIGNED_KEYS: &[&str] = &["split.layers"];
+/// Integer keys that refuse 0 ([`Settings::validate`] says so too).
+const POSITIVE_KEYS: &[&str] = &["shard_a.prefill_chunk", "shard_a.kv_capacity", "ring.slots"];
 
 fn check_type(
     origin: &str,
@@ -721,6 +723,9 @@ fn check_type(
             Ok(())
         }
         (ValueKind::I64(_) | ValueKind::U64(_), ValueKind::U64(_)) => Ok(()),
+        (ValueKind::I64(_) | ValueKind::U64(_), _) if POSITIVE_KEYS.contains(&key) => {
+            Err(bad("a whole number ≥ 1"))
+        }
         (ValueKind::I64(_) | ValueKind::U64(_), _) => Err(bad("a whole number ≥ 0")),
         _ => Ok(()),
     }
@@ -735,10 +740,17 @@ fn describe(kind: &ValueKind) -> String {
         ValueKind::U64(n) => format!("the number {n}"),
         ValueKind::U128(n) => format!("the number {n}"),
         ValueKind::Float(f) => format!("the number {f}"),
+        ValueKind::String(s) if is_integer_text(s) => format!("the number {s}, which is too large"),
         ValueKind::String(s) => format!("the string {s:?}"),
         ValueKind::Table(_) => "a table".into(),
         ValueKind::Array(_) => "a list".into(),
     }
+}
+
+/// Digits, maybe after a minus: a number, however large.
+fn is_integer_text(s: &str) -> bool {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Command-line values are strings; read numbers and booleans as such.
@@ -747,6 +759,8 @@ fn parse_scalar(s: &str) -> ValueKind {
         ValueKind::Boolean(b)
     } else if let Ok(n) = s.parse::<i64>() {
         ValueKind::I64(n)
+    } else if let Ok(n) = s.parse::<u64>() {
+        ValueKind::U64(n)
     } else {
         ValueKind::String(s.to_string())
     }

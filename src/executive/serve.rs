@@ -7,7 +7,7 @@
 //! (the parent is gone), or when the parent dies (PR_SET_PDEATHSIG).
 
 use std::collections::HashMap;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,8 +18,8 @@ use crate::bake::store::BakedModel;
 use crate::ring::wait::mono_ns;
 use crate::ring::{RingId, Segment, SlotHeader, dtype, flags, kind};
 use crate::supervisor::protocol::{
-    Capacities, ExecStats, FromExecutive, HEARTBEAT, PROTOCOL_VERSION, StartRequest, ToExecutive,
-    encode, model_hash,
+    Capacities, ControlLine, ExecStats, FromExecutive, HEARTBEAT, PROTOCOL_VERSION, StartRequest,
+    ToExecutive, encode, model_hash, read_control_line,
 };
 
 /// Exit codes.
@@ -27,6 +27,9 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_START_FAILED: i32 = 2;
 pub const EXIT_RING_FAILED: i32 = 3;
 pub const EXIT_PROTOCOL: i32 = 4;
+/// `--parent-pid` is not this process's parent (it died before we started,
+/// or someone started us by hand).
+pub const EXIT_NO_PARENT: i32 = 5;
 
 /// stdout shared by the main loop and the heartbeat thread.
 #[derive(Clone)]
@@ -42,17 +45,18 @@ impl Out {
     }
 }
 
-/// Die with the parent: SIGKILL when the parent exits, and exit now if it
-/// already has (the race between fork and prctl).
-fn tie_to_parent(parent: Option<u32>) {
+/// Die with the parent: SIGKILL when the parent exits. Err (the actual
+/// parent) when `parent` is not it: the parent died before we started (the
+/// race between fork and prctl), or we were started by hand.
+fn tie_to_parent(parent: Option<u32>) -> Result<(), u32> {
     // SAFETY: prctl with an integer argument; getppid has no preconditions.
-    unsafe {
+    let actual = unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-        if let Some(p) = parent
-            && libc::getppid() as u32 != p
-        {
-            std::process::exit(EXIT_OK);
-        }
+        libc::getppid() as u32
+    };
+    match parent {
+        Some(p) if p != actual => Err(actual),
+        _ => Ok(()),
     }
 }
 
@@ -67,27 +71,26 @@ fn fail(out: &Out, code: i32, message: String) -> i32 {
 
 /// Run the executive; returns the process exit code.
 pub fn serve(parent: Option<u32>) -> i32 {
-    tie_to_parent(parent);
+    if let (Err(actual), Some(p)) = (tie_to_parent(parent), parent) {
+        tracing::error!(
+            "--parent-pid {p} is not this process's parent ({actual}): the parent is gone or this was started by hand; hybrid-executive --serve is started by hybrid-tui"
+        );
+        return EXIT_NO_PARENT;
+    }
     let out = Out(Arc::new(Mutex::new(std::io::stdout())));
     out.send(&FromExecutive::Hello {
         protocol: PROTOCOL_VERSION,
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").into(),
     });
-    let stdin = std::io::stdin();
-    let mut line = String::new();
-    match stdin.lock().read_line(&mut line) {
-        Ok(0) | Err(_) => return EXIT_OK,
-        Ok(_) => {}
-    }
-    let start: StartRequest = match serde_json::from_str::<ToExecutive>(line.trim()) {
-        Ok(ToExecutive::Start(s)) => *s,
-        Ok(ToExecutive::Shutdown) => return EXIT_OK,
-        Err(e) => {
+    let start: StartRequest = match read_control_line(&mut std::io::stdin().lock()) {
+        ControlLine::Msg(ToExecutive::Start(s)) => *s,
+        ControlLine::Msg(ToExecutive::Shutdown) | ControlLine::Eof => return EXIT_OK,
+        ControlLine::Bad { what } => {
             return fail(
                 &out,
                 EXIT_PROTOCOL,
-                format!("expected a start request, got {line:?}: {e}"),
+                format!("expected a start request, got {what}"),
             );
         }
     };
@@ -203,22 +206,27 @@ fn run(start: &StartRequest, out: &Out) -> Result<(), (i32, String)> {
         },
     });
 
-    // stdin: shutdown, or EOF when the parent is gone.
+    // stdin: shutdown, or EOF when the parent is gone. Anything else breaks
+    // the protocol: say so and exit.
     let stop = Arc::new(AtomicBool::new(false));
     {
-        let stop = stop.clone();
+        let (stop, out) = (stop.clone(), out.clone());
         std::thread::spawn(move || {
             let stdin = std::io::stdin();
-            let mut line = String::new();
             loop {
-                line.clear();
-                match stdin.lock().read_line(&mut line) {
-                    Ok(0) | Err(_) => std::process::exit(EXIT_OK),
-                    Ok(_) => {
-                        if let Ok(ToExecutive::Shutdown) = serde_json::from_str(line.trim()) {
-                            stop.store(true, Ordering::SeqCst);
-                        }
-                    }
+                match read_control_line::<ToExecutive>(&mut stdin.lock()) {
+                    ControlLine::Eof => std::process::exit(EXIT_OK),
+                    ControlLine::Msg(ToExecutive::Shutdown) => stop.store(true, Ordering::SeqCst),
+                    ControlLine::Msg(ToExecutive::Start(_)) => std::process::exit(fail(
+                        &out,
+                        EXIT_PROTOCOL,
+                        "a second start request: this executive is already running".into(),
+                    )),
+                    ControlLine::Bad { what } => std::process::exit(fail(
+                        &out,
+                        EXIT_PROTOCOL,
+                        format!("expected shutdown, got {what}"),
+                    )),
                 }
             }
         });

@@ -249,7 +249,7 @@ fn shm(root: &Root, settings: &Settings) -> Shm {
 
 /// The baked directory the settings' model has (or will have).
 fn model_dir(settings: &Settings) -> Option<PathBuf> {
-    match crate::hub::ModelSource::parse(&settings.model.source) {
+    match crate::hub::ModelSource::parse(&settings.model.source).ok()? {
         crate::hub::ModelSource::Demo => crate::firstrun::demo_baked_dir(),
         crate::hub::ModelSource::Dir(d) => Some(d),
         crate::hub::ModelSource::Hub { repo, revision } => {
@@ -276,8 +276,13 @@ fn file_len(p: &Path) -> u64 {
 /// the runtimes.
 pub fn model_need(settings: &Settings) -> Reading<ModelNeed> {
     let source = settings.model.source.clone();
+    if let Err(e) = crate::hub::ModelSource::parse(&source) {
+        return Reading::Unavailable(format!("model.source: {e}"));
+    }
     let Some(dir) = model_dir(settings) else {
-        if let crate::hub::ModelSource::Hub { repo, .. } = crate::hub::ModelSource::parse(&source) {
+        if let Ok(crate::hub::ModelSource::Hub { repo, .. }) =
+            crate::hub::ModelSource::parse(&source)
+        {
             return Reading::Unavailable(format!(
                 "{repo} is not fetched yet: run hybrid-tui once where the Hub is reachable (or hybrid-tui bake --model {repo} --out DIR), then check again"
             ));
@@ -285,7 +290,7 @@ pub fn model_need(settings: &Settings) -> Reading<ModelNeed> {
         return Reading::Unavailable("no data directory (set HOME or XDG_DATA_HOME)".into());
     };
     let Some(m) = model_spec(settings) else {
-        if let crate::hub::ModelSource::Hub { repo, .. } =
+        if let Ok(crate::hub::ModelSource::Hub { repo, .. }) =
             crate::hub::ModelSource::parse(&settings.model.source)
         {
             return Reading::Unavailable(format!(

@@ -96,9 +96,15 @@ impl ModelSpec {
     /// Read and check `DIR/config.json`.
     pub fn from_hf_dir(dir: &Path) -> Result<ModelSpec, ModelError> {
         let path = dir.join("config.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| ModelError::Io {
-            path: path.clone(),
-            source: e,
+        let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => ModelError::BadConfig {
+                path: path.clone(),
+                message: "missing: this is not a Hugging Face model directory (config.json, *.safetensors, tokenizer.json)".into(),
+            },
+            _ => ModelError::Io {
+                path: path.clone(),
+                source: e,
+            },
         })?;
         ModelSpec::from_hf_json(&text).map_err(|message| ModelError::BadConfig { path, message })
     }

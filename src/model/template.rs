@@ -22,7 +22,8 @@ fn read_json(path: &Path) -> Result<Option<serde_json::Value>, ModelError> {
 
 /// The chat template: `chat_template.jinja`, `chat_template.json`, or the
 /// `chat_template` key of `tokenizer_config.json` (a string, or a list of
-/// named templates of which "default" is taken). Checked to compile.
+/// named templates of which "default" is taken). Checked to compile and
+/// to render a one-message conversation.
 pub fn find_chat_template(dir: &Path) -> Result<Option<String>, ModelError> {
     let jinja = dir.join("chat_template.jinja");
     let (source, text) = if jinja.exists() {
@@ -53,6 +54,12 @@ pub fn find_chat_template(dir: &Path) -> Result<Option<String>, ModelError> {
                 path: source.clone(),
                 message: format!("the chat template does not compile: {e}"),
             })?;
+        // It must also run: a one-message conversation, as a chat starts.
+        let hello = [super::chat::Message::new("user", "Hello")];
+        super::chat::render(t, &hello, true, "", "").map_err(|e| ModelError::BadFile {
+            path: source.clone(),
+            message: format!("the chat template fails on a one-message conversation: {e}"),
+        })?;
     }
     Ok(text)
 }

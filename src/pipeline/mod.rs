@@ -45,6 +45,8 @@ pub enum PipelineError {
     Store(#[from] crate::bake::store::StoreError),
     #[error("{0}")]
     Setup(String),
+    #[error("a request for 0 new tokens: nothing to generate; ask for at least 1")]
+    NothingToGenerate,
     #[error(
         "the executive failed {restarts} times in a row (executive.max_restarts = {max}); last: {last}"
     )]
@@ -92,13 +94,66 @@ pub struct StreamMetrics {
     pub total_ms: f64,
 }
 
+/// Why a stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Finish {
+    /// One of the model's end-of-sequence tokens.
+    Eos,
+    /// A stop string appeared.
+    StopString,
+    /// The token budget (`max_new_tokens`) is spent.
+    Length,
+    /// The stream filled shard_a.kv_capacity: nothing more fits.
+    Context,
+    /// Stopped on request.
+    Cancelled,
+    /// Failed; the report's `error` says why.
+    Error,
+}
+
+impl Finish {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Finish::Eos => "eos",
+            Finish::StopString => "stop_string",
+            Finish::Length => "length",
+            Finish::Context => "context",
+            Finish::Cancelled => "cancelled",
+            Finish::Error => "error",
+        }
+    }
+}
+
+impl std::fmt::Display for Finish {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Compares with the name `--json` prints.
+impl PartialEq<&str> for Finish {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl From<&StopReason> for Finish {
+    fn from(r: &StopReason) -> Finish {
+        match r {
+            StopReason::Eos(_) => Finish::Eos,
+            StopReason::StopString(_) => Finish::StopString,
+            StopReason::Length => Finish::Length,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StreamReport {
     pub stream: u32,
     pub tokens: Vec<u32>,
     pub text: String,
-    /// eos, stop_string, length, cancelled or error.
-    pub finish: String,
+    pub finish: Finish,
     pub error: Option<String>,
     pub metrics: StreamMetrics,
     /// Logits of every sampled step, when asked for.
@@ -185,14 +240,6 @@ pub fn configure_cpu_pool(s: &ShardBSettings) -> Result<(), String> {
     .clone()
 }
 
-fn finish_name(r: &StopReason) -> &'static str {
-    match r {
-        StopReason::Eos(_) => "eos",
-        StopReason::StopString(_) => "stop_string",
-        StopReason::Length => "length",
-    }
-}
-
 impl Pipeline {
     /// Load shard B, start the executive (shard A) and wait until it is ready.
     pub fn new(
@@ -234,7 +281,27 @@ impl Pipeline {
             settings: settings.clone(),
             segment: SegmentSpec::for_model(settings.ring.slots, chunk, spec.hidden_size),
         };
-        let exec = Executive::start(&start, &mut |e| sink(Event::Supervisor(e)))?;
+        // A crash or hang during start-up is retried like one mid-run.
+        let mut restarts = 0;
+        let exec = match Executive::start(&start, &mut |e| sink(Event::Supervisor(e))) {
+            Ok(x) => x,
+            Err(e) if e.is_transient() && settings.executive.max_restarts > 0 => {
+                let reason = e.to_string();
+                sink(Event::Supervisor(SupervisorEvent::Lost {
+                    reason: reason.clone(),
+                    stderr_tail: Vec::new(),
+                }));
+                tracing::warn!("executive lost during start-up: {reason}");
+                start_again(
+                    &start,
+                    settings.executive.max_restarts,
+                    &mut restarts,
+                    reason,
+                    sink,
+                )?
+            }
+            Err(e) => return Err(e.into()),
+        };
         Ok(Pipeline {
             settings: settings.clone(),
             start,
@@ -243,7 +310,7 @@ impl Pipeline {
             model,
             split,
             exec: Some(exec),
-            restarts: 0,
+            restarts,
             streams: BTreeMap::new(),
             next_stream: 0,
             next_request: 1,
@@ -278,6 +345,9 @@ impl Pipeline {
     pub fn submit(&mut self, req: GenRequest) -> Result<u32, PipelineError> {
         if req.prompt.is_empty() {
             return Err(PipelineError::Setup("empty prompt".into()));
+        }
+        if req.max_new_tokens == 0 {
+            return Err(PipelineError::NothingToGenerate);
         }
         if req.prompt.len() >= self.capacity {
             return Err(PipelineError::Setup(format!(
@@ -316,7 +386,7 @@ impl Pipeline {
     /// Stop a stream now (Esc in the chat); its report says "cancelled".
     pub fn cancel(&mut self, stream: u32, sink: &mut dyn FnMut(Event)) {
         if let Some(st) = self.streams.remove(&stream) {
-            self.report(stream, st, "cancelled", None, sink);
+            self.report(stream, st, Finish::Cancelled, None, sink);
         }
     }
 
@@ -324,7 +394,7 @@ impl Pipeline {
         &mut self,
         id: u32,
         mut st: StreamState,
-        finish: &str,
+        finish: Finish,
         error: Option<String>,
         sink: &mut dyn FnMut(Event),
     ) {
@@ -366,7 +436,7 @@ impl Pipeline {
             stream: id,
             tokens: std::mem::take(&mut st.generated),
             text: st.text.text().to_string(),
-            finish: finish.to_string(),
+            finish,
             error,
             metrics,
             logits: std::mem::take(&mut st.logits),
@@ -516,7 +586,7 @@ impl Pipeline {
                 self.report(
                     h.stream,
                     st,
-                    "error",
+                    Finish::Error,
                     Some(format!("shard A: {text}")),
                     sink,
                 );
@@ -588,7 +658,13 @@ impl Pipeline {
         }));
         if let Some(e) = failure {
             if let Some(st) = self.streams.remove(&h.stream) {
-                self.report(h.stream, st, "error", Some(format!("shard B: {e}")), sink);
+                self.report(
+                    h.stream,
+                    st,
+                    Finish::Error,
+                    Some(format!("shard B: {e}")),
+                    sink,
+                );
             }
             return Ok(());
         }
@@ -609,16 +685,17 @@ impl Pipeline {
             id,
             text: delta,
         });
-        let stop = st
+        let finish = st
             .req
             .stop
             .check(id, st.text.text())
-            .or_else(|| (st.generated.len() >= st.req.max_new_tokens).then_some(StopReason::Length))
-            .or_else(|| (st.tokens.len() >= self.capacity).then_some(StopReason::Length));
-        if let Some(reason) = stop
+            .map(|r| Finish::from(&r))
+            .or_else(|| (st.generated.len() >= st.req.max_new_tokens).then_some(Finish::Length))
+            .or_else(|| (st.tokens.len() >= self.capacity).then_some(Finish::Context));
+        if let Some(finish) = finish
             && let Some(st) = self.streams.remove(&h.stream)
         {
-            self.report(h.stream, st, finish_name(&reason), None, sink);
+            self.report(h.stream, st, finish, None, sink);
         }
         Ok(())
     }
@@ -642,44 +719,17 @@ impl Pipeline {
 
     fn restart(&mut self, last: String, sink: &mut dyn FnMut(Event)) -> Result<(), PipelineError> {
         let max = self.settings.executive.max_restarts;
-        let mut last = last;
-        loop {
-            self.restarts += 1;
-            if self.restarts > max {
-                sink(Event::Supervisor(SupervisorEvent::State {
-                    state: ExecState::Failed,
-                }));
-                let message = format!("gave up after {} restarts: {last}", self.restarts - 1);
-                sink(Event::Supervisor(SupervisorEvent::Failed {
-                    message: message.clone(),
-                }));
+        match start_again(&self.start, max, &mut self.restarts, last, sink) {
+            Ok(x) => self.exec = Some(x),
+            Err(e) => {
+                let message = e.to_string();
                 let ids: Vec<u32> = self.streams.keys().copied().collect();
                 for id in ids {
                     if let Some(st) = self.streams.remove(&id) {
-                        self.report(id, st, "error", Some(message.clone()), sink);
+                        self.report(id, st, Finish::Error, Some(message.clone()), sink);
                     }
                 }
-                return Err(PipelineError::GaveUp {
-                    restarts: self.restarts - 1,
-                    max,
-                    last,
-                });
-            }
-            let backoff = Duration::from_millis(250u64 << (self.restarts - 1).min(4));
-            sink(Event::Supervisor(SupervisorEvent::State {
-                state: ExecState::Restarting,
-            }));
-            sink(Event::Supervisor(SupervisorEvent::Restarting {
-                attempt: self.restarts,
-                backoff_ms: backoff.as_millis() as u64,
-            }));
-            std::thread::sleep(backoff);
-            match Executive::start(&self.start, &mut |e| sink(Event::Supervisor(e))) {
-                Ok(x) => {
-                    self.exec = Some(x);
-                    break;
-                }
-                Err(e) => last = e.to_string(),
+                return Err(e);
             }
         }
         // Its caches are empty: every live stream starts over in shard A.
@@ -696,6 +746,60 @@ impl Pipeline {
     pub fn shutdown(mut self) {
         if let Some(x) = self.exec.take() {
             x.shutdown();
+        }
+    }
+}
+
+/// Start a new executive after `last` went wrong, with backoff (250 ms
+/// doubling up to 4 s), counting each try in `restarts`; gives up once
+/// `max` restarts are spent.
+fn start_again(
+    start: &StartConfig,
+    max: u32,
+    restarts: &mut u32,
+    last: String,
+    sink: &mut dyn FnMut(Event),
+) -> Result<Executive, PipelineError> {
+    let mut last = last;
+    loop {
+        *restarts += 1;
+        if *restarts > max {
+            sink(Event::Supervisor(SupervisorEvent::State {
+                state: ExecState::Failed,
+            }));
+            sink(Event::Supervisor(SupervisorEvent::Failed {
+                message: format!("gave up after {} restarts: {last}", *restarts - 1),
+            }));
+            return Err(PipelineError::GaveUp {
+                restarts: *restarts - 1,
+                max,
+                last,
+            });
+        }
+        let backoff = Duration::from_millis(250u64 << (*restarts - 1).min(4));
+        sink(Event::Supervisor(SupervisorEvent::State {
+            state: ExecState::Restarting,
+        }));
+        sink(Event::Supervisor(SupervisorEvent::Restarting {
+            attempt: *restarts,
+            backoff_ms: backoff.as_millis() as u64,
+        }));
+        std::thread::sleep(backoff);
+        if crate::supervisor::interrupted() {
+            return Err(PipelineError::Supervisor(SupervisorError::Interrupted));
+        }
+        match Executive::start(start, &mut |e| sink(Event::Supervisor(e))) {
+            Ok(x) => return Ok(x),
+            Err(SupervisorError::Interrupted) => {
+                return Err(PipelineError::Supervisor(SupervisorError::Interrupted));
+            }
+            Err(e) => {
+                last = e.to_string();
+                sink(Event::Supervisor(SupervisorEvent::Lost {
+                    reason: last.clone(),
+                    stderr_tail: Vec::new(),
+                }));
+            }
         }
     }
 }

@@ -59,6 +59,10 @@ pub enum ShardBError {
         "this shard starts at layer {0}: token ids can only enter a shard that starts at layer 0"
     )]
     NoEmbeddings(usize),
+    #[error(
+        "the model's output for the next token holds NaN or infinite values: its weights are broken (bake it again from a good checkpoint)"
+    )]
+    NonFinite,
     #[error("token id {id} is outside the vocabulary ({vocab})")]
     BadToken { id: u32, vocab: usize },
     #[error("reading a result back from the device: {0}")]

@@ -58,14 +58,21 @@ pub struct Sampler {
     seen: BTreeSet<u32>,
 }
 
-fn read_id(t: Tensor<1, Int>) -> Result<u32, ShardBError> {
-    let v = t
+/// Read the chosen id and the row's non-finite flag back in one transfer:
+/// `[id, bad]`. A row with a NaN or an infinity is an error, not a token.
+fn read_id(id: Tensor<1, Int>, bad: Tensor<1, Int>) -> Result<u32, ShardBError> {
+    let v = Tensor::cat(vec![id, bad], 0)
         .into_data()
         .try_into_vec_as::<i64>()
         .map_err(|e| ShardBError::Readback(format!("{e:?}")))?;
-    v.first()
-        .map(|&i| i as u32)
-        .ok_or_else(|| ShardBError::Readback("empty result".into()))
+    match v[..] {
+        [_, bad] if bad != 0 => Err(ShardBError::NonFinite),
+        [id, _] => Ok(id as u32),
+        _ => Err(ShardBError::Readback(format!(
+            "expected an id and a flag, read {} values",
+            v.len()
+        ))),
+    }
 }
 
 impl Sampler {
@@ -91,8 +98,9 @@ impl Sampler {
         if p.repetition_penalty != 1.0 && !self.seen.is_empty() {
             l = penalize(l, &self.seen, p.repetition_penalty, &device);
         }
+        let bad = l.clone().is_finite().bool_not().any().int();
         let id = if p.temperature <= 0.0 {
-            read_id(l.argmax(0))?
+            read_id(l.argmax(0), bad)?
         } else {
             let l = l.div_scalar(p.temperature);
             let (mut sorted, order) = l.sort_descending_with_indices(0);
@@ -120,7 +128,7 @@ impl Sampler {
                 .collect();
             let g = Tensor::<1>::from_data(TensorData::new(gumbel, [v]), (&device, DType::F32));
             let j = (sorted + g).argmax(0);
-            read_id(order.select(0, j))?
+            read_id(order.select(0, j), bad)?
         };
         self.seen.insert(id);
         Ok(id)

@@ -17,7 +17,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,7 +27,8 @@ use serde::Serialize;
 use crate::config::Settings;
 use crate::ring::{Consumer, Producer, RingError, RingId, Segment, SegmentSpec};
 use protocol::{
-    Capacities, ExecStats, FromExecutive, PROTOCOL_VERSION, StartRequest, ToExecutive, encode,
+    Capacities, ControlLine, ExecStats, FromExecutive, PROTOCOL_VERSION, StartRequest, ToExecutive,
+    encode,
 };
 
 /// What the executive is doing, as the status line shows it.
@@ -91,8 +92,14 @@ pub enum SupervisorError {
         "shard A did not compile within {secs}s (executive.compile_timeout_s); the executive was stopped"
     )]
     CompileTimeout { secs: f64 },
+    /// It said why, or exited with a code of its own: starting it again
+    /// would fail the same way.
     #[error("the executive failed to start: {message}")]
     StartFailed { message: String },
+    /// A signal ended it before it was ready (killed, crashed): a new one
+    /// may well start.
+    #[error("the executive failed to start: {message}")]
+    Died { message: String },
     #[error(
         "the executive speaks protocol {got}, this hybrid-tui speaks {want}: they come from different builds"
     )]
@@ -105,7 +112,24 @@ pub enum SupervisorError {
     Interrupted,
 }
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+impl SupervisorError {
+    /// Whether starting another executive may succeed where this one
+    /// failed: it died of a signal or hung, rather than refusing (a bad
+    /// model, a missing library, a protocol mismatch) or being asked to
+    /// stop. A compile timeout is not retried: the next compile would take
+    /// as long.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            SupervisorError::Died { .. }
+                | SupervisorError::HandshakeTimeout { .. }
+                | SupervisorError::Lost { .. }
+        )
+    }
+}
+
+/// The termination signal that arrived (0: none).
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
 
 /// Turn SIGINT, SIGTERM and SIGHUP into a flag that start-up waits and the
 /// pipeline check, so the executive is shut down and the segment unlinked
@@ -115,7 +139,7 @@ pub fn install_signal_handlers() -> std::io::Result<()> {
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         // SAFETY: the handler only stores to a static atomic.
         unsafe {
-            signal_hook::low_level::register(sig, || INTERRUPTED.store(true, Ordering::SeqCst))?;
+            signal_hook::low_level::register(sig, move || SIGNAL.store(sig, Ordering::SeqCst))?;
         }
     }
     Ok(())
@@ -123,7 +147,16 @@ pub fn install_signal_handlers() -> std::io::Result<()> {
 
 /// Whether a termination signal arrived.
 pub fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
+    SIGNAL.load(Ordering::SeqCst) != 0
+}
+
+/// The exit code for a run a signal stopped, as shells report it: 128 + the
+/// signal (SIGHUP 129, SIGINT 130, SIGTERM 143); None when none arrived.
+pub fn signal_exit_code() -> Option<u8> {
+    match SIGNAL.load(Ordering::SeqCst) {
+        0 => None,
+        s => Some(128u8.saturating_add(s as u8)),
+    }
 }
 
 /// Where the executive program is: the setting, else next to this program.
@@ -245,11 +278,12 @@ impl Executive {
         let (tx, rx) = channel();
         if let Some(out) = child.stdout.take() {
             std::thread::spawn(move || {
-                for line in BufReader::new(out).lines() {
-                    let Ok(line) = line else { break };
-                    let msg = match serde_json::from_str::<FromExecutive>(&line) {
-                        Ok(m) => Line::Msg(m),
-                        Err(_) => Line::Garbage(line),
+                let mut out = BufReader::new(out);
+                loop {
+                    let msg = match protocol::read_control_line::<FromExecutive>(&mut out) {
+                        ControlLine::Msg(m) => Line::Msg(m),
+                        ControlLine::Bad { what } => Line::Garbage(what),
+                        ControlLine::Eof => break,
                     };
                     if tx.send(msg).is_err() {
                         return;
@@ -391,14 +425,18 @@ impl Executive {
         // Give the stderr reader a moment to catch the last words.
         let status = self.child.wait().ok();
         std::thread::sleep(Duration::from_millis(20));
+        let signalled = status.is_some_and(|s| s.signal().is_some());
         let how = status.map(describe).unwrap_or_else(|| "ended".into());
         let tail = self.stderr_tail();
-        SupervisorError::StartFailed {
-            message: if tail.is_empty() {
-                format!("it {how}")
-            } else {
-                format!("it {how}: {}", tail.join(" | "))
-            },
+        let message = if tail.is_empty() {
+            format!("it {how}")
+        } else {
+            format!("it {how}: {}", tail.join(" | "))
+        };
+        if signalled {
+            SupervisorError::Died { message }
+        } else {
+            SupervisorError::StartFailed { message }
         }
     }
 

@@ -26,6 +26,68 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// How often the executive says it is alive.
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
 
+/// The longest control line either side accepts. A start request is a few
+/// KiB; anything longer is not ours.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// What reading one control line gave.
+#[derive(Debug, PartialEq)]
+pub enum ControlLine<T> {
+    Msg(T),
+    /// The other side closed the channel.
+    Eof,
+    /// Not a message: `what` says why, with a short excerpt of the line
+    /// (never the whole of it).
+    Bad {
+        what: String,
+    },
+}
+
+/// A short, printable excerpt of `bytes` for an error message.
+pub fn excerpt(bytes: &[u8]) -> String {
+    const SHOWN: usize = 60;
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(SHOWN)]);
+    let more = if bytes.len() > SHOWN { "…" } else { "" };
+    format!("{text:?}{more} ({} bytes)", bytes.len())
+}
+
+/// Read one JSON line of at most [`MAX_LINE`] bytes and parse it. An
+/// over-long line, bytes that are not UTF-8 and JSON that is not a message
+/// are [`ControlLine::Bad`]; an I/O error counts as the end.
+pub fn read_control_line<T: serde::de::DeserializeOwned>(
+    r: &mut impl std::io::BufRead,
+) -> ControlLine<T> {
+    use std::io::{BufRead, Read};
+    let mut buf = Vec::new();
+    match r
+        .by_ref()
+        .take(MAX_LINE as u64 + 1)
+        .read_until(b'\n', &mut buf)
+    {
+        Ok(0) | Err(_) => return ControlLine::Eof,
+        Ok(_) => {}
+    }
+    if buf.len() > MAX_LINE && buf.last() != Some(&b'\n') {
+        return ControlLine::Bad {
+            what: format!(
+                "a control line longer than {MAX_LINE} bytes, starting {}",
+                excerpt(&buf)
+            ),
+        };
+    }
+    let Ok(text) = std::str::from_utf8(&buf) else {
+        return ControlLine::Bad {
+            what: format!("a control line that is not UTF-8: {}", excerpt(&buf)),
+        };
+    };
+    match serde_json::from_str::<T>(text.trim()) {
+        Ok(m) => ControlLine::Msg(m),
+        Err(e) => ControlLine::Bad {
+            what: format!("not a protocol message ({e}): {}", excerpt(&buf)),
+        },
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ToExecutive {

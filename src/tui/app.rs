@@ -16,7 +16,7 @@ use crate::hw::checks::Report;
 use crate::hw::sampler::{Pids, Snapshot};
 use crate::model::chat::Message;
 use crate::pipeline::prompt::Prompter;
-use crate::pipeline::{Event, GenRequest, StageSample, StreamReport};
+use crate::pipeline::{Event, Finish, GenRequest, StageSample, StreamReport};
 use crate::ring::{RingStats, Segment};
 use crate::shard_b::sampling::{SamplingParams, StopCriteria};
 use crate::supervisor::{ExecState, SupervisorEvent};
@@ -672,13 +672,21 @@ impl App {
             Event::Stage(s) => self.speed.stage(&s),
             Event::Finished(r) if self.is_active(r.stream) => {
                 let m = &r.metrics;
-                let note = match r.finish.as_str() {
-                    "cancelled" => format!("stopped · {} tokens", m.generated),
-                    "error" => format!("error: {}", r.error.clone().unwrap_or_default()),
-                    _ => format!(
+                let stats = || {
+                    format!(
                         "{} tokens · {:.1} tok/s · ttft {:.0} ms · prompt {} at {:.0} tok/s",
                         m.generated, m.decode_tok_s, m.ttft_ms, m.prompt_tokens, m.prefill_tok_s
+                    )
+                };
+                let note = match r.finish {
+                    Finish::Cancelled => format!("stopped · {} tokens", m.generated),
+                    Finish::Error => format!("error: {}", r.error.clone().unwrap_or_default()),
+                    Finish::Context => format!(
+                        "context full: stopped at {} tokens (raise shard_a.kv_capacity) · {}",
+                        m.prompt_tokens + m.generated,
+                        stats()
                     ),
+                    _ => stats(),
                 };
                 if let Some(m) = self.active.and_then(|a| self.messages.get_mut(a.msg)) {
                     m.note = Some(note);
@@ -715,7 +723,12 @@ impl App {
             SupervisorEvent::Lost { reason, .. } => {
                 self.pids.set_executive(None);
                 self.segment = None;
-                self.info(format!("{reason}; restarting it (the answer continues)"));
+                let then = if self.active.is_some() {
+                    " (the answer continues)"
+                } else {
+                    ""
+                };
+                self.info(format!("{reason}; restarting it{then}"));
             }
             SupervisorEvent::Restarting {
                 attempt,

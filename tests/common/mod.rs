@@ -122,3 +122,38 @@ pub fn hw_fixture(name: &str) -> PathBuf {
 pub const HW_PID: u32 = 4242;
 #[allow(dead_code)]
 pub const HW_EXEC_PID: u32 = 4243;
+
+/// Copy the files of `from` (flat) into `to`.
+pub fn copy_model(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read dir") {
+        let p = e.expect("entry").path();
+        std::fs::copy(&p, to.join(p.file_name().expect("name"))).expect("copy");
+    }
+}
+
+/// Overwrite `count` elements of `tensor` (spread through it) in the
+/// single-file checkpoint `dir/model.safetensors` with `value` (BF16, F16
+/// or F32 tensors). Returns the tensor's element count.
+pub fn poison(dir: &Path, tensor: &str, count: usize, value: f32) -> usize {
+    use safetensors::{Dtype, SafeTensors};
+    let path = dir.join("model.safetensors");
+    let mut bytes = std::fs::read(&path).expect("read checkpoint");
+    let (header, meta) = SafeTensors::read_metadata(&bytes).expect("safetensors header");
+    let info = meta.info(tensor).expect("tensor in the checkpoint");
+    let elem: Vec<u8> = match info.dtype {
+        Dtype::BF16 => half::bf16::from_f32(value).to_le_bytes().to_vec(),
+        Dtype::F16 => half::f16::from_f32(value).to_le_bytes().to_vec(),
+        Dtype::F32 => value.to_le_bytes().to_vec(),
+        d => panic!("cannot poison a {d:?} tensor"),
+    };
+    let start = 8 + header + info.data_offsets.0;
+    let n = (info.data_offsets.1 - info.data_offsets.0) / elem.len();
+    assert!(count <= n);
+    for i in 0..count {
+        let at = start + (i * n / count) * elem.len();
+        bytes[at..at + elem.len()].copy_from_slice(&elem);
+    }
+    std::fs::write(&path, bytes).expect("write checkpoint");
+    n
+}
