@@ -131,11 +131,16 @@ fn masked(s: &str) -> String {
 
 impl Harness {
     fn new(width: u16, height: u16) -> Harness {
+        Harness::with_capacity(width, height, 256)
+    }
+
+    /// With `kv_capacity` tokens per stream.
+    fn with_capacity(width: u16, height: u16, kv_capacity: usize) -> Harness {
         let dir = baked_model(Arch::Qwen2, "int4_sym");
         let mut s = Settings::default();
         s.executive.path = env!("CARGO_BIN_EXE_hybrid-executive").into();
         s.shard_a.inference_precision = "f32".into();
-        s.shard_a.kv_capacity = 256;
+        s.shard_a.kv_capacity = kv_capacity;
         let (tx, rx) = unbounded_channel();
         let (tap_tx, tap) = broadcast::channel(4096);
         let engine = Engine::start(s.clone(), dir, move |e| {
@@ -653,4 +658,26 @@ fn bench_screen_mid_run_snapshot() {
     app.on_event(AppEvent::Term(key(KeyCode::Char('q'))));
     assert!(app.quit);
     drop(seg);
+}
+
+/// An answer that fills shard_a.kv_capacity says so under it (the chat
+/// template makes "Hello there" 40 tokens: 24 are left of 64).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_fills_the_context_says_so() {
+    let mut h = Harness::with_capacity(110, 32, 64);
+    h.step(vec![], |e| matches!(e, EngineEvent::Ready(_))).await;
+    h.app.max_new_tokens = 500;
+    let mut keys = typed("Hello there");
+    keys.push(key(KeyCode::Enter));
+    h.step(keys, finished).await;
+    let last = h.app.messages.last().unwrap();
+    let note = last.note.clone().unwrap_or_default();
+    assert!(
+        note.starts_with("context full: stopped at 64 tokens (raise shard_a.kv_capacity)"),
+        "{note}"
+    );
+    assert!(screen(&h.term).contains("context full"));
+    if let Some(e) = h.engine.take() {
+        e.shutdown();
+    }
 }
