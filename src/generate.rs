@@ -6,15 +6,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::bake::store::MANIFEST;
-use crate::bake::{BakeOptions, bake};
 use crate::config::Settings;
-use crate::hub::{HubError, HubOptions, ModelSource};
 use crate::model::chat::Message;
 use crate::pipeline::prompt::Prompter;
-use crate::pipeline::{
-    Event, Finish, GenRequest, Pipeline, StageSample, StreamReport, bake_cache_dir,
-};
+use crate::pipeline::{Event, Finish, GenRequest, Pipeline, StageSample, StreamReport};
 use crate::shard_b::sampling::{SamplingParams, StopCriteria};
 use crate::supervisor::SupervisorEvent;
 
@@ -81,122 +76,6 @@ pub struct GenerateSummary {
     pub compile_ms: f64,
     pub restarts: u32,
     pub supervisor_events: Vec<SupervisorEvent>,
-}
-
-/// A baked directory for a model source (`--model`, `model.source`): a
-/// baked directory as it is; a Hugging Face directory baked into the cache
-/// on first use; a Hub id (`org/name[@revision]`) fetched into the Hugging
-/// Face cache (a progress bar per file on a terminal), then baked likewise.
-pub fn baked_for_source(source: &str, note: &mut dyn FnMut(String)) -> anyhow::Result<PathBuf> {
-    match ModelSource::parse(source)? {
-        ModelSource::Hub { repo, revision } => {
-            let snapshot = fetch_with_bars(&HubOptions::from_env(), &repo, &revision, note)?;
-            baked_dir_for(&snapshot, note)
-        }
-        ModelSource::Dir(d) => baked_dir_for(&d, note),
-        ModelSource::Demo => {
-            let mut steps = Vec::new();
-            let dir = crate::firstrun::demo_model(&mut steps)?;
-            for s in steps {
-                note(s);
-            }
-            Ok(dir)
-        }
-    }
-}
-
-/// Fetch `repo@revision` with one progress bar per file on stderr (when it
-/// is a terminal).
-pub fn fetch_with_bars(
-    opts: &HubOptions,
-    repo: &str,
-    revision: &str,
-    note: &mut dyn FnMut(String),
-) -> Result<PathBuf, HubError> {
-    if let Some(snap) = crate::hub::cached_snapshot(opts, repo, revision) {
-        note(format!(
-            "{repo}@{revision}: in the Hugging Face cache ({})",
-            snap.display()
-        ));
-        return Ok(snap);
-    }
-    note(format!(
-        "fetching {repo}@{revision} from {} into {}",
-        opts.endpoint,
-        opts.cache_dir.display()
-    ));
-    let multi = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        indicatif::MultiProgress::new()
-    } else {
-        indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden())
-    };
-    let style = indicatif::ProgressStyle::with_template(
-        "{msg:40} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} {eta}",
-    )
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-    let mut bars: std::collections::HashMap<String, indicatif::ProgressBar> =
-        std::collections::HashMap::new();
-    let r = crate::hub::fetch(opts, repo, revision, &mut |p| {
-        let bar = bars.entry(p.file.clone()).or_insert_with(|| {
-            let b = multi.add(indicatif::ProgressBar::new(p.total));
-            b.set_style(style.clone());
-            b.set_message(p.file.clone());
-            b
-        });
-        bar.set_length(p.total);
-        bar.set_position(p.done);
-        if p.total > 0 && p.done >= p.total {
-            bar.finish();
-        }
-    });
-    if let Ok(snap) = &r {
-        note(format!("fetched {repo}@{revision} into {}", snap.display()));
-    }
-    r
-}
-
-/// A baked directory for `dir`: itself when baked; a Hugging Face directory
-/// is baked (int4_sym g128) into the cache on first use and reused after.
-pub fn baked_dir_for(dir: &Path, note: &mut dyn FnMut(String)) -> anyhow::Result<PathBuf> {
-    if dir.join(MANIFEST).is_file() {
-        return Ok(dir.to_path_buf());
-    }
-    if !dir.exists() {
-        anyhow::bail!("--model {}: no such directory", dir.display());
-    }
-    if !dir.join("config.json").is_file() {
-        anyhow::bail!(
-            "--model {}: neither a baked model (manifest.toml) nor a Hugging Face model (config.json)",
-            dir.display()
-        );
-    }
-    let cache = bake_cache_dir(dir).ok_or_else(|| {
-        anyhow::anyhow!("no cache directory (HOME and XDG_CACHE_HOME are unset); bake it first with hybrid-tui bake")
-    })?;
-    if cache.join(MANIFEST).is_file() {
-        note(format!(
-            "using the bake of {} in {}",
-            dir.display(),
-            cache.display()
-        ));
-        return Ok(cache);
-    }
-    note(format!(
-        "baking {} (int4_sym, group 128) into {} on first use",
-        dir.display(),
-        cache.display()
-    ));
-    if let Some(p) = cache.parent() {
-        std::fs::create_dir_all(p)?;
-    }
-    let r = bake(dir, &cache, &BakeOptions::default(), &mut |_| {})?;
-    note(format!(
-        "baked: {:.1} MB → {:.1} MB in {:.1}s",
-        r.bytes_before as f64 / 1e6,
-        r.bytes_after as f64 / 1e6,
-        r.seconds
-    ));
-    Ok(cache)
 }
 
 /// Token ids of `text`, through the model's chat template when `chat`.

@@ -4,15 +4,14 @@
 pub mod affinity;
 pub mod bake;
 pub mod bench;
+pub mod catalog;
 pub mod config;
 pub mod engine;
 pub mod executive;
-pub mod firstrun;
 pub mod generate;
 pub mod hub;
 pub mod hw;
 pub mod model;
-pub mod models;
 pub mod paths;
 pub mod pipeline;
 pub mod reference;

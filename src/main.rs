@@ -8,12 +8,10 @@ use clap::{Args, Parser, Subcommand};
 
 use hybrid_tui::bake::quant::Scheme;
 use hybrid_tui::bake::{Backup, BakeOptions, BakeReport, Progress, bake};
+use hybrid_tui::catalog::{self, CatalogEvent, Fallback, Source};
 use hybrid_tui::config::{CliLayer, Loaded, Settings, SettingsEnv, parse_override};
-use hybrid_tui::firstrun::{FIRST_RUN_TOKENS, resolve_model};
-use hybrid_tui::generate::{
-    GenerateOptions, baked_for_source, fetch_with_bars, generate, print_summary,
-};
-use hybrid_tui::hub::{HubOptions, ModelSource};
+use hybrid_tui::generate::{GenerateOptions, generate, print_summary};
+use hybrid_tui::hub::HubOptions;
 use hybrid_tui::model::Arch;
 use hybrid_tui::model::test_model::{Preset, TestModelOptions, WeightDtype, make_test_model};
 use hybrid_tui::shard_b::sampling::SamplingParams;
@@ -633,26 +631,75 @@ fn cmd_bench(loaded: &Loaded, g: &Global, a: BenchArgs, screen: bool) -> Result<
 /// The baked model of a command's `--model`, else of `model.source` (the
 /// first-run default, with the demo model as its fallback); what happened
 /// goes to stderr.
-fn model_for(s: &Settings, model: Option<&str>) -> Result<PathBuf> {
-    match model {
-        Some(d) => baked_for_source(d, &mut |m| eprintln!("{m}")),
-        None => {
-            let mut steps = Vec::new();
-            let r = resolve_model(s, &mut steps);
-            for step in steps {
-                eprintln!("{step}");
+/// Tokens the first run generates.
+const FIRST_RUN_TOKENS: usize = 24;
+
+/// Shows what the catalog does: steps as lines, downloads as one progress
+/// bar per file on stderr when it is a terminal.
+struct CatalogView {
+    bars: indicatif::MultiProgress,
+    style: indicatif::ProgressStyle,
+    files: std::collections::HashMap<String, indicatif::ProgressBar>,
+}
+
+impl CatalogView {
+    fn new() -> CatalogView {
+        let bars = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            indicatif::MultiProgress::new()
+        } else {
+            indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden())
+        };
+        let style = indicatif::ProgressStyle::with_template(
+            "{msg:40} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        CatalogView {
+            bars,
+            style,
+            files: std::collections::HashMap::new(),
+        }
+    }
+
+    fn show(&mut self, e: CatalogEvent, line: &mut dyn FnMut(&str)) {
+        match e {
+            CatalogEvent::Step(s) => line(&s),
+            CatalogEvent::Fallback(lines) => lines.iter().for_each(|l| line(l)),
+            CatalogEvent::Download(p) => {
+                let bar = self.files.entry(p.file.clone()).or_insert_with(|| {
+                    let b = self.bars.add(indicatif::ProgressBar::new(p.total));
+                    b.set_style(self.style.clone());
+                    b.set_message(p.file.clone());
+                    b
+                });
+                bar.set_length(p.total);
+                bar.set_position(p.done);
+                if p.total > 0 && p.done >= p.total {
+                    bar.finish();
+                }
             }
-            Ok(r?)
         }
     }
 }
 
+/// The baked model to run: `--model` when given (its errors are the
+/// answer), else `model.source` (the demo model stands in for a Hub model
+/// that cannot be had).
+fn model_for(s: &Settings, model: Option<&str>) -> Result<PathBuf> {
+    let (source, fallback) = match model {
+        Some(m) => (m, Fallback::None),
+        None => (s.model.source.as_str(), Fallback::Demo),
+    };
+    let mut view = CatalogView::new();
+    Ok(catalog::resolve(source, fallback, &mut |e| {
+        view.show(e, &mut |l| eprintln!("{l}"))
+    })?)
+}
+
 /// `hybrid-tui models`: list or remove cached models.
 fn cmd_models(a: ModelsArgs) -> Result<()> {
-    use hybrid_tui::models;
     let hub = HubOptions::from_env();
     if let Some(name) = &a.remove {
-        let m = models::remove(&hub, name).map_err(|e| anyhow::anyhow!(e))?;
+        let m = catalog::remove(&hub, name)?;
         println!(
             "removed {} ({}, {:.1} MB) from {}",
             m.name,
@@ -662,7 +709,7 @@ fn cmd_models(a: ModelsArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let list = models::list(&hub);
+    let list = catalog::list(&hub);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());
@@ -742,12 +789,10 @@ fn cmd_first_run(loaded: &Loaded) -> Result<()> {
         s.shard_b.backend
     );
     hybrid_tui::pipeline::configure_cpu_pool(&s.shard_b).map_err(|e| anyhow::anyhow!(e))?;
-    let mut steps = Vec::new();
-    let model = resolve_model(s, &mut steps);
-    for step in &steps {
-        println!("  • {step}");
-    }
-    let model = model?;
+    let mut view = CatalogView::new();
+    let model = catalog::resolve(&s.model.source, Fallback::Demo, &mut |e| {
+        view.show(e, &mut |l| println!("  • {l}"))
+    })?;
     println!(
         "  • chat prompt through shard A (executive process) → shared memory → shard B, greedy:"
     );
@@ -767,7 +812,7 @@ fn cmd_first_run(loaded: &Loaded) -> Result<()> {
     let mut err = std::io::stdout();
     let summary = generate(s, &model, &opts, &mut out, &mut err)?;
     print_summary(&summary, &mut err)?;
-    if hybrid_tui::firstrun::is_demo(&model) {
+    if catalog::demo::is_demo(&model) {
         println!(
             "  • the demo model has random weights: its answers are noise; bake a real model for real answers"
         );
@@ -841,14 +886,15 @@ fn cmd_bake(a: BakeArgs) -> Result<()> {
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tensors {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let source = match ModelSource::parse(&a.source).map_err(|e| anyhow::anyhow!("--model: {e}"))? {
-        ModelSource::Hub { repo, revision } => {
-            fetch_with_bars(&HubOptions::from_env(), &repo, &revision, &mut |m| {
-                eprintln!("{m}")
+    let source = match Source::parse(&a.source).map_err(|e| anyhow::anyhow!("--model: {e}"))? {
+        Source::Hub { repo, revision } => {
+            let mut view = CatalogView::new();
+            catalog::fetch(&HubOptions::from_env(), &repo, &revision, &mut |e| {
+                view.show(e, &mut |l| eprintln!("{l}"))
             })?
         }
-        ModelSource::Dir(d) => d,
-        ModelSource::Demo => bail!(
+        Source::Dir(d) => d,
+        Source::Demo => bail!(
             "--model demo: the demo model is baked by itself on first use; give a Hugging Face directory or id"
         ),
     };

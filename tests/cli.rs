@@ -206,18 +206,33 @@ fn first_run_makes_bakes_and_runs_shard_a_then_reuses() {
         );
 }
 
+/// model.source = a Hugging Face directory bakes it on first use and
+/// reuses the bake after, as `generate --model` does (it used to be refused
+/// as "not a baked model").
 #[test]
-fn first_run_with_a_model_that_is_not_baked_says_how() {
+fn first_run_with_a_hugging_face_directory_bakes_it_once() {
     let h = tempfile::tempdir().unwrap();
     let hf = hf_model(Arch::Llama);
     cmd("hybrid-tui", h.path())
         .arg("--model")
         .arg(&hf)
         .assert()
+        .success()
+        .stdout(predicate::str::contains("on first use").and(predicate::str::contains("tok/s")));
+    cmd("hybrid-tui", h.path())
+        .args(["--set", &format!("model.source={}", hf.display())])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("using the bake of"));
+    let missing = h.path().join("no-such-model");
+    cmd("hybrid-tui", h.path())
+        .arg("--model")
+        .arg(&missing)
+        .assert()
         .failure()
         .stderr(
-            predicate::str::contains("not a baked model")
-                .and(predicate::str::contains("hybrid-tui bake")),
+            predicate::str::contains("no-such-model: no such directory")
+                .and(predicate::str::contains("\"demo\"")),
         );
     cmd("hybrid-tui", h.path())
         .args(["--split", "9"])

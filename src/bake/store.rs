@@ -187,8 +187,10 @@ pub struct BakedModel {
     files: HashMap<String, MappedFile>,
 }
 
-impl BakedModel {
-    pub fn open(dir: &Path) -> Result<BakedModel, StoreError> {
+impl Manifest {
+    /// `dir/manifest.toml`, parsed and of the supported format version. The
+    /// one reader of manifests.
+    pub fn read(dir: &Path) -> Result<Manifest, StoreError> {
         let path = dir.join(MANIFEST);
         let text = std::fs::read_to_string(&path).map_err(|e| StoreError::Io {
             path: path.clone(),
@@ -207,6 +209,13 @@ impl BakedModel {
                 ),
             });
         }
+        Ok(manifest)
+    }
+}
+
+impl BakedModel {
+    pub fn open(dir: &Path) -> Result<BakedModel, StoreError> {
+        let manifest = Manifest::read(dir)?;
         let mut files = HashMap::new();
         for entry in manifest.tensors.values() {
             if files.contains_key(&entry.file) {

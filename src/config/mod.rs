@@ -9,6 +9,7 @@
 //! wrong type is reported against the file (or variable, or flag) it came
 //! from. [`Loaded::provenance`] says which layer set each effective value.
 
+pub mod keys;
 mod profiles;
 
 use std::collections::BTreeMap;
@@ -79,7 +80,7 @@ impl KeySettings {
 
 impl Default for KeySettings {
     fn default() -> Self {
-        use crate::tui::keymap::Action as A;
+        use keys::Action as A;
         let k = |a: A| a.default_key().to_string();
         KeySettings {
             quit: k(A::Quit),
@@ -540,7 +541,7 @@ impl Settings {
                 });
             }
         }
-        if let Err(message) = crate::tui::keymap::Keymap::new(&self.keys.map()) {
+        if let Err(message) = keys::bindings(&self.keys.map()) {
             let key = message.split(':').next().unwrap_or("keys").to_string();
             return Err(SettingsError::BadValue {
                 origin: origin(&key),

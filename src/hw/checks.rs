@@ -249,21 +249,11 @@ fn shm(root: &Root, settings: &Settings) -> Shm {
 
 /// The baked directory the settings' model has (or will have).
 fn model_dir(settings: &Settings) -> Option<PathBuf> {
-    match crate::hub::ModelSource::parse(&settings.model.source).ok()? {
-        crate::hub::ModelSource::Demo => crate::firstrun::demo_baked_dir(),
-        crate::hub::ModelSource::Dir(d) => Some(d),
-        crate::hub::ModelSource::Hub { repo, revision } => {
-            let opts = crate::hub::HubOptions::from_env();
-            let snap = crate::hub::cached_snapshot(&opts, &repo, &revision)?;
-            crate::pipeline::bake_cache_dir(&snap)
-        }
-    }
+    crate::catalog::locate(&settings.model.source)
 }
 
 fn model_spec(settings: &Settings) -> Option<Manifest> {
-    let dir = model_dir(settings)?;
-    let text = std::fs::read_to_string(dir.join(MANIFEST)).ok()?;
-    toml::from_str(&text).ok()
+    Manifest::read(&model_dir(settings)?).ok()
 }
 
 fn file_len(p: &Path) -> u64 {
@@ -276,12 +266,11 @@ fn file_len(p: &Path) -> u64 {
 /// the runtimes.
 pub fn model_need(settings: &Settings) -> Reading<ModelNeed> {
     let source = settings.model.source.clone();
-    if let Err(e) = crate::hub::ModelSource::parse(&source) {
+    if let Err(e) = crate::catalog::Source::parse(&source) {
         return Reading::Unavailable(format!("model.source: {e}"));
     }
     let Some(dir) = model_dir(settings) else {
-        if let Ok(crate::hub::ModelSource::Hub { repo, .. }) =
-            crate::hub::ModelSource::parse(&source)
+        if let Ok(crate::catalog::Source::Hub { repo, .. }) = crate::catalog::Source::parse(&source)
         {
             return Reading::Unavailable(format!(
                 "{repo} is not fetched yet: run hybrid-tui once where the Hub is reachable (or hybrid-tui bake --model {repo} --out DIR), then check again"
@@ -290,8 +279,8 @@ pub fn model_need(settings: &Settings) -> Reading<ModelNeed> {
         return Reading::Unavailable("no data directory (set HOME or XDG_DATA_HOME)".into());
     };
     let Some(m) = model_spec(settings) else {
-        if let Ok(crate::hub::ModelSource::Hub { repo, .. }) =
-            crate::hub::ModelSource::parse(&settings.model.source)
+        if let Ok(crate::catalog::Source::Hub { repo, .. }) =
+            crate::catalog::Source::parse(&settings.model.source)
         {
             return Reading::Unavailable(format!(
                 "{repo} is not fetched yet: run hybrid-tui once where the Hub is reachable (or hybrid-tui bake --model {repo} --out DIR), then check again"

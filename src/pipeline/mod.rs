@@ -16,7 +16,7 @@ pub mod prompt;
 pub mod text;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -802,45 +802,4 @@ fn start_again(
             }
         }
     }
-}
-
-/// Where a Hugging Face directory is baked on first use.
-pub fn bake_cache_dir(source: &Path) -> Option<PathBuf> {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    let canon = source.canonicalize().ok()?;
-    h.update(canon.as_os_str().as_encoded_bytes());
-    let mut files: Vec<_> = std::fs::read_dir(&canon)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    files.sort();
-    for f in files {
-        if let Ok(m) = f.metadata() {
-            h.update(f.as_os_str().as_encoded_bytes());
-            h.update(m.len().to_le_bytes());
-            if let Ok(t) = m.modified()
-                && let Ok(d) = t.duration_since(std::time::UNIX_EPOCH)
-            {
-                h.update(d.as_nanos().to_le_bytes());
-            }
-        }
-    }
-    let d = h.finalize();
-    let tag: String = d.iter().take(8).map(|b| format!("{b:02x}")).collect();
-    // A Hugging Face snapshot (models--org--name/snapshots/<commit>) is
-    // named after its repository and commit.
-    let name = match crate::models::hub_id_of(&canon.to_string_lossy()) {
-        Some(id) => id.replace(['/', '@'], "--"),
-        None => canon
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "model".into()),
-    };
-    Some(
-        crate::paths::cache_dir()?
-            .join("baked")
-            .join(format!("{name}-{tag}")),
-    )
 }

@@ -189,19 +189,21 @@ fn resolve_and_start(
     tx: &UnboundedSender<AppEvent>,
     slot: &Mutex<EngineSlot>,
 ) {
-    let mut steps = Vec::new();
-    let ptx = tx.clone();
-    let mut progress = move |p: crate::hub::FileProgress| {
-        let _ = ptx.send(AppEvent::Download(p));
-    };
-    let r = crate::firstrun::resolve_model_with(settings, &mut steps, Some(&mut progress));
-    for step in &steps {
-        tracing::info!("{step}");
-    }
-    let notes: Vec<String> = steps
-        .into_iter()
-        .filter(|s| s.starts_with("could not get"))
-        .collect();
+    use crate::catalog::{CatalogEvent, Fallback};
+    let mut notes = Vec::new();
+    let r = crate::catalog::resolve(&settings.model.source, Fallback::Demo, &mut |e| match e {
+        CatalogEvent::Step(step) => tracing::info!("{step}"),
+        CatalogEvent::Download(p) => {
+            let _ = tx.send(AppEvent::Download(p));
+        }
+        CatalogEvent::Fallback(lines) => {
+            for l in &lines {
+                tracing::info!("{l}");
+            }
+            // The first line says why; the screen says the rest itself.
+            notes.extend(lines.into_iter().take(1));
+        }
+    });
     let dir = match r {
         Ok(d) => d,
         Err(e) => {
@@ -217,7 +219,7 @@ fn resolve_and_start(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let demo = crate::firstrun::is_demo(&dir);
+    let demo = crate::catalog::demo::is_demo(&dir);
     let Ok(mut g) = slot.lock() else { return };
     if g.closed {
         return;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::CatalogError;
 use crate::bake::store::{MANIFEST, Manifest};
 use crate::hub::HubOptions;
 
@@ -47,19 +48,8 @@ fn modified(p: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// A Hugging Face snapshot path back to its id: `.../models--org--name/snapshots/<commit>`.
-pub fn hub_id_of(path: &str) -> Option<String> {
-    let p = Path::new(path);
-    let commit = p.file_name()?.to_str()?;
-    let repo_dir = p.parent()?.parent()?.file_name()?.to_str()?;
-    let id = repo_dir.strip_prefix("models--")?.replacen("--", "/", 1);
-    let short: String = commit.chars().take(12).collect();
-    Some(format!("{id}@{short}"))
-}
-
 fn baked(dir: &Path, kind: &'static str) -> Option<CachedModel> {
-    let text = std::fs::read_to_string(dir.join(MANIFEST)).ok()?;
-    let m: Manifest = toml::from_str(&text).ok()?;
+    let m = Manifest::read(dir).ok()?;
     let q = &m.quantization;
     let group = if q.group_size < 0 {
         "per channel".to_string()
@@ -69,7 +59,7 @@ fn baked(dir: &Path, kind: &'static str) -> Option<CachedModel> {
     Some(CachedModel {
         name: dir.file_name()?.to_string_lossy().into_owned(),
         kind,
-        source: hub_id_of(&m.source.path).unwrap_or_else(|| m.source.path.clone()),
+        source: super::cache::hub_id_of(&m.source.path).unwrap_or_else(|| m.source.path.clone()),
         bytes: tree_bytes(dir),
         precision: format!("{} {group} (backup {})", q.weights.name(), q.backup),
         modified: modified(&dir.join(MANIFEST)),
@@ -87,7 +77,7 @@ pub fn list(hub: &HubOptions) -> Vec<CachedModel> {
         dirs.sort();
         out.extend(dirs.iter().filter_map(|d| baked(d, "baked")));
     }
-    if let Some(d) = crate::firstrun::demo_baked_dir()
+    if let Some(d) = super::demo::baked_dir()
         && let Some(mut m) = baked(&d, "demo")
     {
         m.name = "demo".into();
@@ -126,20 +116,23 @@ pub fn list(hub: &HubOptions) -> Vec<CachedModel> {
 
 /// Remove one entry by name (as `list` gives it). Downloads are removed from
 /// the Hugging Face cache, which other tools share: the caller says so.
-pub fn remove(hub: &HubOptions, name: &str) -> Result<CachedModel, String> {
+pub fn remove(hub: &HubOptions, name: &str) -> Result<CachedModel, CatalogError> {
     let all = list(hub);
     let Some(m) = all.iter().find(|m| m.name == name) else {
         let names: Vec<&str> = all.iter().map(|m| m.name.as_str()).collect();
-        return Err(if names.is_empty() {
+        return Err(CatalogError::Remove(if names.is_empty() {
             format!("no cached model is called '{name}': nothing is cached")
         } else {
             format!(
                 "no cached model is called '{name}'; cached: {}",
                 names.join(", ")
             )
-        });
+        }));
     };
-    std::fs::remove_dir_all(&m.path).map_err(|e| format!("{}: {e}", m.path.display()))?;
+    std::fs::remove_dir_all(&m.path).map_err(|source| CatalogError::Io {
+        path: m.path.clone(),
+        source,
+    })?;
     if m.kind == "demo"
         && let Some(hf) = m
             .path
@@ -149,20 +142,4 @@ pub fn remove(hub: &HubOptions, name: &str) -> Result<CachedModel, String> {
         let _ = std::fs::remove_dir_all(hf);
     }
     Ok(m.clone())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hub_ids_from_snapshot_paths() {
-        assert_eq!(
-            hub_id_of(
-                "/h/hub/models--Qwen--Qwen2.5-0.5B-Instruct/snapshots/7ae557604adf67be50417f59c2c2f167def9a775"
-            ),
-            Some("Qwen/Qwen2.5-0.5B-Instruct@7ae557604adf".into())
-        );
-        assert_eq!(hub_id_of("/models/llama"), None);
-    }
 }

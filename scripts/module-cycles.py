@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""The library's modules must depend on each other one way only.
+
+Reads every file under src/ (not main.rs or bin/: the front ends may use
+everything), takes each reference to another top-level module of the crate
+(`crate::NAME`; the code has no `crate::{...}` groups), and reports
+every cycle between top-level modules (strongly connected components of
+two or more), with one reference per edge so it can be found. Exit 1 if
+there is any. Test code (`#[cfg(test)] mod tests` files and blocks) counts
+too: a test that needs a module above its own is a cycle all the same.
+"""
+
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent / "src"
+REF = re.compile(r"\bcrate::([a-z_][a-z0-9_]*)")
+
+
+def top_module(path: Path) -> str | None:
+    rel = path.relative_to(ROOT)
+    if rel.parts[0] in ("main.rs", "bin", "lib.rs"):
+        return None
+    return rel.parts[0].removesuffix(".rs")
+
+
+def edges() -> dict[str, dict[str, str]]:
+    """module -> {module it uses -> 'file:line' of one such use}."""
+    out: dict[str, dict[str, str]] = {}
+    for f in sorted(ROOT.rglob("*.rs")):
+        me = top_module(f)
+        if me is None:
+            continue
+        out.setdefault(me, {})
+        for n, line in enumerate(f.read_text().splitlines(), 1):
+            code = line.split("//", 1)[0]
+            for m in REF.finditer(code):
+                other = m.group(1)
+                if other == me:
+                    continue
+                if (ROOT / f"{other}.rs").exists() or (ROOT / other).is_dir():
+                    out[me].setdefault(other, f"{f.relative_to(ROOT.parent)}:{n}")
+    return out
+
+
+def cycles(g: dict[str, dict[str, str]]) -> list[list[str]]:
+    """Strongly connected components of 2+ modules (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    found: list[list[str]] = []
+    counter = [0]
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in g.get(v, {}):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(g):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def main() -> int:
+    g = edges()
+    bad = cycles(g)
+    if not bad:
+        print(f"module-cycles: {len(g)} top-level modules of src/, no cycle")
+        return 0
+    for comp in bad:
+        print("module-cycles: FAILED: these modules use each other: " + ", ".join(comp))
+        for a in comp:
+            for b, where in sorted(g[a].items()):
+                if b in comp:
+                    print(f"  {a} -> {b}  ({where})")
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
