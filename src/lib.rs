@@ -1,3 +1,12 @@
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::print_stdout,
+        clippy::print_stderr
+    )
+)]
 //! hybrid-tui's engine: settings, model preparation (bake), shard A on
 //! OpenVINO, and the reference forward pass. The binaries are thin front ends.
 

@@ -269,7 +269,7 @@ fn quant_linear_matches_dequantized_matmul() {
                         TensorData::new(x, [t, cols]),
                         (&device, DType::F32),
                     );
-                    let got = ShardB::read_f32(lin.forward(xt)).expect("read");
+                    let got = ShardB::read_f32(lin.forward(xt).expect("forward")).expect("read");
                     assert_eq!(got.len(), t * rows);
                     let e = rel_err(&got, &want);
                     assert!(

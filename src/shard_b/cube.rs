@@ -731,7 +731,7 @@ impl DevicePacked {
             parts => {
                 // Each part looks up the ids it holds (others clamped into
                 // it and masked out); the parts' rows are added.
-                let mut sum: Option<Tensor<2>> = None;
+                let mut sum = Tensor::<2>::zeros([n, self.cols_padded], &ids.device());
                 for part in parts {
                     let (lo, hi) = (part.start as i64, (part.start + part.rows) as i64);
                     let inside = ids
@@ -741,13 +741,9 @@ impl DevicePacked {
                         .float()
                         .unsqueeze_dim::<2>(1);
                     let local = ids.clone().sub_scalar(lo).clamp(0, part.rows as i64 - 1);
-                    let r = lookup(part, local) * inside;
-                    sum = Some(match sum {
-                        Some(s) => s + r,
-                        None => r,
-                    });
+                    sum = sum + lookup(part, local) * inside;
                 }
-                sum.expect("a weight has at least one part")
+                sum
             }
         };
         if self.cols_padded > self.cols {

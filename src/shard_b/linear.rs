@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use super::ShardBError;
 use super::cube::{self, DevicePacked};
 use super::packed::{Kernel, Packed};
 
@@ -142,7 +143,7 @@ impl QuantLinear {
     }
 
     /// `x`: `[tokens, in]` f32 → `[tokens, out]` f32.
-    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+    pub fn forward(&self, x: Tensor<2>) -> Result<Tensor<2>, ShardBError> {
         let y = match (&self.weight, self.dtype) {
             (Weight::Packed(p), _) => {
                 let tokens = x.dims()[0];
@@ -151,7 +152,7 @@ impl QuantLinear {
                 let xs = x
                     .into_data()
                     .try_into_vec_as::<f32>()
-                    .expect("shard B activations are f32 on the CPU backend");
+                    .map_err(|e| ShardBError::Readback(format!("{e:?}")))?;
                 let kernel = match self.dtype {
                     WeightDtype::PackedQ8 => Kernel::Q8,
                     _ => Kernel::Best,
@@ -169,10 +170,10 @@ impl QuantLinear {
                 .cast(DType::F32),
             (Weight::Dense(w), _) => x.matmul(w.clone().transpose()),
         };
-        match &self.bias {
+        Ok(match &self.bias {
             Some(b) => y + b.clone().unsqueeze::<2>(),
             None => y,
-        }
+        })
     }
 
     /// Rows of the weight as f32: an embedding lookup (`[out, in]` is `[vocab, hidden]`).
@@ -279,18 +280,30 @@ impl<const N: usize> Stacked<N> {
     }
 
     /// `x`: `[tokens, in]` → each projection's `[tokens, out_i]`.
-    pub fn forward(&self, x: Tensor<2>) -> [Tensor<2>; N] {
+    pub fn forward(&self, x: Tensor<2>) -> Result<[Tensor<2>; N], ShardBError> {
         match &self.weights {
             StackedWeights::One(linear) => {
-                let y = linear.forward(x);
+                let y = linear.forward(x)?;
                 let mut start = 0;
-                std::array::from_fn(|i| {
+                Ok(std::array::from_fn(|i| {
                     let part = y.clone().narrow(1, start, self.sizes[i]);
                     start += self.sizes[i];
                     part
-                })
+                }))
             }
-            StackedWeights::Each(each) => std::array::from_fn(|i| each[i].forward(x.clone())),
+            StackedWeights::Each(each) => {
+                let mut failed = None;
+                let out = std::array::from_fn(|i| {
+                    each[i].forward(x.clone()).unwrap_or_else(|e| {
+                        failed.get_or_insert(e);
+                        Tensor::empty([0, 0], &x.device())
+                    })
+                });
+                match failed {
+                    Some(e) => Err(e),
+                    None => Ok(out),
+                }
+            }
         }
     }
 

@@ -378,7 +378,7 @@ impl ShardB {
         for (li, layer) in self.layers.iter().enumerate() {
             let n = rms_norm(x.clone(), &layer.in_norm, s.rms_norm_eps);
             let heads = |y: Tensor<2>, h: usize| y.reshape([t, h, hd]).swap_dims(0, 1);
-            let [q, k, v] = layer.qkv.forward(n);
+            let [q, k, v] = layer.qkv.forward(n)?;
             let q = rope(heads(q, nh), &cos, &sin);
             let k = rope(heads(k, nkv), &cos, &sin);
             let v = heads(v, nkv);
@@ -401,15 +401,15 @@ impl ShardB {
                 .reshape([nh, t, hd])
                 .swap_dims(0, 1)
                 .reshape([t, nh * hd]);
-            x = x + layer.o.forward(attn);
+            x = x + layer.o.forward(attn)?;
             let n2 = rms_norm(x.clone(), &layer.post_norm, s.rms_norm_eps);
-            let [gate, up] = layer.gate_up.forward(n2);
+            let [gate, up] = layer.gate_up.forward(n2)?;
             let act = silu(gate) * up;
-            x = x + layer.down.forward(act);
+            x = x + layer.down.forward(act)?;
         }
         stream.len = total;
         let n = rms_norm(x, &self.norm, s.rms_norm_eps);
-        Ok(self.head.forward(n))
+        self.head.forward(n)
     }
 
     /// cos and sin `[1, T, hd]` for positions `pos..pos+T`.
