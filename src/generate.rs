@@ -8,8 +8,18 @@ use serde::Serialize;
 
 use crate::config::Settings;
 use crate::model::chat::Message;
-use crate::pipeline::prompt::Prompter;
-use crate::pipeline::{Event, Finish, GenRequest, Pipeline, StageSample, StreamReport};
+use crate::pipeline::prompt::{PromptError, Prompter};
+use crate::pipeline::{
+    Event, Finish, GenRequest, Pipeline, PipelineError, StageSample, StreamReport,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error(transparent)]
+    Prompt(#[from] PromptError),
+}
 use crate::shard_b::sampling::{SamplingParams, StopCriteria};
 use crate::supervisor::SupervisorEvent;
 
@@ -84,12 +94,10 @@ pub fn prompt_ids(
     text: &str,
     chat: bool,
     system: Option<&str>,
-) -> anyhow::Result<Vec<u32>> {
-    let ids = if chat {
+) -> Result<Vec<u32>, PromptError> {
+    if chat {
         if !prompter.has_template() {
-            anyhow::bail!(
-                "--chat: the model has no chat template (the source had none); drop --chat"
-            );
+            return Err(PromptError::NoTemplate);
         }
         let mut messages = Vec::new();
         if let Some(s) = system {
@@ -99,8 +107,7 @@ pub fn prompt_ids(
         prompter.chat_ids(&messages)
     } else {
         prompter.text_ids(text)
-    };
-    ids.map_err(|e| anyhow::anyhow!(e))
+    }
 }
 
 /// Run a generation; text of stream 0 goes to `out` as it is produced
@@ -111,7 +118,7 @@ pub fn generate(
     opts: &GenerateOptions,
     out: &mut dyn Write,
     err: &mut dyn Write,
-) -> anyhow::Result<GenerateSummary> {
+) -> Result<GenerateSummary, GenerateError> {
     let mut stages = StageMeans::default();
     let mut events = Vec::new();
     let json = opts.json;
@@ -149,8 +156,7 @@ pub fn generate(
         _ => {}
     };
     let mut pipeline = Pipeline::new(settings, model_dir, &mut |e| sink(e, out, err))?;
-    let prompter = Prompter::new(model_dir, &pipeline.model, pipeline.tokenizer.clone())
-        .map_err(|e| anyhow::anyhow!(e))?;
+    let prompter = Prompter::new(model_dir, &pipeline.model, pipeline.tokenizer.clone())?;
     let prompt = prompt_ids(&prompter, &opts.prompt, opts.chat, opts.system.as_deref())?;
     let stop = StopCriteria {
         eos: pipeline.model.manifest.tokens.eos_token_ids.clone(),

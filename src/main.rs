@@ -745,7 +745,11 @@ fn cmd_check(loaded: &Loaded, a: CheckArgs, screen: bool) -> Result<()> {
         None => Root::live(),
     };
     if screen {
-        return hybrid_tui::tui::run_check_screen(&loaded.settings, &loaded.profile, root);
+        return Ok(hybrid_tui::tui::run_check_screen(
+            &loaded.settings,
+            &loaded.profile,
+            root,
+        )?);
     }
     let report = checks::report(&root, &loaded.settings, &loaded.profile);
     if a.json {
@@ -774,7 +778,7 @@ fn cmd_workbench(loaded: &Loaded) -> Result<()> {
     let s = &loaded.settings;
     hybrid_tui::pipeline::configure_cpu_pool(&s.shard_b).map_err(|e| anyhow::anyhow!(e))?;
     // The model is resolved (fetched, made, baked) while the screen is up.
-    hybrid_tui::tui::run_terminal(s, &loaded.profile)
+    Ok(hybrid_tui::tui::run_terminal(s, &loaded.profile)?)
 }
 
 /// Without a terminal: the same start as text (make sure a model is there,

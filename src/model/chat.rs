@@ -18,6 +18,15 @@ impl Message {
     }
 }
 
+/// Why a chat template gave no prompt.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("the chat template does not compile: {0}")]
+    Compile(String),
+    #[error("rendering the chat template: {0}")]
+    Render(String),
+}
+
 /// Render `template` for `messages`; `bos`/`eos` are the special token strings.
 pub fn render(
     template: &str,
@@ -25,7 +34,7 @@ pub fn render(
     add_generation_prompt: bool,
     bos: &str,
     eos: &str,
-) -> Result<String, String> {
+) -> Result<String, TemplateError> {
     let mut env = minijinja::Environment::new();
     minijinja_contrib::add_to_environment(&mut env);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
@@ -39,15 +48,15 @@ pub fn render(
         },
     );
     env.add_template("chat", template)
-        .map_err(|e| format!("the chat template does not compile: {e}"))?;
+        .map_err(|e| TemplateError::Compile(e.to_string()))?;
     let tpl = env
         .get_template("chat")
-        .map_err(|e| format!("chat template: {e}"))?;
+        .map_err(|e| TemplateError::Compile(e.to_string()))?;
     tpl.render(minijinja::context! {
         messages => messages,
         add_generation_prompt => add_generation_prompt,
         bos_token => bos,
         eos_token => eos,
     })
-    .map_err(|e| format!("rendering the chat template: {e}"))
+    .map_err(|e| TemplateError::Render(e.to_string()))
 }

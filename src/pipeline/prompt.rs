@@ -6,8 +6,33 @@ use std::path::Path;
 
 use tokenizers::Tokenizer;
 
-use crate::bake::store::BakedModel;
-use crate::model::chat::{Message, render};
+use crate::bake::store::{BakedModel, StoreError};
+use crate::model::chat::{Message, TemplateError, render};
+
+/// Why a conversation gave no prompt ids.
+#[derive(Debug, thiserror::Error)]
+pub enum PromptError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Tokenizer {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error("tokenizing the prompt: {0}")]
+    Tokenize(String),
+    #[error("the prompt is empty after tokenization")]
+    Empty,
+    #[error("--chat: the model has no chat template (the source had none); drop --chat")]
+    NoTemplate,
+}
 
 pub struct Prompter {
     tokenizer: Tokenizer,
@@ -20,14 +45,21 @@ pub struct Prompter {
 
 impl Prompter {
     /// For a baked model whose tokenizer is already loaded.
-    pub fn new(dir: &Path, model: &BakedModel, tokenizer: Tokenizer) -> Result<Prompter, String> {
-        let template = match &model.manifest.tokens.chat_template_file {
-            Some(f) => Some(
-                std::fs::read_to_string(dir.join(f))
-                    .map_err(|e| format!("{}: {e}", dir.join(f).display()))?,
-            ),
-            None => None,
-        };
+    pub fn new(
+        dir: &Path,
+        model: &BakedModel,
+        tokenizer: Tokenizer,
+    ) -> Result<Prompter, PromptError> {
+        let template =
+            match &model.manifest.tokens.chat_template_file {
+                Some(f) => Some(std::fs::read_to_string(dir.join(f)).map_err(|source| {
+                    PromptError::Io {
+                        path: dir.join(f),
+                        source,
+                    }
+                })?),
+                None => None,
+            };
         let name = |id: Option<u32>| {
             id.and_then(|i| tokenizer.id_to_token(i))
                 .unwrap_or_default()
@@ -42,11 +74,13 @@ impl Prompter {
     }
 
     /// Open the baked model's manifest and tokenizer.
-    pub fn load(dir: &Path) -> Result<Prompter, String> {
-        let model = BakedModel::open(dir).map_err(|e| e.to_string())?;
+    pub fn load(dir: &Path) -> Result<Prompter, PromptError> {
+        let model = BakedModel::open(dir)?;
         let path = dir.join("tokenizer.json");
-        let tokenizer =
-            Tokenizer::from_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let tokenizer = Tokenizer::from_file(&path).map_err(|e| PromptError::Tokenizer {
+            message: e.to_string(),
+            path,
+        })?;
         Prompter::new(dir, &model, tokenizer)
     }
 
@@ -56,7 +90,7 @@ impl Prompter {
 
     /// Ids for `messages` ready for the assistant's turn: through the chat
     /// template, or (a model without one) the contents joined by newlines.
-    pub fn chat_ids(&self, messages: &[Message]) -> Result<Vec<u32>, String> {
+    pub fn chat_ids(&self, messages: &[Message]) -> Result<Vec<u32>, PromptError> {
         match &self.template {
             Some(t) => self.encode(&render(t, messages, true, &self.bos, &self.eos)?, false),
             None => {
@@ -67,19 +101,19 @@ impl Prompter {
     }
 
     /// Ids for plain text (the tokenizer adds its special tokens, e.g. bos).
-    pub fn text_ids(&self, text: &str) -> Result<Vec<u32>, String> {
+    pub fn text_ids(&self, text: &str) -> Result<Vec<u32>, PromptError> {
         self.encode(text, true)
     }
 
-    fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>, String> {
+    fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>, PromptError> {
         let ids = self
             .tokenizer
             .encode(text, add_special)
-            .map_err(|e| format!("tokenizing the prompt: {e}"))?
+            .map_err(|e| PromptError::Tokenize(e.to_string()))?
             .get_ids()
             .to_vec();
         if ids.is_empty() {
-            return Err("the prompt is empty after tokenization".into());
+            return Err(PromptError::Empty);
         }
         Ok(ids)
     }

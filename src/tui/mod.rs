@@ -28,6 +28,20 @@ use crate::hw::Root;
 use crate::hw::sampler::{self, Pids};
 use app::{App, AppEvent, Screen};
 
+/// Why the workbench could not run (or stopped).
+#[derive(Debug, thiserror::Error)]
+pub enum TuiError {
+    /// A `[keys]` binding (the settings check these first).
+    #[error("{0}")]
+    Keys(String),
+    #[error("the terminal: {0}")]
+    Terminal(#[from] std::io::Error),
+    #[error("drawing: {0}")]
+    Draw(String),
+    #[error("reading the terminal: {0}")]
+    Read(std::io::Error),
+}
+
 /// Frame tick: ring and speed figures refresh at this rate.
 pub const TICK: Duration = Duration::from_millis(100);
 
@@ -38,7 +52,7 @@ pub async fn run_loop<B, S>(
     mut input: S,
     rx: &mut UnboundedReceiver<AppEvent>,
     mut stop: impl std::future::Future<Output = ()> + Unpin,
-) -> anyhow::Result<()>
+) -> Result<(), TuiError>
 where
     B: Backend,
     B::Error: Send + Sync + 'static,
@@ -49,11 +63,11 @@ where
     loop {
         terminal
             .draw(|f| ui::render(f, app))
-            .map_err(|e| anyhow::anyhow!("drawing: {e}"))?;
+            .map_err(|e| TuiError::Draw(e.to_string()))?;
         tokio::select! {
             ev = input.next() => match ev {
                 Some(Ok(e)) => app.on_event(AppEvent::Term(e)),
-                Some(Err(e)) => return Err(anyhow::anyhow!("reading the terminal: {e}")),
+                Some(Err(e)) => return Err(TuiError::Read(e)),
                 None => app.quit = true,
             },
             Some(ev) = rx.recv() => {
@@ -137,10 +151,10 @@ struct EngineSlot {
 /// Open the workbench on the real terminal. The model is resolved on a
 /// thread while the screen is up (a Hub model's download shows in a pane),
 /// then the engine starts; why there is no model is shown in the app.
-pub fn run_terminal(settings: &Settings, profile: &str) -> anyhow::Result<()> {
+pub fn run_terminal(settings: &Settings, profile: &str) -> Result<(), TuiError> {
     let (tx, mut rx) = unbounded_channel();
     init_logging(settings, tx.clone());
-    let keymap = keymap::Keymap::new(&settings.keys.map()).map_err(|e| anyhow::anyhow!(e))?;
+    let keymap = keymap::Keymap::new(&settings.keys.map()).map_err(TuiError::Keys)?;
     let slot: Arc<Mutex<EngineSlot>> = Arc::default();
     let commands: Box<dyn FnMut(crate::engine::Command) + Send> = {
         let slot = slot.clone();
@@ -237,10 +251,10 @@ fn resolve_and_start(
 }
 
 /// `hybrid-tui check` on a terminal: the check screen alone, live.
-pub fn run_check_screen(settings: &Settings, profile: &str, root: Root) -> anyhow::Result<()> {
+pub fn run_check_screen(settings: &Settings, profile: &str, root: Root) -> Result<(), TuiError> {
     let (tx, mut rx) = unbounded_channel();
     init_logging(settings, tx.clone());
-    let keymap = keymap::Keymap::new(&settings.keys.map()).map_err(|e| anyhow::anyhow!(e))?;
+    let keymap = keymap::Keymap::new(&settings.keys.map()).map_err(TuiError::Keys)?;
     let mut app = App::new(profile, "none", keymap, Box::new(|_| {}));
     app.check_only = true;
     app.state = crate::supervisor::ExecState::Stopped;
@@ -287,7 +301,7 @@ fn check_runner(
 
 /// Take over the terminal, run the loop until the app quits or a signal
 /// comes, and give the terminal back as it was.
-fn on_terminal(app: &mut App, rx: &mut UnboundedReceiver<AppEvent>) -> anyhow::Result<()> {
+fn on_terminal(app: &mut App, rx: &mut UnboundedReceiver<AppEvent>) -> Result<(), TuiError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -363,10 +377,10 @@ pub fn run_bench_screen(
     model_dir: PathBuf,
     plan: crate::bench::Plan,
     save: impl Fn(&mut crate::bench::record::BenchRecord) -> String + Send + 'static,
-) -> anyhow::Result<Option<(crate::bench::record::BenchRecord, String)>> {
+) -> Result<Option<(crate::bench::record::BenchRecord, String)>, TuiError> {
     let (tx, mut rx) = unbounded_channel();
     init_logging(settings, tx.clone());
-    let keymap = keymap::Keymap::new(&settings.keys.map()).map_err(|e| anyhow::anyhow!(e))?;
+    let keymap = keymap::Keymap::new(&settings.keys.map()).map_err(TuiError::Keys)?;
     let label = model_dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

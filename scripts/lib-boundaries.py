@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The library's modules must depend on each other one way only.
+"""The library's boundaries: its modules depend on each other one way only,
+and it reports errors as typed values (no anyhow below the binaries).
 
 Reads every file under src/ (not main.rs or bin/: the front ends may use
 everything), takes each reference to another top-level module of the crate
@@ -81,19 +82,40 @@ def cycles(g: dict[str, dict[str, str]]) -> list[list[str]]:
     return found
 
 
+def anyhow_uses() -> list[str]:
+    """'file:line' of every use of anyhow in the library."""
+    out = []
+    for f in sorted(ROOT.rglob("*.rs")):
+        if top_module(f) is None and f.name != "lib.rs":
+            continue
+        for n, line in enumerate(f.read_text().splitlines(), 1):
+            if "anyhow" in line.split("//", 1)[0]:
+                out.append(f"{f.relative_to(ROOT.parent)}:{n}")
+    return out
+
+
 def main() -> int:
     g = edges()
     bad = cycles(g)
+    status = 0
     if not bad:
-        print(f"module-cycles: {len(g)} top-level modules of src/, no cycle")
-        return 0
+        print(f"lib-boundaries: {len(g)} top-level modules of src/, no cycle")
     for comp in bad:
-        print("module-cycles: FAILED: these modules use each other: " + ", ".join(comp))
+        print("lib-boundaries: FAILED: these modules use each other: " + ", ".join(comp))
         for a in comp:
             for b, where in sorted(g[a].items()):
                 if b in comp:
                     print(f"  {a} -> {b}  ({where})")
-    return 1
+        status = 1
+    uses = anyhow_uses()
+    if uses:
+        print("lib-boundaries: FAILED: anyhow in the library (typed errors there; anyhow is the binaries'):")
+        for u in uses:
+            print(f"  {u}")
+        status = 1
+    else:
+        print("lib-boundaries: no anyhow in the library")
+    return status
 
 
 if __name__ == "__main__":
