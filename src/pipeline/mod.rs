@@ -16,7 +16,7 @@ pub mod prompt;
 pub mod text;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -43,8 +43,24 @@ pub enum PipelineError {
     ShardB(#[from] ShardBError),
     #[error(transparent)]
     Store(#[from] crate::bake::store::StoreError),
+    #[error("split k={k} is out of range: the model has {layers} layers (0 ≤ k ≤ {layers})")]
+    Split { k: usize, layers: usize },
+    #[error("{path}: {message}")]
+    Tokenizer { path: PathBuf, message: String },
+    /// shard_b.threads / shard_b.cpu_cores cannot be applied.
     #[error("{0}")]
-    Setup(String),
+    Cores(String),
+    #[error(transparent)]
+    Device(#[from] crate::shard_b::device::DeviceError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("an empty prompt: give at least one token")]
+    EmptyPrompt,
+    #[error("a prompt of {tokens} tokens does not fit shard_a.kv_capacity = {capacity}")]
+    PromptTooLong { tokens: usize, capacity: usize },
     #[error("a request for 0 new tokens: nothing to generate; ask for at least 1")]
     NothingToGenerate,
     #[error(
@@ -251,26 +267,29 @@ impl Pipeline {
         let spec = model.spec().clone();
         let split = settings.split_for(spec.num_layers);
         if split > spec.num_layers {
-            return Err(PipelineError::Setup(format!(
-                "split k={split} is out of range: the model has {} layers (0 ≤ k ≤ {})",
-                spec.num_layers, spec.num_layers
-            )));
+            return Err(PipelineError::Split {
+                k: split,
+                layers: spec.num_layers,
+            });
         }
         let tok_path = model_dir.join("tokenizer.json");
-        let tokenizer = Tokenizer::from_file(&tok_path)
-            .map_err(|e| PipelineError::Setup(format!("{}: {e}", tok_path.display())))?;
-        configure_cpu_pool(&settings.shard_b).map_err(PipelineError::Setup)?;
+        let tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| PipelineError::Tokenizer {
+            message: e.to_string(),
+            path: tok_path.clone(),
+        })?;
+        configure_cpu_pool(&settings.shard_b).map_err(PipelineError::Cores)?;
         // This thread runs shard B: it goes on shard B's cores.
         let cores = crate::affinity::parse_cpu_list(&settings.shard_b.cpu_cores)
-            .map_err(|e| PipelineError::Setup(format!("shard_b.cpu_cores: {e}")))?;
-        crate::affinity::pin_current_thread(&cores).map_err(PipelineError::Setup)?;
-        let (device, info) =
-            select_device(&settings.shard_b).map_err(|e| PipelineError::Setup(e.to_string()))?;
+            .map_err(|e| PipelineError::Cores(format!("shard_b.cpu_cores: {e}")))?;
+        crate::affinity::pin_current_thread(&cores).map_err(PipelineError::Cores)?;
+        let (device, info) = select_device(&settings.shard_b)?;
         let wdt = WeightDtype::parse(&settings.shard_b.weights_dtype).unwrap_or(WeightDtype::F32);
         let shard_b = ShardB::load(&model, split, device, info, wdt)?;
         let chunk = settings.shard_a.prefill_chunk;
-        let hash = model_hash(model_dir)
-            .map_err(|e| PipelineError::Setup(format!("{}: {e}", model_dir.display())))?;
+        let hash = model_hash(model_dir).map_err(|source| PipelineError::Io {
+            path: model_dir.join(crate::bake::store::MANIFEST),
+            source,
+        })?;
         let start = StartConfig {
             program: executive_path(&settings.executive.path)?,
             model_dir: model_dir
@@ -344,17 +363,16 @@ impl Pipeline {
     /// Start a stream; returns its id.
     pub fn submit(&mut self, req: GenRequest) -> Result<u32, PipelineError> {
         if req.prompt.is_empty() {
-            return Err(PipelineError::Setup("empty prompt".into()));
+            return Err(PipelineError::EmptyPrompt);
         }
         if req.max_new_tokens == 0 {
             return Err(PipelineError::NothingToGenerate);
         }
         if req.prompt.len() >= self.capacity {
-            return Err(PipelineError::Setup(format!(
-                "a prompt of {} tokens does not fit shard_a.kv_capacity = {}",
-                req.prompt.len(),
-                self.capacity
-            )));
+            return Err(PipelineError::PromptTooLong {
+                tokens: req.prompt.len(),
+                capacity: self.capacity,
+            });
         }
         let id = self.next_stream;
         self.next_stream += 1;
