@@ -1,0 +1,72 @@
+//! The front end's commands: one file per command, the arguments in
+//! `args`, the settings and logging here.
+
+pub mod args;
+pub mod bake;
+pub mod bench;
+pub mod check;
+pub mod generate;
+pub mod model;
+pub mod models;
+pub mod start;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use hybrid_tui::config::{CliLayer, Loaded, Settings, SettingsEnv, parse_override};
+
+use args::Global;
+
+pub fn load_settings(g: &Global, bench: bool) -> Result<Loaded> {
+    let mut overrides = Vec::new();
+    for s in &g.set {
+        overrides.push(parse_override(s)?);
+    }
+    if let Some(d) = &g.device {
+        overrides.push(("shard_a.device".into(), d.clone()));
+    }
+    // bench reads --split itself (lists, ranges, auto).
+    if let (Some(k), false) = (&g.split, bench) {
+        let k: usize = k.parse().map_err(|_| {
+            anyhow::anyhow!("--split {k}: give the number of layers in shard A (0 to L)")
+        })?;
+        overrides.push(("split.layers".into(), k.to_string()));
+    }
+    if let Some(m) = &g.model {
+        overrides.push(("model.source".into(), m.clone()));
+    }
+    let cli = CliLayer {
+        profile: g.profile.clone(),
+        config_file: g.config.clone(),
+        overrides,
+    };
+    Ok(Settings::load(&cli, &SettingsEnv::from_process())?)
+}
+
+/// Log to a file, never to the terminal the app owns.
+pub fn init_logging(settings: &Settings) {
+    let path = if settings.log.file.is_empty() {
+        hybrid_tui::paths::state_dir().map(|d| d.join("hybrid-tui.log"))
+    } else {
+        Some(PathBuf::from(&settings.log.file))
+    };
+    let Some(path) = path else { return };
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let Ok(file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+    else {
+        return;
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file))
+        .try_init();
+}
