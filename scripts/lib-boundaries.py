@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The library's boundaries: its modules depend on each other one way only,
-and it reports errors as typed values (no anyhow below the binaries).
+and it reports errors as typed values (no anyhow below the binaries, no
+public function whose error is a String).
 
 Reads every file under src/ (not main.rs, cli/ or bin/: the binaries may
 use everything), takes each reference to another top-level module of the crate
@@ -95,6 +96,26 @@ def anyhow_uses() -> list[str]:
     return out
 
 
+STRING_ERR = re.compile(r"->\s*Result<.*,\s*String>\s*(where\b.*)?$")
+
+
+def string_errors() -> list[str]:
+    """'file:line' of every public function of the library whose error is a String."""
+    out = []
+    for f in sorted(ROOT.rglob("*.rs")):
+        if top_module(f) is None:
+            continue
+        text = f.read_text()
+        for m in re.finditer(r"\bpub fn\b", text):
+            sig = text[m.start():]
+            end = min((i for i in (sig.find("{"), sig.find(";")) if i >= 0), default=len(sig))
+            sig = " ".join(sig[:end].split())
+            if STRING_ERR.search(sig):
+                line = text.count("\n", 0, m.start()) + 1
+                out.append(f"{f.relative_to(ROOT.parent)}:{line}: {sig}")
+    return out
+
+
 def main() -> int:
     g = edges()
     bad = cycles(g)
@@ -116,6 +137,14 @@ def main() -> int:
         status = 1
     else:
         print("lib-boundaries: no anyhow in the library")
+    strings = string_errors()
+    if strings:
+        print("lib-boundaries: FAILED: public functions of the library with String errors (give them an error type):")
+        for u in strings:
+            print(f"  {u}")
+        status = 1
+    else:
+        print("lib-boundaries: no public function of the library returns a String error")
     return status
 
 

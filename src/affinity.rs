@@ -1,8 +1,22 @@
 //! CPU core lists ("0-3,8") and pinning threads to them, so the two shards
 //! can share one CPU without sharing cores.
 
+#[derive(Debug, thiserror::Error)]
+pub enum AffinityError {
+    #[error("'{part}' in '{list}' is not a core or a range: write e.g. \"0-3,8\"")]
+    BadList { part: String, list: String },
+    #[error("core {0} is beyond what the kernel interface takes")]
+    TooHigh(usize),
+    #[error("cannot run on cores {cores:?}: {source} (cores this process may use: {allowed:?})")]
+    Pin {
+        cores: Vec<usize>,
+        source: std::io::Error,
+        allowed: Vec<usize>,
+    },
+}
+
 /// Parse a core list: comma-separated cores and inclusive ranges; "" is no list.
-pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
+pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, AffinityError> {
     let mut out = Vec::new();
     let s = s.trim();
     if s.is_empty() {
@@ -14,7 +28,10 @@ pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
         .max(libc::CPU_SETSIZE as usize);
     for part in s.split(',') {
         let part = part.trim();
-        let bad = || format!("'{part}' in '{s}' is not a core or a range: write e.g. \"0-3,8\"");
+        let bad = || AffinityError::BadList {
+            part: part.to_string(),
+            list: s.to_string(),
+        };
         let (a, b) = match part.split_once('-') {
             Some((a, b)) => (
                 a.trim().parse::<usize>().map_err(|_| bad())?,
@@ -71,7 +88,7 @@ pub fn allowed_cores() -> Vec<usize> {
 
 /// Pin the calling thread (and threads it starts later) to `cores`.
 /// An empty list changes nothing.
-pub fn pin_current_thread(cores: &[usize]) -> Result<(), String> {
+pub fn pin_current_thread(cores: &[usize]) -> Result<(), AffinityError> {
     if cores.is_empty() {
         return Ok(());
     }
@@ -82,18 +99,16 @@ pub fn pin_current_thread(cores: &[usize]) -> Result<(), String> {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         for &c in cores {
             if c >= libc::CPU_SETSIZE as usize {
-                return Err(format!(
-                    "core {c} is beyond what the kernel interface takes"
-                ));
+                return Err(AffinityError::TooHigh(c));
             }
             libc::CPU_SET(c, &mut set);
         }
         if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(format!(
-                "cannot run on cores {cores:?}: {} (cores this process may use: {:?})",
-                std::io::Error::last_os_error(),
-                allowed_cores()
-            ));
+            return Err(AffinityError::Pin {
+                cores: cores.to_vec(),
+                source: std::io::Error::last_os_error(),
+                allowed: allowed_cores(),
+            });
         }
     }
     Ok(())
@@ -108,7 +123,7 @@ mod tests {
         assert_eq!(parse_cpu_list("").unwrap(), Vec::<usize>::new());
         assert_eq!(parse_cpu_list("0-2, 5,1").unwrap(), vec![0, 1, 2, 5]);
         assert!(parse_cpu_list("3-1").is_err());
-        assert!(parse_cpu_list("a").unwrap_err().contains("'a'"));
+        assert!(parse_cpu_list("a").unwrap_err().to_string().contains("'a'"));
         assert!(parse_cpu_list("99999").is_err());
     }
 

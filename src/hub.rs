@@ -16,10 +16,22 @@ use hf_hub::api::Progress;
 use hf_hub::api::sync::{ApiBuilder, ApiError};
 use hf_hub::{Cache, Repo, RepoType};
 
+/// `id` (`org/name[@revision]`, split into its parts) as the Hub allows
+/// it; the error names the rule broken.
+pub fn check_id(id: &str, org: &str, name: &str, revision: &str) -> Result<(), HubError> {
+    check_name(org, "organization")
+        .and_then(|()| check_name(name, "name"))
+        .and_then(|()| check_revision(revision))
+        .map_err(|message| HubError::BadId {
+            id: id.to_string(),
+            message,
+        })
+}
+
 /// A repository's organization or name as the Hub allows it: 1-96 letters,
 /// digits, `-`, `_` and `.`, neither starting nor ending with `-` or `.`,
 /// without `--` or `..`, not ending in `.git`.
-pub fn check_name(part: &str, what: &str) -> Result<(), String> {
+fn check_name(part: &str, what: &str) -> Result<(), String> {
     let why = if part.len() > 96 {
         Some("is longer than 96 characters")
     } else if part.starts_with(['-', '.']) || part.ends_with(['-', '.']) {
@@ -41,7 +53,7 @@ pub fn check_name(part: &str, what: &str) -> Result<(), String> {
 /// `..`, `@{`, spaces, control characters or any of `~^:?*[\`; no empty
 /// part between slashes, none starting with `.` or ending in `.lock`; at
 /// most 255 bytes. (`refs/pr/1` is one.)
-pub fn check_revision(rev: &str) -> Result<(), String> {
+fn check_revision(rev: &str) -> Result<(), String> {
     let why = if rev.len() > 255 {
         Some("is longer than 255 bytes".to_string())
     } else if rev == "@" || rev.contains("..") || rev.contains("@{") {

@@ -415,14 +415,21 @@ fn lists_take_numbers_and_ranges_like_llama_bench() {
     assert!(
         parse_list("--split", "7-4")
             .unwrap_err()
+            .to_string()
             .contains("backwards")
     );
     assert!(
         parse_list("--split", "4-8+0")
             .unwrap_err()
+            .to_string()
             .contains("step of 0")
     );
-    assert!(parse_list("--pp", "a").unwrap_err().contains("'a'"));
+    assert!(
+        parse_list("--pp", "a")
+            .unwrap_err()
+            .to_string()
+            .contains("'a'")
+    );
 }
 
 #[test]

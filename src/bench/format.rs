@@ -1,6 +1,7 @@
 //! The results in the four output formats: a llama-bench style markdown
 //! table, CSV, JSON (the whole record) and JSON lines (one row per line).
 
+use super::BenchError;
 use serde::Serialize;
 
 use super::record::{BenchRecord, Change, Row};
@@ -14,13 +15,15 @@ pub enum Output {
 }
 
 impl Output {
-    pub fn parse(s: &str) -> Result<Output, String> {
+    pub fn parse(s: &str) -> Result<Output, BenchError> {
         match s {
             "md" => Ok(Output::Md),
             "csv" => Ok(Output::Csv),
             "json" => Ok(Output::Json),
             "jsonl" => Ok(Output::Jsonl),
-            _ => Err(format!("--output {s}: choose md, csv, json or jsonl")),
+            _ => Err(BenchError::Plan(format!(
+                "--output {s}: choose md, csv, json or jsonl"
+            ))),
         }
     }
 }
@@ -272,41 +275,43 @@ pub fn flat<'a>(rec: &'a BenchRecord, r: &'a Row) -> FlatRow<'a> {
     }
 }
 
-pub fn csv(rec: &BenchRecord) -> Result<String, String> {
+pub fn csv(rec: &BenchRecord) -> Result<String, BenchError> {
+    let e = |e: &dyn std::fmt::Display| BenchError::Report(e.to_string());
     let mut w = ::csv::Writer::from_writer(Vec::new());
     for r in &rec.rows {
-        w.serialize(flat(rec, r)).map_err(|e| e.to_string())?;
+        w.serialize(flat(rec, r)).map_err(|x| e(&x))?;
     }
     if rec.rows.is_empty() {
         return Ok(String::new());
     }
-    let bytes = w.into_inner().map_err(|e| e.to_string())?;
-    String::from_utf8(bytes).map_err(|e| e.to_string())
+    let bytes = w.into_inner().map_err(|x| e(&x))?;
+    String::from_utf8(bytes).map_err(|x| e(&x))
 }
 
 /// One JSON object per row: the flat fields plus the samples and token
 /// counts as arrays.
-pub fn jsonl(rec: &BenchRecord) -> Result<String, String> {
+pub fn jsonl(rec: &BenchRecord) -> Result<String, BenchError> {
+    let e = |e: serde_json::Error| BenchError::Report(e.to_string());
     let mut out = String::new();
     for r in &rec.rows {
-        let mut v = serde_json::to_value(flat(rec, r)).map_err(|e| e.to_string())?;
+        let mut v = serde_json::to_value(flat(rec, r)).map_err(e)?;
         if let Some(o) = v.as_object_mut() {
             o.insert("samples".into(), serde_json::json!(r.samples));
             o.insert("tokens".into(), serde_json::json!(r.tokens));
         }
-        out.push_str(&serde_json::to_string(&v).map_err(|e| e.to_string())?);
+        out.push_str(&serde_json::to_string(&v).map_err(e)?);
         out.push('\n');
     }
     Ok(out)
 }
 
-pub fn render(rec: &BenchRecord, o: Output) -> Result<String, String> {
+pub fn render(rec: &BenchRecord, o: Output) -> Result<String, BenchError> {
     match o {
         Output::Md => Ok(markdown(rec)),
         Output::Csv => csv(rec),
         Output::Json => serde_json::to_string_pretty(rec)
             .map(|s| s + "\n")
-            .map_err(|e| e.to_string()),
+            .map_err(|e| BenchError::Report(e.to_string())),
         Output::Jsonl => jsonl(rec),
     }
 }

@@ -28,6 +28,12 @@ use record::{AutoReport, BenchRecord, Probe, Role, Row, Stages};
 pub enum BenchError {
     #[error("{0}")]
     Plan(String),
+    /// The saved runs (results file) cannot be read or do not hold the run asked for.
+    #[error("{0}")]
+    Saved(String),
+    /// A report cannot be written in the format asked for.
+    #[error("writing the report: {0}")]
+    Report(String),
     #[error("{0}")]
     Model(String),
     #[error("split k={k}: {message}")]
@@ -95,11 +101,11 @@ pub struct Plan {
 
 /// Parse a llama-bench style list: "1,2,4", "4-12" (every value), "4-12+4"
 /// (a step). `flag` names the option in errors.
-pub fn parse_list(flag: &str, s: &str) -> Result<Vec<usize>, String> {
+pub fn parse_list(flag: &str, s: &str) -> Result<Vec<usize>, BenchError> {
     let bad = |item: &str, why: &str| {
-        format!(
+        BenchError::Plan(format!(
             "{flag} {s}: '{item}' {why} (give numbers like 1,2,4 or ranges like 4-12 or 4-12+2)"
-        )
+        ))
     };
     let num = |item: &str, t: &str| {
         t.trim().parse::<usize>().map_err(|e| match e.kind() {

@@ -2,6 +2,7 @@
 //! (`$XDG_DATA_HOME/hybrid-tui/bench/results.jsonl`, one run per line) and
 //! the comparison of two saved runs.
 
+use super::BenchError;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -434,12 +435,12 @@ pub fn append(path: &Path, rec: &mut BenchRecord) -> std::io::Result<()> {
 }
 
 /// Every run in the results file; a line that does not parse is named and skipped.
-pub fn load(path: &Path) -> Result<(Vec<BenchRecord>, Vec<String>), String> {
+pub fn load(path: &Path) -> Result<(Vec<BenchRecord>, Vec<String>), BenchError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        format!(
+        BenchError::Saved(format!(
             "{}: {e} (no bench results saved yet? run hybrid-tui bench first)",
             path.display()
-        )
+        ))
     })?;
     let mut out = Vec::new();
     let mut skipped = Vec::new();
@@ -456,7 +457,7 @@ pub fn load(path: &Path) -> Result<(Vec<BenchRecord>, Vec<String>), String> {
 }
 
 /// Find a run by id, unique id prefix, "last" or "last~N".
-pub fn find<'a>(runs: &'a [BenchRecord], key: &str) -> Result<&'a BenchRecord, String> {
+pub fn find<'a>(runs: &'a [BenchRecord], key: &str) -> Result<&'a BenchRecord, BenchError> {
     let back = if key == "last" {
         Some(0)
     } else {
@@ -468,26 +469,28 @@ pub fn find<'a>(runs: &'a [BenchRecord], key: &str) -> Result<&'a BenchRecord, S
             .len()
             .checked_sub(n + 1)
             .map(|i| &runs[i])
-            .ok_or_else(|| format!("'{key}': only {} run(s) saved", runs.len()));
+            .ok_or_else(|| {
+                BenchError::Saved(format!("'{key}': only {} run(s) saved", runs.len()))
+            });
     }
     let hits: Vec<&BenchRecord> = runs.iter().filter(|r| r.id.starts_with(key)).collect();
     match hits.as_slice() {
         [one] => Ok(one),
-        [] => Err(format!(
+        [] => Err(BenchError::Saved(format!(
             "no saved run '{key}'; saved: {} (or use last, last~1)",
             runs.iter()
                 .map(|r| r.id.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
-        )),
-        many => Err(format!(
+        ))),
+        many => Err(BenchError::Saved(format!(
             "'{key}' matches {} runs ({}): give more of the id",
             many.len(),
             many.iter()
                 .map(|r| r.id.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
-        )),
+        ))),
     }
 }
 

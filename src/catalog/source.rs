@@ -46,13 +46,7 @@ impl Source {
         else {
             return Ok(Source::Dir(p.to_path_buf()));
         };
-        let bad = |message: String| HubError::BadId {
-            id: s.to_string(),
-            message,
-        };
-        crate::hub::check_name(org, "organization").map_err(bad)?;
-        crate::hub::check_name(name, "name").map_err(bad)?;
-        crate::hub::check_revision(revision).map_err(bad)?;
+        crate::hub::check_id(s, org, name, revision)?;
         Ok(Source::Hub {
             repo: repo.to_string(),
             revision: revision.to_string(),

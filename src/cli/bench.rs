@@ -10,7 +10,7 @@ use super::model::model_for;
 /// The bench plan from the command line.
 pub fn bench_plan(a: &BenchArgs, g: &Global) -> Result<hybrid_tui::bench::Plan> {
     use hybrid_tui::bench::{AutoOptions, Kind, Plan, Splits, Test, parse_list};
-    let list = |flag: &str, v: &str| parse_list(flag, v).map_err(|e| anyhow::anyhow!(e));
+    let list = parse_list;
     let mut tests = Vec::new();
     for n in list("--pp", &a.pp)?.into_iter().filter(|n| *n > 0) {
         tests.push(Test { kind: Kind::Pp, n });
@@ -64,12 +64,12 @@ pub fn cmd_bench(loaded: &Loaded, g: &Global, a: BenchArgs, screen: bool) -> Res
     let results = record::results_file()
         .ok_or_else(|| anyhow::anyhow!("no data directory: set HOME or XDG_DATA_HOME"))?;
     if a.list || a.compare.is_some() {
-        let (runs, skipped) = record::load(&results).map_err(|e| anyhow::anyhow!(e))?;
+        let (runs, skipped) = record::load(&results)?;
         for s in skipped {
             eprintln!("warning: skipped a line that is not a bench run: {s}");
         }
         if let Some(c) = &a.compare {
-            let find = |k: &str| record::find(&runs, k).map_err(|e| anyhow::anyhow!(e));
+            let find = |k: &str| record::find(&runs, k);
             let (ra, rb) = (find(&c[0])?, find(&c[1])?);
             let (rows, notes) = record::compare(ra, rb);
             print!("{}", format::comparison(ra, rb, &rows, &notes));
@@ -94,15 +94,10 @@ pub fn cmd_bench(loaded: &Loaded, g: &Global, a: BenchArgs, screen: bool) -> Res
         }
         return Ok(());
     }
-    let output = a
-        .output
-        .as_deref()
-        .map(Output::parse)
-        .transpose()
-        .map_err(|e| anyhow::anyhow!(e))?;
+    let output = a.output.as_deref().map(Output::parse).transpose()?;
     let plan = bench_plan(&a, g)?;
     let s = &loaded.settings;
-    hybrid_tui::pipeline::configure_cpu_pool(&s.shard_b).map_err(|e| anyhow::anyhow!(e))?;
+    hybrid_tui::pipeline::configure_cpu_pool(&s.shard_b)?;
     let model_dir = model_for(s, a.model.as_deref())?;
     let no_save = a.no_save;
     let path = results.clone();
@@ -166,8 +161,7 @@ pub fn cmd_bench(loaded: &Loaded, g: &Global, a: BenchArgs, screen: bool) -> Res
         let saved = save(&mut rec);
         (rec, saved)
     };
-    let text =
-        format::render(&rec, output.unwrap_or(Output::Md)).map_err(|e| anyhow::anyhow!(e))?;
+    let text = format::render(&rec, output.unwrap_or(Output::Md))?;
     print!("{text}");
     eprintln!("{saved}");
     if !rec.complete {

@@ -42,7 +42,7 @@ pub fn cmd_generate(loaded: &Loaded, a: GenerateArgs) -> Result<()> {
         bail!("--top-p {}: must be in (0, 1]", a.top_p);
     }
     // Before a bake can start rayon's pool with default settings.
-    hybrid_tui::pipeline::configure_cpu_pool(&s.shard_b).map_err(|e| anyhow::anyhow!(e))?;
+    hybrid_tui::pipeline::configure_cpu_pool(&s.shard_b)?;
     let model_dir = model_for(s, a.model.as_deref())?;
     let opts = GenerateOptions {
         model: a.model.as_ref().map(PathBuf::from),

@@ -15,7 +15,7 @@ const FIRST_RUN_TOKENS: usize = 24;
 /// The workbench on the chat screen (stdout is a terminal).
 pub fn cmd_workbench(loaded: &Loaded) -> Result<()> {
     let s = &loaded.settings;
-    hybrid_tui::pipeline::configure_cpu_pool(&s.shard_b).map_err(|e| anyhow::anyhow!(e))?;
+    hybrid_tui::pipeline::configure_cpu_pool(&s.shard_b)?;
     // The model is resolved (fetched, made, baked) while the screen is up.
     Ok(hybrid_tui::tui::run_terminal(s, &loaded.profile)?)
 }
@@ -31,7 +31,7 @@ pub fn cmd_first_run(loaded: &Loaded) -> Result<()> {
         s.shard_a.device,
         s.shard_b.backend
     );
-    hybrid_tui::pipeline::configure_cpu_pool(&s.shard_b).map_err(|e| anyhow::anyhow!(e))?;
+    hybrid_tui::pipeline::configure_cpu_pool(&s.shard_b)?;
     let mut view = CatalogView::new();
     let model = catalog::resolve(&s.model.source, Fallback::Demo, &mut |e| {
         view.show(e, &mut |l| println!("  • {l}"))

@@ -107,6 +107,40 @@ impl Action {
     }
 }
 
+/// A key the notation cannot read.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum NotationError {
+    #[error("empty key '{0}'")]
+    Empty(String),
+    #[error("'{modifier}' in '{key}' is not ctrl, alt or shift")]
+    Modifier { modifier: String, key: String },
+    #[error("'{name}' in '{key}' is not a key name")]
+    Name { name: String, key: String },
+}
+
+/// A `[keys]` setting that cannot be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum KeyError {
+    #[error("keys.{action}: no such action; actions are {actions}")]
+    UnknownAction { action: String, actions: String },
+    #[error("keys.{action}: {source}")]
+    BadKey {
+        action: String,
+        source: NotationError,
+    },
+}
+
+impl KeyError {
+    /// The setting at fault (`keys.<action>`).
+    pub fn key(&self) -> String {
+        match self {
+            KeyError::UnknownAction { action, .. } | KeyError::BadKey { action, .. } => {
+                format!("keys.{action}")
+            }
+        }
+    }
+}
+
 /// A key name of the notation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyName {
@@ -136,7 +170,7 @@ pub struct KeySpec {
 }
 
 impl KeySpec {
-    pub fn parse(s: &str) -> Result<KeySpec, String> {
+    pub fn parse(s: &str) -> Result<KeySpec, NotationError> {
         let lower = s.trim().to_ascii_lowercase();
         let mut parts: Vec<&str> = lower.split('+').collect();
         // "ctrl++" means ctrl and the plus key.
@@ -146,7 +180,7 @@ impl KeySpec {
             parts.push("+");
         }
         let Some(last) = parts.pop() else {
-            return Err(format!("empty key '{s}'"));
+            return Err(NotationError::Empty(s.to_string()));
         };
         let (mut ctrl, mut alt, mut shift) = (false, false, false);
         for m in parts {
@@ -154,7 +188,12 @@ impl KeySpec {
                 "ctrl" | "control" => ctrl = true,
                 "alt" | "meta" => alt = true,
                 "shift" => shift = true,
-                other => return Err(format!("'{other}' in '{s}' is not ctrl, alt or shift")),
+                other => {
+                    return Err(NotationError::Modifier {
+                        modifier: other.to_string(),
+                        key: s.to_string(),
+                    });
+                }
             }
         }
         let name = match last {
@@ -175,7 +214,12 @@ impl KeySpec {
                 KeyName::F(f[1..].parse().unwrap_or(1))
             }
             c if c.chars().count() == 1 => KeyName::Char(c.chars().next().unwrap_or(' ')),
-            other => return Err(format!("'{other}' in '{s}' is not a key name")),
+            other => {
+                return Err(NotationError::Name {
+                    name: other.to_string(),
+                    key: s.to_string(),
+                });
+            }
         };
         Ok(KeySpec {
             name,
@@ -189,14 +233,14 @@ impl KeySpec {
 /// Every action with its key: the default, or the override (action name →
 /// key). An unknown action or a key that does not parse is an error naming
 /// `keys.<action>`.
-pub fn bindings(overrides: &BTreeMap<String, String>) -> Result<Vec<(KeySpec, Action)>, String> {
+pub fn bindings(overrides: &BTreeMap<String, String>) -> Result<Vec<(KeySpec, Action)>, KeyError> {
     for name in overrides.keys() {
         if !Action::ALL.iter().any(|a| a.name() == name) {
             let names: Vec<&str> = Action::ALL.iter().map(|a| a.name()).collect();
-            return Err(format!(
-                "keys.{name}: no such action; actions are {}",
-                names.join(", ")
-            ));
+            return Err(KeyError::UnknownAction {
+                action: name.clone(),
+                actions: names.join(", "),
+            });
         }
     }
     Action::ALL
@@ -208,7 +252,10 @@ pub fn bindings(overrides: &BTreeMap<String, String>) -> Result<Vec<(KeySpec, Ac
                 .unwrap_or(a.default_key());
             KeySpec::parse(spec)
                 .map(|k| (k, a))
-                .map_err(|e| format!("keys.{}: {e}", a.name()))
+                .map_err(|source| KeyError::BadKey {
+                    action: a.name().to_string(),
+                    source,
+                })
         })
         .collect()
 }
@@ -230,6 +277,6 @@ mod tests {
         let b = bindings(&o).unwrap();
         assert!(b.contains(&(KeySpec::parse("f5").unwrap(), Action::Regenerate)));
         o.insert("fly".to_string(), "f6".to_string());
-        assert!(bindings(&o).unwrap_err().contains("keys.fly"));
+        assert!(bindings(&o).unwrap_err().to_string().contains("keys.fly"));
     }
 }

@@ -541,23 +541,23 @@ impl Settings {
                 });
             }
         }
-        if let Err(message) = keys::bindings(&self.keys.map()) {
-            let key = message.split(':').next().unwrap_or("keys").to_string();
+        if let Err(e) = keys::bindings(&self.keys.map()) {
+            let key = e.key();
             return Err(SettingsError::BadValue {
                 origin: origin(&key),
                 key,
-                message,
+                message: e.to_string(),
             });
         }
         for (key, v) in [
             ("shard_a.cpu_cores", &self.shard_a.cpu_cores),
             ("shard_b.cpu_cores", &self.shard_b.cpu_cores),
         ] {
-            if let Err(message) = crate::affinity::parse_cpu_list(v) {
+            if let Err(e) = crate::affinity::parse_cpu_list(v) {
                 return Err(SettingsError::BadValue {
                     origin: origin(key),
                     key: key.into(),
-                    message,
+                    message: e.to_string(),
                 });
             }
         }

@@ -247,7 +247,7 @@ pub struct PmuCounter {
 
 impl PmuCounter {
     /// Open the counter; the error says why not (usually permissions).
-    pub fn open(ev: &PmuEvent) -> Result<PmuCounter, String> {
+    pub(crate) fn open(ev: &PmuEvent) -> Result<PmuCounter, String> {
         use std::os::fd::FromRawFd;
         let mut attr = perf_event_open_sys::bindings::perf_event_attr {
             type_: ev.pmu_type,

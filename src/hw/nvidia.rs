@@ -43,7 +43,7 @@ impl NvidiaReader {
 
     /// Each GPU's energy counter (mJ since the driver loaded; Volta and
     /// newer), or why it cannot be read.
-    pub fn energy_mj(&self) -> Result<Vec<u64>, String> {
+    pub(crate) fn energy_mj(&self) -> Result<Vec<u64>, String> {
         let nvml = self.nvml.as_ref().map_err(|e| e.clone())?;
         let count = nvml.device_count().map_err(|e| format!("NVML: {e}"))?;
         if count == 0 {

@@ -110,7 +110,7 @@ impl ModelSpec {
     }
 
     /// Parse config.json text; the error is a message naming the key.
-    pub fn from_hf_json(text: &str) -> Result<ModelSpec, String> {
+    pub(crate) fn from_hf_json(text: &str) -> Result<ModelSpec, String> {
         let c: HfConfig = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
         let model_type = c.model_type.clone().ok_or("missing key 'model_type'")?;
         let arch = Arch::parse(&model_type).ok_or_else(|| {

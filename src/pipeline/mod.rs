@@ -47,9 +47,11 @@ pub enum PipelineError {
     Split { k: usize, layers: usize },
     #[error("{path}: {message}")]
     Tokenizer { path: PathBuf, message: String },
-    /// shard_b.threads / shard_b.cpu_cores cannot be applied.
-    #[error("{0}")]
-    Cores(String),
+    /// shard_b.cpu_cores cannot be applied to this thread.
+    #[error("shard_b.cpu_cores: {0}")]
+    Cores(#[from] crate::affinity::AffinityError),
+    #[error(transparent)]
+    Pool(#[from] PoolError),
     #[error(transparent)]
     Device(#[from] crate::shard_b::device::DeviceError),
     #[error("{path}: {source}")]
@@ -223,7 +225,16 @@ pub struct Pipeline {
     chunk: usize,
 }
 
-static POOL: OnceLock<Result<(), String>> = OnceLock::new();
+static POOL: OnceLock<Result<(), PoolError>> = OnceLock::new();
+
+/// Why shard B's CPU pool cannot be set up as the settings ask.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PoolError {
+    #[error("shard_b.cpu_cores: {0}")]
+    Cores(String),
+    #[error("shard_b.threads/cpu_cores cannot apply: the CPU thread pool was started before ({0})")]
+    Started(String),
+}
 
 /// Size and pin the CPU backend's thread pool (rayon's global pool, which
 /// burn's Flex backend and gemm use) from `shard_b.threads` and
@@ -231,9 +242,9 @@ static POOL: OnceLock<Result<(), String>> = OnceLock::new();
 /// does): the first call builds the pool for the whole process, later calls
 /// return its result. The thread that runs shard B is pinned by
 /// [`Pipeline::new`], not here (the caller may be a UI thread).
-pub fn configure_cpu_pool(s: &ShardBSettings) -> Result<(), String> {
+pub fn configure_cpu_pool(s: &ShardBSettings) -> Result<(), PoolError> {
     let cores = crate::affinity::parse_cpu_list(&s.cpu_cores)
-        .map_err(|e| format!("shard_b.cpu_cores: {e}"))?;
+        .map_err(|e| PoolError::Cores(e.to_string()))?;
     // Remember the process's cores before any thread is pinned.
     crate::affinity::process_cores();
     let threads = s.threads;
@@ -247,9 +258,7 @@ pub fn configure_cpu_pool(s: &ShardBSettings) -> Result<(), String> {
             })
             .build_global();
         match built {
-            Err(e) if threads > 0 || !cores.is_empty() => Err(format!(
-                "shard_b.threads/cpu_cores cannot apply: the CPU thread pool was started before ({e})"
-            )),
+            Err(e) if threads > 0 || !cores.is_empty() => Err(PoolError::Started(e.to_string())),
             _ => Ok(()),
         }
     })
@@ -277,11 +286,10 @@ impl Pipeline {
             message: e.to_string(),
             path: tok_path.clone(),
         })?;
-        configure_cpu_pool(&settings.shard_b).map_err(PipelineError::Cores)?;
+        configure_cpu_pool(&settings.shard_b)?;
         // This thread runs shard B: it goes on shard B's cores.
-        let cores = crate::affinity::parse_cpu_list(&settings.shard_b.cpu_cores)
-            .map_err(|e| PipelineError::Cores(format!("shard_b.cpu_cores: {e}")))?;
-        crate::affinity::pin_current_thread(&cores).map_err(PipelineError::Cores)?;
+        let cores = crate::affinity::parse_cpu_list(&settings.shard_b.cpu_cores)?;
+        crate::affinity::pin_current_thread(&cores)?;
         let (device, info) = select_device(&settings.shard_b)?;
         let wdt = WeightDtype::parse(&settings.shard_b.weights_dtype).unwrap_or(WeightDtype::F32);
         let shard_b = ShardB::load(&model, split, device, info, wdt)?;

@@ -4,7 +4,7 @@
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 pub use crate::config::keys::Action;
-use crate::config::keys::{self, KeyName, KeySpec};
+use crate::config::keys::{self, KeyError, KeyName, KeySpec, NotationError};
 
 /// A key with modifiers as the terminal reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +46,7 @@ impl From<KeySpec> for Key {
 }
 
 impl Key {
-    pub fn parse(s: &str) -> Result<Key, String> {
+    pub fn parse(s: &str) -> Result<Key, NotationError> {
         KeySpec::parse(s).map(Key::from)
     }
 
@@ -90,7 +90,7 @@ pub struct Keymap {
 impl Keymap {
     /// Defaults overridden by `overrides` (action name → key), checked by
     /// the settings ([`keys::bindings`]).
-    pub fn new(overrides: &std::collections::BTreeMap<String, String>) -> Result<Keymap, String> {
+    pub fn new(overrides: &std::collections::BTreeMap<String, String>) -> Result<Keymap, KeyError> {
         let mut bindings: Vec<(Key, Action)> = keys::bindings(overrides)?
             .into_iter()
             .map(|(k, a)| (Key::from(k), a))
@@ -142,6 +142,11 @@ mod tests {
             Some(Action::Regenerate)
         );
         o.insert("fly".to_string(), "f6".to_string());
-        assert!(Keymap::new(&o).unwrap_err().contains("keys.fly"));
+        assert!(
+            Keymap::new(&o)
+                .unwrap_err()
+                .to_string()
+                .contains("keys.fly")
+        );
     }
 }

@@ -32,8 +32,8 @@ use app::{App, AppEvent, Screen};
 #[derive(Debug, thiserror::Error)]
 pub enum TuiError {
     /// A `[keys]` binding (the settings check these first).
-    #[error("{0}")]
-    Keys(String),
+    #[error(transparent)]
+    Keys(#[from] crate::config::keys::KeyError),
     #[error("the terminal: {0}")]
     Terminal(#[from] std::io::Error),
     #[error("drawing: {0}")]
@@ -154,7 +154,7 @@ struct EngineSlot {
 pub fn run_terminal(settings: &Settings, profile: &str) -> Result<(), TuiError> {
     let (tx, mut rx) = unbounded_channel();
     init_logging(settings, tx.clone());
-    let keymap = keymap::Keymap::new(&settings.keys.map()).map_err(TuiError::Keys)?;
+    let keymap = keymap::Keymap::new(&settings.keys.map())?;
     let slot: Arc<Mutex<EngineSlot>> = Arc::default();
     let commands: Box<dyn FnMut(crate::engine::Command) + Send> = {
         let slot = slot.clone();
@@ -254,7 +254,7 @@ fn resolve_and_start(
 pub fn run_check_screen(settings: &Settings, profile: &str, root: Root) -> Result<(), TuiError> {
     let (tx, mut rx) = unbounded_channel();
     init_logging(settings, tx.clone());
-    let keymap = keymap::Keymap::new(&settings.keys.map()).map_err(TuiError::Keys)?;
+    let keymap = keymap::Keymap::new(&settings.keys.map())?;
     let mut app = App::new(profile, "none", keymap, Box::new(|_| {}));
     app.check_only = true;
     app.state = crate::supervisor::ExecState::Stopped;
@@ -380,7 +380,7 @@ pub fn run_bench_screen(
 ) -> Result<Option<(crate::bench::record::BenchRecord, String)>, TuiError> {
     let (tx, mut rx) = unbounded_channel();
     init_logging(settings, tx.clone());
-    let keymap = keymap::Keymap::new(&settings.keys.map()).map_err(TuiError::Keys)?;
+    let keymap = keymap::Keymap::new(&settings.keys.map())?;
     let label = model_dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
