@@ -20,6 +20,7 @@ pub mod executive;
 pub mod generate;
 pub mod hub;
 pub mod hw;
+pub mod logging;
 pub mod model;
 pub mod paths;
 pub mod pipeline;

@@ -10,8 +10,6 @@ pub mod model;
 pub mod models;
 pub mod start;
 
-use std::path::PathBuf;
-
 use anyhow::Result;
 
 use hybrid_tui::config::{CliLayer, Loaded, Settings, SettingsEnv, parse_override};
@@ -46,27 +44,5 @@ pub fn load_settings(g: &Global, bench: bool) -> Result<Loaded> {
 
 /// Log to a file, never to the terminal the app owns.
 pub fn init_logging(settings: &Settings) {
-    let path = if settings.log.file.is_empty() {
-        hybrid_tui::paths::state_dir().map(|d| d.join("hybrid-tui.log"))
-    } else {
-        Some(PathBuf::from(&settings.log.file))
-    };
-    let Some(path) = path else { return };
-    if let Some(dir) = path.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    let Ok(file) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-    else {
-        return;
-    };
-    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log.level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false)
-        .with_writer(std::sync::Mutex::new(file))
-        .try_init();
+    hybrid_tui::logging::init(settings, None);
 }

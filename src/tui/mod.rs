@@ -85,59 +85,12 @@ where
     }
 }
 
-/// tracing output to the log file and, line by line, to the app's log pane.
-#[derive(Clone)]
-struct LogTee {
-    file: Option<Arc<Mutex<std::fs::File>>>,
-    tx: UnboundedSender<AppEvent>,
-}
-
-impl Write for LogTee {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Some(f) = &self.file
-            && let Ok(mut f) = f.lock()
-        {
-            let _ = f.write_all(buf);
-        }
-        for line in String::from_utf8_lossy(buf).lines() {
-            if !line.trim().is_empty() {
-                let _ = self.tx.send(AppEvent::Log(line.to_string()));
-            }
-        }
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
+/// The log file and, line by line, the app's log pane.
 fn init_logging(settings: &Settings, tx: UnboundedSender<AppEvent>) {
-    let path = if settings.log.file.is_empty() {
-        crate::paths::state_dir().map(|d| d.join("hybrid-tui.log"))
-    } else {
-        Some(PathBuf::from(&settings.log.file))
-    };
-    let file = path.and_then(|p| {
-        if let Some(d) = p.parent() {
-            let _ = std::fs::create_dir_all(d);
-        }
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
-            .ok()
+    let pane: crate::logging::LineSink = Arc::new(move |line: &str| {
+        let _ = tx.send(AppEvent::Log(line.to_string()));
     });
-    let tee = LogTee {
-        file: file.map(|f| Arc::new(Mutex::new(f))),
-        tx,
-    };
-    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log.level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false)
-        .with_writer(move || tee.clone())
-        .try_init();
+    crate::logging::init(settings, Some(pane));
 }
 
 /// The engine, once the model thread has started it; `closed` once the
