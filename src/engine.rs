@@ -15,13 +15,25 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::config::Settings;
+use crate::model::chat::Message;
+use crate::pipeline::prompt::Prompter;
 use crate::pipeline::{Event, GenRequest, Pipeline};
+use crate::shard_b::sampling::{SamplingParams, StopCriteria};
 
 pub enum Command {
     /// Start a stream; `tag` comes back in [`EngineEvent::Submitted`].
     Submit {
         tag: u64,
         req: Box<GenRequest>,
+    },
+    /// Answer a conversation: the engine renders it with the model's chat
+    /// template, tokenizes it and starts a stream that stops at the model's
+    /// end tokens (`Submitted`, or `Rejected` with the reason).
+    Chat {
+        tag: u64,
+        messages: Vec<Message>,
+        max_new_tokens: usize,
+        sampling: SamplingParams,
     },
     /// Stop a stream (its report says "cancelled").
     Cancel {
@@ -118,6 +130,15 @@ fn run(settings: Settings, model_dir: PathBuf, rx: Receiver<Command>, sink: impl
             return;
         }
     };
+    let prompter = match Prompter::new(&model_dir, &p.model, p.tokenizer.clone()) {
+        Ok(x) => x,
+        Err(e) => {
+            sink(EngineEvent::Failed(format!("the chat template: {e}")));
+            p.shutdown();
+            sink(EngineEvent::Stopped);
+            return;
+        }
+    };
     let spec = p.shard_b.spec.clone();
     sink(EngineEvent::Ready(Box::new(EngineInfo {
         model_dir: model_dir.clone(),
@@ -153,6 +174,30 @@ fn run(settings: Settings, model_dir: PathBuf, rx: Receiver<Command>, sink: impl
                     message: e.to_string(),
                 }),
             },
+            Some(Command::Chat {
+                tag,
+                messages,
+                max_new_tokens,
+                sampling,
+            }) => {
+                let req = prompter.chat_ids(&messages).map(|prompt| GenRequest {
+                    prompt,
+                    max_new_tokens,
+                    sampling,
+                    stop: StopCriteria {
+                        eos: prompter.eos_ids.clone(),
+                        ..Default::default()
+                    },
+                    record_logits: false,
+                });
+                let submitted = req
+                    .map_err(|e| format!("cannot build the prompt: {e}"))
+                    .and_then(|r| p.submit(r).map_err(|e| e.to_string()));
+                sink(match submitted {
+                    Ok(stream) => EngineEvent::Submitted { tag, stream },
+                    Err(message) => EngineEvent::Rejected { tag, message },
+                });
+            }
             Some(Command::Cancel { stream }) => {
                 p.cancel(stream, &mut |e| sink(EngineEvent::Pipeline(e)))
             }

@@ -73,17 +73,6 @@ impl Prompter {
         })
     }
 
-    /// Open the baked model's manifest and tokenizer.
-    pub fn load(dir: &Path) -> Result<Prompter, PromptError> {
-        let model = BakedModel::open(dir)?;
-        let path = dir.join("tokenizer.json");
-        let tokenizer = Tokenizer::from_file(&path).map_err(|e| PromptError::Tokenizer {
-            message: e.to_string(),
-            path,
-        })?;
-        Prompter::new(dir, &model, tokenizer)
-    }
-
     pub fn has_template(&self) -> bool {
         self.template.is_some()
     }

@@ -15,10 +15,9 @@ use crate::engine::{Command, EngineEvent, EngineInfo};
 use crate::hw::checks::Report;
 use crate::hw::sampler::{Pids, Snapshot};
 use crate::model::chat::Message;
-use crate::pipeline::prompt::Prompter;
-use crate::pipeline::{Event, Finish, GenRequest, StageSample, StreamReport};
+use crate::pipeline::{Event, Finish, StageSample, StreamReport};
 use crate::ring::{RingStats, Segment};
-use crate::shard_b::sampling::{SamplingParams, StopCriteria};
+use crate::shard_b::sampling::SamplingParams;
 use crate::supervisor::{ExecState, SupervisorEvent};
 
 /// Everything that reaches the app loop.
@@ -173,7 +172,7 @@ pub struct App {
     pub notice: Option<String>,
     pub quit: bool,
     pub keymap: Keymap,
-    prompter: Option<Prompter>,
+
     commands: Box<dyn FnMut(Command) + Send>,
     pub sampling: SamplingParams,
     pub max_new_tokens: usize,
@@ -223,7 +222,6 @@ impl App {
             notice: None,
             quit: false,
             keymap,
-            prompter: None,
             commands,
             sampling: SamplingParams {
                 temperature: 0.7,
@@ -507,7 +505,7 @@ impl App {
         if text.is_empty() || self.active.is_some() {
             return;
         }
-        if self.prompter.is_none() {
+        if self.info.is_none() {
             self.notice = Some("the model is not ready yet".into());
             return;
         }
@@ -523,25 +521,20 @@ impl App {
     }
 
     fn start_answer(&mut self) {
-        let Some(p) = &self.prompter else { return };
-        let mut conv = Vec::new();
+        if self.info.is_none() {
+            return;
+        }
+        let mut messages = Vec::new();
         if !self.system_prompt.trim().is_empty() {
-            conv.push(Message::new("system", &self.system_prompt));
+            messages.push(Message::new("system", &self.system_prompt));
         }
         for m in &self.messages {
             match m.role {
-                Role::User => conv.push(Message::new("user", &m.text)),
-                Role::Assistant => conv.push(Message::new("assistant", &m.text)),
+                Role::User => messages.push(Message::new("user", &m.text)),
+                Role::Assistant => messages.push(Message::new("assistant", &m.text)),
                 Role::Info => {}
             }
         }
-        let ids = match p.chat_ids(&conv) {
-            Ok(ids) => ids,
-            Err(e) => {
-                self.info(format!("cannot build the prompt: {e}"));
-                return;
-            }
-        };
         let tag = self.next_tag;
         self.next_tag += 1;
         self.messages.push(ChatMessage {
@@ -558,22 +551,15 @@ impl App {
         self.speed.live_tokens = 0;
         self.speed.live_since = None;
         self.speed.live_tok_s = 0.0;
-        let req = GenRequest {
-            prompt: ids,
+        // The engine renders the conversation with the model's template.
+        (self.commands)(Command::Chat {
+            tag,
+            messages,
             max_new_tokens: self.max_new_tokens,
             sampling: SamplingParams {
                 seed: tag,
                 ..self.sampling.clone()
             },
-            stop: StopCriteria {
-                eos: p.eos_ids.clone(),
-                ..Default::default()
-            },
-            record_logits: false,
-        };
-        (self.commands)(Command::Submit {
-            tag,
-            req: Box::new(req),
         });
     }
 
@@ -620,10 +606,6 @@ impl App {
     fn on_engine(&mut self, e: EngineEvent) {
         match e {
             EngineEvent::Ready(info) => {
-                match Prompter::load(&info.model_dir) {
-                    Ok(p) => self.prompter = Some(p),
-                    Err(e) => self.failure = Some(format!("loading the tokenizer: {e}")),
-                }
                 self.info = Some(*info);
                 self.state = ExecState::Ready;
             }
