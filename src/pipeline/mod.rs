@@ -12,27 +12,30 @@
 //! and every live stream is prefilled again from position 0; shard B skips
 //! the rows it already holds, so the conversation continues where it was.
 
+mod events;
+mod pool;
 pub mod prompt;
+mod restart;
 pub mod text;
+
+pub use events::{Event, Finish, StageSample, StreamMetrics, StreamReport};
+pub use pool::{PoolError, configure_cpu_pool};
+use restart::start_again;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use tokenizers::Tokenizer;
 
 use crate::bake::store::BakedModel;
-use crate::config::{Settings, ShardBSettings};
+use crate::config::Settings;
 use crate::ring::wait::mono_ns;
 use crate::ring::{SegmentSpec, SlotHeader, dtype, flags, kind};
-use crate::shard_b::sampling::{Sampler, SamplingParams, StopCriteria, StopReason};
+use crate::shard_b::sampling::{Sampler, SamplingParams, StopCriteria};
 use crate::shard_b::{HiddenDtype, ShardB, ShardBError, WeightDtype, select_device};
 use crate::supervisor::protocol::model_hash;
-use crate::supervisor::{
-    ExecState, Executive, StartConfig, SupervisorError, SupervisorEvent, executive_path,
-};
+use crate::supervisor::{Executive, StartConfig, SupervisorError, SupervisorEvent, executive_path};
 use text::TextStream;
 
 #[derive(Debug, thiserror::Error)]
@@ -86,107 +89,6 @@ pub struct GenRequest {
     pub record_logits: bool,
 }
 
-/// Per-stage timings of one message (one prefill chunk or one decode step).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct StageSample {
-    pub stream: u32,
-    pub tokens: usize,
-    pub prefill: bool,
-    /// From submitting the tokens to the executive starting on them.
-    pub b_to_a_wait_ms: f64,
-    /// Shard A's call, from start to published.
-    pub a_ms: f64,
-    /// From published to shard B starting on it.
-    pub a_to_b_wait_ms: f64,
-    /// Shard B's layers, head and sampling.
-    pub b_ms: f64,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct StreamMetrics {
-    pub prompt_tokens: usize,
-    pub generated: usize,
-    pub ttft_ms: f64,
-    pub prefill_tok_s: f64,
-    pub decode_tok_s: f64,
-    pub total_ms: f64,
-}
-
-/// Why a stream ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Finish {
-    /// One of the model's end-of-sequence tokens.
-    Eos,
-    /// A stop string appeared.
-    StopString,
-    /// The token budget (`max_new_tokens`) is spent.
-    Length,
-    /// The stream filled shard_a.kv_capacity: nothing more fits.
-    Context,
-    /// Stopped on request.
-    Cancelled,
-    /// Failed; the report's `error` says why.
-    Error,
-}
-
-impl Finish {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Finish::Eos => "eos",
-            Finish::StopString => "stop_string",
-            Finish::Length => "length",
-            Finish::Context => "context",
-            Finish::Cancelled => "cancelled",
-            Finish::Error => "error",
-        }
-    }
-}
-
-impl std::fmt::Display for Finish {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Compares with the name `--json` prints.
-impl PartialEq<&str> for Finish {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
-
-impl From<&StopReason> for Finish {
-    fn from(r: &StopReason) -> Finish {
-        match r {
-            StopReason::Eos(_) => Finish::Eos,
-            StopReason::StopString(_) => Finish::StopString,
-            StopReason::Length => Finish::Length,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StreamReport {
-    pub stream: u32,
-    pub tokens: Vec<u32>,
-    pub text: String,
-    pub finish: Finish,
-    pub error: Option<String>,
-    pub metrics: StreamMetrics,
-    /// Logits of every sampled step, when asked for.
-    #[serde(skip)]
-    pub logits: Vec<Vec<f32>>,
-}
-
-#[derive(Debug, Clone)]
-pub enum Event {
-    Supervisor(SupervisorEvent),
-    Token { stream: u32, id: u32, text: String },
-    Stage(StageSample),
-    Finished(Box<StreamReport>),
-}
-
 struct StreamState {
     req: GenRequest,
     /// Prompt and generated tokens so far.
@@ -223,46 +125,6 @@ pub struct Pipeline {
     finished: Vec<StreamReport>,
     capacity: usize,
     chunk: usize,
-}
-
-static POOL: OnceLock<Result<(), PoolError>> = OnceLock::new();
-
-/// Why shard B's CPU pool cannot be set up as the settings ask.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum PoolError {
-    #[error("shard_b.cpu_cores: {0}")]
-    Cores(String),
-    #[error("shard_b.threads/cpu_cores cannot apply: the CPU thread pool was started before ({0})")]
-    Started(String),
-}
-
-/// Size and pin the CPU backend's thread pool (rayon's global pool, which
-/// burn's Flex backend and gemm use) from `shard_b.threads` and
-/// `shard_b.cpu_cores`. Call it before anything else uses rayon (a bake
-/// does): the first call builds the pool for the whole process, later calls
-/// return its result. The thread that runs shard B is pinned by
-/// [`Pipeline::new`], not here (the caller may be a UI thread).
-pub fn configure_cpu_pool(s: &ShardBSettings) -> Result<(), PoolError> {
-    let cores = crate::affinity::parse_cpu_list(&s.cpu_cores)
-        .map_err(|e| PoolError::Cores(e.to_string()))?;
-    // Remember the process's cores before any thread is pinned.
-    crate::affinity::process_cores();
-    let threads = s.threads;
-    POOL.get_or_init(|| {
-        let n = if threads > 0 { threads } else { cores.len() };
-        let c = cores.clone();
-        let built = rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .start_handler(move |_| {
-                let _ = crate::affinity::pin_current_thread(&c);
-            })
-            .build_global();
-        match built {
-            Err(e) if threads > 0 || !cores.is_empty() => Err(PoolError::Started(e.to_string())),
-            _ => Ok(()),
-        }
-    })
-    .clone()
 }
 
 impl Pipeline {
@@ -772,60 +634,6 @@ impl Pipeline {
     pub fn shutdown(mut self) {
         if let Some(x) = self.exec.take() {
             x.shutdown();
-        }
-    }
-}
-
-/// Start a new executive after `last` went wrong, with backoff (250 ms
-/// doubling up to 4 s), counting each try in `restarts`; gives up once
-/// `max` restarts are spent.
-fn start_again(
-    start: &StartConfig,
-    max: u32,
-    restarts: &mut u32,
-    last: String,
-    sink: &mut dyn FnMut(Event),
-) -> Result<Executive, PipelineError> {
-    let mut last = last;
-    loop {
-        *restarts += 1;
-        if *restarts > max {
-            sink(Event::Supervisor(SupervisorEvent::State {
-                state: ExecState::Failed,
-            }));
-            sink(Event::Supervisor(SupervisorEvent::Failed {
-                message: format!("gave up after {} restarts: {last}", *restarts - 1),
-            }));
-            return Err(PipelineError::GaveUp {
-                restarts: *restarts - 1,
-                max,
-                last,
-            });
-        }
-        let backoff = Duration::from_millis(250u64 << (*restarts - 1).min(4));
-        sink(Event::Supervisor(SupervisorEvent::State {
-            state: ExecState::Restarting,
-        }));
-        sink(Event::Supervisor(SupervisorEvent::Restarting {
-            attempt: *restarts,
-            backoff_ms: backoff.as_millis() as u64,
-        }));
-        std::thread::sleep(backoff);
-        if crate::supervisor::interrupted() {
-            return Err(PipelineError::Supervisor(SupervisorError::Interrupted));
-        }
-        match Executive::start(start, &mut |e| sink(Event::Supervisor(e))) {
-            Ok(x) => return Ok(x),
-            Err(SupervisorError::Interrupted) => {
-                return Err(PipelineError::Supervisor(SupervisorError::Interrupted));
-            }
-            Err(e) => {
-                last = e.to_string();
-                sink(Event::Supervisor(SupervisorEvent::Lost {
-                    reason: last.clone(),
-                    stderr_tail: Vec::new(),
-                }));
-            }
         }
     }
 }
