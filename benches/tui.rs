@@ -1,7 +1,7 @@
 //! The workbench's cost: frame time and CPU use.
 //!
 //! `cargo bench --bench tui` (or the test-profile build of it):
-//! 1. frame time: `ui::render` of a full screen (110×32 and 200×60) with a
+//! 1. frame time: `view::render` of a full screen (110×32 and 200×60) with a
 //!    long conversation and every pane filled, 2000 frames each;
 //! 2. idle: the real loop with the real engine (tiny test model) and the
 //!    telemetry sampler, no input, for HYBRID_BENCH_IDLE_S seconds (default
@@ -24,7 +24,7 @@ use hybrid_tui::pipeline::Event;
 use hybrid_tui::shard_b::sampling::SamplingParams;
 use hybrid_tui::tui::app::{App, AppEvent, ChatMessage, Role};
 use hybrid_tui::tui::keymap::Keymap;
-use hybrid_tui::tui::{run_loop, ui};
+use hybrid_tui::tui::{run_loop, view};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 
@@ -90,7 +90,7 @@ fn frames() {
         let mut times = Vec::new();
         for _ in 0..2000 {
             let t = Instant::now();
-            term.draw(|f| ui::render(f, &a)).expect("draw");
+            term.draw(|f| view::render(f, &a)).expect("draw");
             times.push(t.elapsed().as_secs_f64() * 1e3);
         }
         println!(

@@ -228,7 +228,7 @@ impl Harness {
         }
         self.app.on_event(AppEvent::Tick);
         self.term
-            .draw(|f| hybrid_tui::tui::ui::render(f, &self.app))
+            .draw(|f| hybrid_tui::tui::view::render(f, &self.app))
             .unwrap();
     }
 
@@ -427,7 +427,8 @@ fn check_screen_snapshot() {
     app.open_check();
     app.on_event(AppEvent::Check(Box::new(report)));
     let mut term = Terminal::new(TestBackend::new(110, 32)).unwrap();
-    term.draw(|f| hybrid_tui::tui::ui::render(f, &app)).unwrap();
+    term.draw(|f| hybrid_tui::tui::view::render(f, &app))
+        .unwrap();
     let text = masked(&screen(&term));
     assert!(text.contains("[fail]"), "{text}");
     insta::assert_snapshot!("check_screen", text);
@@ -465,7 +466,8 @@ fn the_download_pane_and_the_model_outcome() {
     }
     assert_eq!(app.downloads.len(), 3, "one row per file");
     let mut term = Terminal::new(TestBackend::new(110, 32)).unwrap();
-    term.draw(|f| hybrid_tui::tui::ui::render(f, &app)).unwrap();
+    term.draw(|f| hybrid_tui::tui::view::render(f, &app))
+        .unwrap();
     let text = screen(&term);
     assert!(
         text.contains("downloading Qwen/Qwen2.5-0.5B-Instruct · 500.0/995.1 MB"),
@@ -480,7 +482,8 @@ fn the_download_pane_and_the_model_outcome() {
         demo: true,
     }));
     assert!(app.downloads.is_empty());
-    term.draw(|f| hybrid_tui::tui::ui::render(f, &app)).unwrap();
+    term.draw(|f| hybrid_tui::tui::view::render(f, &app))
+        .unwrap();
     let text = screen(&term);
     assert!(!text.contains("downloading"), "{text}");
     assert!(
@@ -498,7 +501,8 @@ fn the_download_pane_and_the_model_outcome() {
         notes: vec![],
         demo: false,
     }));
-    term.draw(|f| hybrid_tui::tui::ui::render(f, &app)).unwrap();
+    term.draw(|f| hybrid_tui::tui::view::render(f, &app))
+        .unwrap();
     assert!(app.failure.is_some());
 }
 
@@ -641,7 +645,8 @@ fn bench_screen_mid_run_snapshot() {
     add_ratios(&mut want, 16);
     assert_eq!(app.bench.rows, want, "the view keeps ratios current");
     let mut term = Terminal::new(TestBackend::new(120, 40)).unwrap();
-    term.draw(|f| hybrid_tui::tui::ui::render(f, &app)).unwrap();
+    term.draw(|f| hybrid_tui::tui::view::render(f, &app))
+        .unwrap();
     let text = screen(&term);
     assert!(text.contains("run 3/40"), "{text}");
     assert!(

@@ -2,15 +2,17 @@
 //!
 //! One loop (`run_loop`) over one event type: terminal input (crossterm's
 //! async stream), engine events, telemetry samples, log lines and a frame
-//! tick. Each round draws once from the state (`ui::render` only reads),
+//! tick. Each round draws once from the state (`view::render` only reads),
 //! then takes the next event and every other one already queued. The loop
 //! is generic over the backend and the input stream, so tests drive the
 //! real loop with scripted keys on a `TestBackend`.
 
-pub mod app;
-pub mod bench;
 pub mod keymap;
-pub mod ui;
+pub mod state;
+pub mod view;
+
+/// The app's state (`state::app`), where front ends and tests reach it.
+pub use state::app;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -62,7 +64,7 @@ where
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         terminal
-            .draw(|f| ui::render(f, app))
+            .draw(|f| view::render(f, app))
             .map_err(|e| TuiError::Draw(e.to_string()))?;
         tokio::select! {
             ev = input.next() => match ev {

@@ -1,5 +1,5 @@
 //! The workbench's state and how events change it. Drawing reads it
-//! (`super::ui`), never writes it.
+//! (`tui::view`), never writes it.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -10,7 +10,6 @@ use crossterm::event::{
     Event as TermEvent, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEventKind,
 };
 
-use super::keymap::{Action, Keymap};
 use crate::engine::{Command, EngineEvent, EngineInfo};
 use crate::hw::checks::Report;
 use crate::hw::sampler::{Pids, Snapshot};
@@ -19,6 +18,7 @@ use crate::pipeline::{Event, Finish, StageSample, StreamReport};
 use crate::ring::{RingStats, Segment};
 use crate::shard_b::sampling::SamplingParams;
 use crate::supervisor::{ExecState, SupervisorEvent};
+use crate::tui::keymap::{Action, Keymap};
 
 /// Everything that reaches the app loop.
 #[derive(Debug)]
@@ -162,7 +162,7 @@ pub struct App {
     /// The check whose detail and fix are shown.
     pub check_selected: usize,
     /// The benchmark's state (Screen::Bench).
-    pub bench: super::bench::BenchView,
+    pub bench: super::bench::BenchState,
     run_check: Box<dyn FnMut() + Send>,
     pub cpu_history: VecDeque<u64>,
     pub mem_history: VecDeque<u64>,
@@ -212,7 +212,7 @@ impl App {
             check_running: false,
             check_only: false,
             check_selected: 0,
-            bench: super::bench::BenchView::default(),
+            bench: super::bench::BenchState::default(),
             run_check: Box::new(|| {}),
             cpu_history: VecDeque::new(),
             mem_history: VecDeque::new(),

@@ -11,164 +11,14 @@
 //! └ hints ─────────────────────────────────────────────────────────────────┘
 //! ```
 
-use ratatui::Frame;
-use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::style::{Color, Modifier, Style};
 use ratatui::symbols::Marker;
-use ratatui::text::Line;
-use ratatui::widgets::{
-    Axis, Block, Borders, Cell, Chart, Dataset, Gauge, GraphType, LegendPosition, Paragraph,
-    Row as TRow, Table,
-};
+use ratatui::widgets::{Axis, Cell, Chart, Dataset, GraphType, LegendPosition, Row as TRow, Table};
 
-use super::app::App;
-use crate::bench::record::{AutoReport, BenchRecord, Probe, Role, Row, add_ratios};
-use crate::bench::{BenchEvent, Test};
+use super::*;
+use crate::bench::record::Row;
+use crate::tui::state::bench::BenchState;
 
-/// The run in progress.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CurrentRun {
-    pub k: usize,
-    pub test: Test,
-    pub streams: usize,
-    /// None: a warm-up.
-    pub rep: Option<usize>,
-    pub reps: usize,
-    pub tokens: usize,
-    pub target: usize,
-    pub tok_s: f64,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct BenchView {
-    pub model: String,
-    pub layers: usize,
-    pub shard_a: String,
-    pub shard_b: String,
-    pub runs_total: usize,
-    pub runs_done: usize,
-    /// What happens now, in words.
-    pub phase: String,
-    pub current: Option<CurrentRun>,
-    pub rows: Vec<Row>,
-    pub probes: Vec<Probe>,
-    pub auto: Option<AutoReport>,
-    /// How it ended: where the results went, or why it stopped.
-    pub done: Option<Result<String, String>>,
-}
-
-fn role_name(r: Role) -> &'static str {
-    match r {
-        Role::Hybrid => "hybrid",
-        Role::AOnly => "A only",
-        Role::BOnly => "B only",
-    }
-}
-
-impl BenchView {
-    pub fn on_event(&mut self, ev: BenchEvent) {
-        match ev {
-            BenchEvent::Planned {
-                model,
-                layers,
-                shard_a,
-                shard_b,
-                runs,
-            } => {
-                self.model = model;
-                self.layers = layers;
-                self.shard_a = shard_a;
-                self.shard_b = shard_b;
-                self.runs_total = runs;
-            }
-            BenchEvent::Loading { k, role } => {
-                self.phase = format!(
-                    "loading split k={k} ({}): shard B's weights, shard A's compile",
-                    role_name(role)
-                );
-                self.current = None;
-            }
-            BenchEvent::RunStarted {
-                k,
-                test,
-                streams,
-                rep,
-                reps,
-            } => {
-                self.phase = match rep {
-                    Some(r) => format!(
-                        "k={k} · {} · {streams} stream(s) · rep {}/{reps}",
-                        test.name(),
-                        r + 1
-                    ),
-                    None => format!("k={k} · {} · {streams} stream(s) · warm-up", test.name()),
-                };
-                self.current = Some(CurrentRun {
-                    k,
-                    test,
-                    streams,
-                    rep,
-                    reps,
-                    tokens: 0,
-                    target: streams * test.n,
-                    tok_s: 0.0,
-                });
-            }
-            BenchEvent::Progress {
-                tokens,
-                target,
-                tok_s,
-            } => {
-                if let Some(c) = &mut self.current {
-                    c.tokens = tokens;
-                    c.target = target;
-                    c.tok_s = tok_s;
-                }
-            }
-            BenchEvent::RunDone { tok_s, .. } => {
-                self.runs_done += 1;
-                if let Some(c) = &mut self.current {
-                    c.tokens = c.target;
-                    c.tok_s = tok_s;
-                }
-            }
-            BenchEvent::Probe(p) => {
-                self.phase = format!("auto-split: k={} gave {:.2} t/s", p.k, p.tok_s);
-                self.probes.push(p);
-            }
-            BenchEvent::Auto(a) => self.auto = Some(a),
-            BenchEvent::Row(r) => {
-                self.rows.push(*r);
-                add_ratios(&mut self.rows, self.layers);
-            }
-            BenchEvent::Pipeline(_) => {}
-        }
-    }
-
-    /// The bench ended; `r` is the record and where it was saved, or why
-    /// there is none.
-    pub fn finish(&mut self, r: Result<Box<(BenchRecord, String)>, String>) {
-        self.current = None;
-        self.done = Some(match r {
-            Ok(b) => {
-                let (rec, saved) = *b;
-                self.rows = rec.rows;
-                self.phase = if rec.complete {
-                    "done".into()
-                } else {
-                    format!("stopped: {}", rec.error.unwrap_or_else(|| "stopped".into()))
-                };
-                Ok(saved)
-            }
-            Err(e) => {
-                self.phase = "failed".into();
-                Err(e)
-            }
-        });
-    }
-}
-
-pub fn render(f: &mut Frame, app: &App, area: Rect) {
+pub(super) fn render(f: &mut Frame, app: &App, area: Rect) {
     let b = &app.bench;
     let [title, progress, top, table, charts, hints] = Layout::vertical([
         Constraint::Length(1),
@@ -188,7 +38,7 @@ pub fn render(f: &mut Frame, app: &App, area: Rect) {
         )
     };
     f.render_widget(
-        Paragraph::new(super::ui::clip(&head, title.width as usize))
+        Paragraph::new(clip(&head, title.width as usize))
             .style(Style::default().add_modifier(Modifier::BOLD)),
         title,
     );
@@ -214,8 +64,8 @@ pub fn render(f: &mut Frame, app: &App, area: Rect) {
     ])
     .areas(top);
     current_pane(f, app, cur);
-    super::ui::devices_pane(f, app, dev);
-    super::ui::ring_pane(f, app, ring);
+    devices_pane(f, app, dev);
+    ring_pane(f, app, ring);
     results_table(f, b, table);
     let [by_split, by_streams] =
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(charts);
@@ -254,12 +104,12 @@ pub fn render(f: &mut Frame, app: &App, area: Rect) {
         _ => Style::default().fg(Color::DarkGray),
     };
     f.render_widget(
-        Paragraph::new(super::ui::clip(&hint, hints.width as usize)).style(style),
+        Paragraph::new(clip(&hint, hints.width as usize)).style(style),
         hints,
     );
 }
 
-fn current_pane(f: &mut Frame, app: &App, area: Rect) {
+pub(super) fn current_pane(f: &mut Frame, app: &App, area: Rect) {
     let block = Block::default()
         .borders(Borders::ALL)
         .title(" current run ");
@@ -274,7 +124,7 @@ fn current_pane(f: &mut Frame, app: &App, area: Rect) {
     ])
     .areas(inner);
     let Some(c) = &b.current else {
-        let mut lines = vec![Line::raw(super::ui::clip(&b.phase, inner.width as usize))];
+        let mut lines = vec![Line::raw(clip(&b.phase, inner.width as usize))];
         if !b.probes.is_empty() {
             let p: Vec<String> = b
                 .probes
@@ -297,10 +147,7 @@ fn current_pane(f: &mut Frame, app: &App, area: Rect) {
             None => "warm-up".into(),
         }
     );
-    f.render_widget(
-        Paragraph::new(super::ui::clip(&label, what.width as usize)),
-        what,
-    );
+    f.render_widget(Paragraph::new(clip(&label, what.width as usize)), what);
     f.render_widget(
         Gauge::default()
             .ratio((c.tokens as f64 / c.target.max(1) as f64).clamp(0.0, 1.0))
@@ -323,15 +170,15 @@ fn current_pane(f: &mut Frame, app: &App, area: Rect) {
     }
     f.render_widget(Paragraph::new(lines), rate);
     if let Some(st) = &app.speed.stages {
-        super::ui::stage_bar(f, st, stages);
+        stage_bar(f, st, stages);
     }
 }
 
-fn ratio(v: Option<f64>) -> String {
+pub(super) fn ratio(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.2}×")).unwrap_or_else(|| "–".into())
 }
 
-fn results_table(f: &mut Frame, b: &BenchView, area: Rect) {
+pub(super) fn results_table(f: &mut Frame, b: &BenchState, area: Rect) {
     let block = Block::default()
         .borders(Borders::ALL)
         .title(format!(" results ({} rows) ", b.rows.len()));
@@ -388,7 +235,7 @@ const COLORS: [Color; 6] = [
 ];
 
 /// Series of (x, t/s) points, one per key, x sorted.
-fn series(
+pub(super) fn series(
     rows: &[&Row],
     key: impl Fn(&Row) -> String,
     x: impl Fn(&Row) -> f64,
@@ -408,7 +255,13 @@ fn series(
     out
 }
 
-fn chart(f: &mut Frame, area: Rect, title: &str, xname: &str, data: &[(String, Vec<(f64, f64)>)]) {
+pub(super) fn chart(
+    f: &mut Frame,
+    area: Rect,
+    title: &str,
+    xname: &str,
+    data: &[(String, Vec<(f64, f64)>)],
+) {
     let block = Block::default()
         .borders(Borders::ALL)
         .title(title.to_string());
@@ -470,7 +323,7 @@ fn chart(f: &mut Frame, area: Rect, title: &str, xname: &str, data: &[(String, V
 
 /// The rows a chart draws: decode (tg) rows when there are any, else
 /// prefill (pp) rows, so one chart never mixes scales 10× apart.
-fn chart_rows(b: &BenchView) -> (Vec<&Row>, &'static str) {
+pub(super) fn chart_rows(b: &BenchState) -> (Vec<&Row>, &'static str) {
     let tg: Vec<&Row> = b
         .rows
         .iter()
