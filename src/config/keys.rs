@@ -5,6 +5,17 @@
 
 use std::collections::BTreeMap;
 
+/// Where a key is read: each screen has its own bindings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Context {
+    /// The chat (the workbench's main screen).
+    Chat,
+    /// The hardware check screen (F3, or `hybrid-tui check`).
+    Check,
+    /// The live bench screen.
+    Bench,
+}
+
 /// Everything a key can do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -23,10 +34,18 @@ pub enum Action {
     EditSystem,
     ToggleLog,
     Hardware,
+    /// Check and bench screens: close the screen (back to the chat, or
+    /// quit when it is the only one; stop the bench).
+    Back,
+    /// Check screen: run the check again.
+    Rerun,
+    /// Check screen: select the previous / next check.
+    SelectUp,
+    SelectDown,
 }
 
 impl Action {
-    pub const ALL: [Action; 15] = [
+    pub const ALL: [Action; 19] = [
         Action::Send,
         Action::Newline,
         Action::Stop,
@@ -42,7 +61,24 @@ impl Action {
         Action::Hardware,
         Action::Help,
         Action::Quit,
+        Action::Back,
+        Action::Rerun,
+        Action::SelectUp,
+        Action::SelectDown,
     ];
+
+    /// The screens where the action's key is read.
+    pub fn contexts(self) -> &'static [Context] {
+        match self {
+            Action::Quit => &[Context::Chat, Context::Check, Context::Bench],
+            Action::Hardware | Action::ScrollUp | Action::ScrollDown => {
+                &[Context::Chat, Context::Check]
+            }
+            Action::Back => &[Context::Check, Context::Bench],
+            Action::Rerun | Action::SelectUp | Action::SelectDown => &[Context::Check],
+            _ => &[Context::Chat],
+        }
+    }
 
     /// The settings key under `[keys]`.
     pub fn name(self) -> &'static str {
@@ -62,6 +98,10 @@ impl Action {
             Action::EditSystem => "edit_system",
             Action::ToggleLog => "toggle_log",
             Action::Hardware => "hardware",
+            Action::Back => "back",
+            Action::Rerun => "rerun",
+            Action::SelectUp => "select_up",
+            Action::SelectDown => "select_down",
         }
     }
 
@@ -82,6 +122,10 @@ impl Action {
             Action::EditSystem => "edit the system prompt (Enter saves)",
             Action::ToggleLog => "show / hide the log",
             Action::Hardware => "hardware check and live device use (Esc returns)",
+            Action::Back => "check screen: back to the chat; bench screen: stop the bench (q too)",
+            Action::Rerun => "check screen: check again",
+            Action::SelectUp => "check screen: previous check",
+            Action::SelectDown => "check screen: next check",
         }
     }
 
@@ -103,6 +147,10 @@ impl Action {
             Action::EditSystem => "ctrl+s",
             Action::ToggleLog => "f2",
             Action::Hardware => "f3",
+            Action::Back => "esc",
+            Action::Rerun => "r",
+            Action::SelectUp => "up",
+            Action::SelectDown => "down",
         }
     }
 }

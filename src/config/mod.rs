@@ -63,6 +63,10 @@ pub struct KeySettings {
     pub edit_system: String,
     pub toggle_log: String,
     pub hardware: String,
+    pub back: String,
+    pub rerun: String,
+    pub select_up: String,
+    pub select_down: String,
 }
 
 impl KeySettings {
@@ -98,6 +102,10 @@ impl Default for KeySettings {
             edit_system: k(A::EditSystem),
             toggle_log: k(A::ToggleLog),
             hardware: k(A::Hardware),
+            back: k(A::Back),
+            rerun: k(A::Rerun),
+            select_up: k(A::SelectUp),
+            select_down: k(A::SelectDown),
         }
     }
 }

@@ -3,8 +3,8 @@
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-pub use crate::config::keys::Action;
 use crate::config::keys::{self, KeyError, KeyName, KeySpec, NotationError};
+pub use crate::config::keys::{Action, Context};
 
 /// A key with modifiers as the terminal reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +70,13 @@ impl Key {
         }
         match self.code {
             KeyCode::Char(' ') => s.push_str("Space"),
-            KeyCode::Char(c) => s.push(c.to_ascii_uppercase()),
+            // Ctrl-R as menus write it; a plain key as it is typed.
+            KeyCode::Char(c) if !s.is_empty() => s.push(c.to_ascii_uppercase()),
+            KeyCode::Char(c) => s.push(c),
+            KeyCode::Up => s.push('↑'),
+            KeyCode::Down => s.push('↓'),
+            KeyCode::Left => s.push('←'),
+            KeyCode::Right => s.push('→'),
             KeyCode::F(n) => s.push_str(&format!("F{n}")),
             KeyCode::PageUp => s.push_str("PgUp"),
             KeyCode::PageDown => s.push_str("PgDn"),
@@ -95,6 +101,7 @@ impl Keymap {
             .into_iter()
             .map(|(k, a)| (Key::from(k), a))
             .collect();
+        // Always there: Ctrl-C quits, and q closes the check and bench screens.
         bindings.push((
             Key {
                 code: KeyCode::Char('c'),
@@ -102,13 +109,21 @@ impl Keymap {
             },
             Action::Quit,
         ));
+        bindings.push((
+            Key {
+                code: KeyCode::Char('q'),
+                mods: KeyModifiers::NONE,
+            },
+            Action::Back,
+        ));
         Ok(Keymap { bindings })
     }
 
-    pub fn action(&self, ev: &KeyEvent) -> Option<Action> {
+    /// The action of `ev` on the screen `ctx`.
+    pub fn action(&self, ctx: Context, ev: &KeyEvent) -> Option<Action> {
         self.bindings
             .iter()
-            .find(|(k, _)| k.matches(ev))
+            .find(|(k, a)| a.contexts().contains(&ctx) && k.matches(ev))
             .map(|(_, a)| *a)
     }
 
@@ -138,9 +153,28 @@ mod tests {
         o.insert("regenerate".to_string(), "f5".to_string());
         let m = Keymap::new(&o).unwrap();
         assert_eq!(
-            m.action(&KeyEvent::new(KeyCode::F(5), KeyModifiers::NONE)),
+            m.action(
+                Context::Chat,
+                &KeyEvent::new(KeyCode::F(5), KeyModifiers::NONE)
+            ),
             Some(Action::Regenerate)
         );
+        // Each screen reads its own keys: r re-runs the check only on the
+        // check screen; q types in the chat and closes the other screens.
+        let r = KeyEvent::new(KeyCode::Char('r'), KeyModifiers::NONE);
+        let q = KeyEvent::new(KeyCode::Char('q'), KeyModifiers::NONE);
+        assert_eq!(m.action(Context::Check, &r), Some(Action::Rerun));
+        assert_eq!(m.action(Context::Chat, &r), None);
+        assert_eq!(m.action(Context::Chat, &q), None);
+        assert_eq!(m.action(Context::Check, &q), Some(Action::Back));
+        assert_eq!(m.action(Context::Bench, &q), Some(Action::Back));
+        let mut o2 = std::collections::BTreeMap::new();
+        o2.insert("rerun".to_string(), "f9".to_string());
+        let m2 = Keymap::new(&o2).unwrap();
+        let f9 = KeyEvent::new(KeyCode::F(9), KeyModifiers::NONE);
+        assert_eq!(m2.action(Context::Check, &f9), Some(Action::Rerun));
+        assert_eq!(m2.action(Context::Check, &r), None);
+        assert_eq!(m2.key_for(Action::Rerun), "F9");
         o.insert("fly".to_string(), "f6".to_string());
         assert!(
             Keymap::new(&o)

@@ -18,7 +18,7 @@ use crate::pipeline::{Event, Finish, StageSample, StreamReport};
 use crate::ring::{RingStats, Segment};
 use crate::shard_b::sampling::SamplingParams;
 use crate::supervisor::{ExecState, SupervisorEvent};
-use crate::tui::keymap::{Action, Keymap};
+use crate::tui::keymap::{Action, Context, Keymap};
 
 /// Everything that reaches the app loop.
 #[derive(Debug)]
@@ -358,21 +358,20 @@ impl App {
     }
 
     fn on_check_key(&mut self, k: KeyEvent) {
-        let action = self.keymap.action(&k);
-        match (action, k.code) {
-            (Some(Action::Quit), _) => self.quit = true,
-            (Some(Action::Hardware), _) | (_, KeyCode::Esc) | (_, KeyCode::Char('q')) => {
+        match self.keymap.action(Context::Check, &k) {
+            Some(Action::Quit) => self.quit = true,
+            Some(Action::Hardware | Action::Back) => {
                 if self.check_only {
                     self.quit = true;
                 } else {
                     self.screen = Screen::Chat;
                 }
             }
-            (_, KeyCode::Char('r')) if !self.check_running => self.rerun_check(),
-            (Some(Action::ScrollUp), _) | (_, KeyCode::Up) => {
+            Some(Action::Rerun) if !self.check_running => self.rerun_check(),
+            Some(Action::SelectUp | Action::ScrollUp) => {
                 self.check_selected = self.check_selected.saturating_sub(1)
             }
-            (Some(Action::ScrollDown), _) | (_, KeyCode::Down) => {
+            Some(Action::SelectDown | Action::ScrollDown) => {
                 let last = self
                     .check
                     .as_ref()
@@ -385,9 +384,11 @@ impl App {
 
     fn on_key(&mut self, k: KeyEvent) {
         if self.screen == Screen::Bench {
-            // The bench screen has no input: quit keys stop the bench.
-            let quit = matches!(self.keymap.action(&k), Some(Action::Quit))
-                || matches!(k.code, KeyCode::Esc | KeyCode::Char('q'));
+            // The bench screen has no input: quit and back stop the bench.
+            let quit = matches!(
+                self.keymap.action(Context::Bench, &k),
+                Some(Action::Quit | Action::Back)
+            );
             if quit {
                 self.quit = true;
             }
@@ -406,7 +407,7 @@ impl App {
             self.show_help = true;
             return;
         }
-        match self.keymap.action(&k) {
+        match self.keymap.action(Context::Chat, &k) {
             Some(a) => self.act(a),
             None => match k.code {
                 KeyCode::Char(c)
@@ -427,6 +428,8 @@ impl App {
 
     fn act(&mut self, a: Action) {
         match a {
+            // The check and bench screens' actions (other contexts).
+            Action::Back | Action::Rerun | Action::SelectUp | Action::SelectDown => {}
             Action::Quit => self.quit = true,
             Action::Help => self.show_help = true,
             Action::ToggleLog => self.show_log = !self.show_log,

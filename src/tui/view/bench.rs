@@ -95,7 +95,10 @@ pub(super) fn render(f: &mut Frame, app: &App, area: Rect) {
         &per_streams,
     );
     let hint = match &b.done {
-        None => "q / Esc: stop the bench and quit (finished rows are saved)".to_string(),
+        None => format!(
+            "q / {}: stop the bench and quit (finished rows are saved)",
+            app.keymap.key_for(Action::Back)
+        ),
         Some(Ok(saved)) => format!("{saved} · q: quit (the table is printed on exit)"),
         Some(Err(e)) => format!("failed: {e} · q: quit"),
     };

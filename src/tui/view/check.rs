@@ -130,7 +130,11 @@ pub(super) fn check_screen(f: &mut Frame, app: &App, area: Rect) {
     };
     f.render_widget(
         Paragraph::new(format!(
-            "Esc {back} · ↑/↓ select a check · r check again · {} quit",
+            "{} {back} · {}/{} select a check · {} check again · {} quit",
+            app.keymap.key_for(Action::Back),
+            app.keymap.key_for(Action::SelectUp),
+            app.keymap.key_for(Action::SelectDown),
+            app.keymap.key_for(Action::Rerun),
             app.keymap.key_for(Action::Quit)
         ))
         .style(Style::default().fg(Color::DarkGray)),
