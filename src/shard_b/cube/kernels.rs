@@ -1,0 +1,270 @@
+//! The kernels (CubeCL's `Tensor` is not burn's): matrix-vector for
+//! decode, tiled for prefill, and the embedding-row lookup. The module docs of
+//! `shard_b::cube` describe what they compute and within which limits.
+
+use super::{LANES, ROWS_PER_CUBE, STEP, TILE};
+use cubecl::prelude::*;
+
+/// Four floats, or four words: the widest vector the kernels use.
+pub type V4<T> = Vector<T, Const<4>>;
+
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub fn packed_matvec(
+    x: &Tensor<V4<f32>>,
+    words: &Tensor<V4<u32>>,
+    scales: &Tensor<f32>,
+    shifts: &Tensor<f32>,
+    out: &mut Tensor<f32>,
+    rows: u32,
+    kw4: u32,
+    kx4: u32,
+    group_steps: u32,
+    groups: u32,
+    #[comptime] tokens: usize,
+    #[comptime] bits: u32,
+    #[comptime] rpu: usize,
+    #[comptime] steps: usize,
+    #[comptime] split: usize,
+) {
+    let lanes = comptime!(LANES as usize);
+    // Units `split` apart along y share rows and take every split-th
+    // run of `lanes` vectors along them.
+    let width = comptime!(split * lanes);
+    let per = comptime!((32 / bits) as usize);
+    // Elements in one step (a vector of 4 words), and the activation
+    // vectors they take.
+    let xv_per_step = comptime!(per);
+    let mask = comptime!((1u32 << bits) - 1);
+    let lane = UNIT_POS_X as usize;
+    let cube = (CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) as usize;
+    let part = UNIT_POS_Y as usize % split;
+    let row0 = (cube * (CUBE_DIM_Y as usize / split) + UNIT_POS_Y as usize / split) * rpu;
+    let rows = rows as usize;
+    let kw4 = kw4 as usize;
+    let kx4 = kx4 as usize;
+    let group_steps = group_steps as usize;
+    let groups = groups as usize;
+
+    let mut acc = Array::<f32>::new(comptime!(tokens * rpu));
+    #[unroll]
+    for i in 0..comptime!(tokens * rpu) {
+        acc[i] = 0.0;
+    }
+    let mut wv = Array::<V4<u32>>::new(comptime!(steps * rpu));
+    let mut sc = Array::<f32>::new(rpu);
+    let mut sh = Array::<f32>::new(rpu);
+    let mut xs = Array::<V4<f32>>::new(xv_per_step);
+    let mut i = part * lanes + lane;
+    while i < kw4 {
+        // The rows' words for `steps` steps first (lanes apart), so a
+        // unit has that many loads from memory in flight at once; a
+        // step past the row end reads the last step and is skipped.
+        #[unroll]
+        for s in 0..steps {
+            let iu = min(i + s * width, kw4 - 1);
+            #[unroll]
+            for r in 0..rpu {
+                // Rows past the end read the last row; their sums are dropped.
+                let row = min(row0 + r, rows - 1);
+                wv[s * rpu + r] = words[row * kw4 + iu];
+            }
+        }
+        #[unroll]
+        for s in 0..steps {
+            let iu = i + s * width;
+            if iu < kw4 {
+                let g = iu / group_steps;
+                #[unroll]
+                for r in 0..rpu {
+                    let row = min(row0 + r, rows - 1);
+                    sc[r] = scales[row * groups + g];
+                    sh[r] = shifts[row * groups + g];
+                }
+                #[unroll]
+                for t in 0..tokens {
+                    let base = t * kx4 + iu * xv_per_step;
+                    let mut sum = V4::<f32>::broadcast(0.0);
+                    #[unroll]
+                    for q in 0..xv_per_step {
+                        xs[q] = x[base + q];
+                        sum += xs[q];
+                    }
+                    let total = sum.extract(0usize)
+                        + sum.extract(1usize)
+                        + sum.extract(2usize)
+                        + sum.extract(3usize);
+                    #[unroll]
+                    for r in 0..rpu {
+                        let w = wv[s * rpu + r];
+                        let mut dot = 0.0f32;
+                        #[unroll]
+                        for q in 0..xv_per_step {
+                            #[unroll]
+                            for c in 0..4usize {
+                                let e = comptime!(q * 4 + c);
+                                let word = w.extract(comptime!(e / per));
+                                let u = (word >> comptime!(((e % per) as u32) * bits)) & mask;
+                                dot += f32::cast_from(u) * xs[q].extract(c);
+                            }
+                        }
+                        acc[r * tokens + t] += sc[r] * dot + sh[r] * total;
+                    }
+                }
+            }
+        }
+        i += comptime!(steps * width);
+    }
+
+    // Sum the lanes' partial results: a tree in shared memory.
+    let mut partial =
+        Shared::<[f32]>::new_slice(comptime!((LANES * ROWS_PER_CUBE) as usize * tokens * split));
+    let slots = comptime!(tokens * rpu);
+    let base = UNIT_POS_Y as usize * slots * lanes;
+    #[unroll]
+    for k in 0..slots {
+        partial[base + k * lanes + lane] = acc[k];
+    }
+    sync_cube();
+    #[unroll]
+    for step in 0..comptime!(LANES.trailing_zeros()) {
+        let half = comptime!((LANES >> (step + 1)) as usize);
+        if lane < half {
+            #[unroll]
+            for k in 0..slots {
+                let j = base + k * lanes + lane;
+                partial[j] += partial[j + half];
+            }
+        }
+        sync_cube();
+    }
+    if lane == 0 && part == 0 {
+        #[unroll]
+        for r in 0..rpu {
+            let row = row0 + r;
+            if row < rows {
+                #[unroll]
+                for t in 0..tokens {
+                    let k = (r * tokens + t) * lanes;
+                    let mut v = partial[base + k];
+                    // The other units on these rows (next along y).
+                    #[unroll]
+                    for g in 1..split {
+                        v += partial[base + g * slots * lanes + k];
+                    }
+                    out[t * rows + row] = v;
+                }
+            }
+        }
+    }
+}
+
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub fn packed_matmul_tiled(
+    x: &Tensor<f32>,
+    words: &Tensor<u32>,
+    scales: &Tensor<f32>,
+    shifts: &Tensor<f32>,
+    out: &mut Tensor<f32>,
+    tokens: u32,
+    rows: u32,
+    kw: u32,
+    kx: u32,
+    group_words: u32,
+    groups: u32,
+    #[comptime] bits: u32,
+) {
+    let tile = comptime!(TILE as usize);
+    let step = comptime!(STEP as usize);
+    // Rows of the staged tiles are padded by one to spread shared-memory banks.
+    let pitch = comptime!(STEP as usize + 1);
+    let per = comptime!((32 / bits) as usize);
+    let mask = comptime!((1u32 << bits) - 1);
+    let tx = UNIT_POS_X as usize;
+    let ty = UNIT_POS_Y as usize;
+    let n0 = CUBE_POS_X as usize * tile;
+    let t0 = CUBE_POS_Y as usize * tile;
+    let tokens = tokens as usize;
+    let rows = rows as usize;
+    let kw = kw as usize;
+    let kx = kx as usize;
+    let group_words = group_words as usize;
+    let groups = groups as usize;
+
+    let mut xs = Shared::<[f32]>::new_slice(comptime!((TILE as usize) * (STEP as usize + 1)));
+    let mut ws = Shared::<[f32]>::new_slice(comptime!((TILE as usize) * (STEP as usize + 1)));
+    let unit = ty * tile + tx;
+    let mut acc = 0.0f32;
+    let mut k0 = 0usize;
+    while k0 < kx {
+        // 256 units stage 2 × 512 values: 16 rows × 32 columns each.
+        #[unroll]
+        for half in 0..2usize {
+            let e = unit + half * comptime!((TILE * TILE) as usize);
+            let r = e / step;
+            let c = e % step;
+            let t = t0 + r;
+            let mut xv = 0.0f32;
+            if t < tokens {
+                xv = x[t * kx + k0 + c];
+            }
+            xs[r * pitch + c] = xv;
+            let n = n0 + r;
+            let mut wv = 0.0f32;
+            if n < rows {
+                let k = k0 + c;
+                let wi = k / per;
+                let word = words[n * kw + wi];
+                let u = (word >> (((k % per) as u32) * bits)) & mask;
+                let g = n * groups + wi / group_words;
+                wv = f32::cast_from(u) * scales[g] + shifts[g];
+            }
+            ws[r * pitch + c] = wv;
+        }
+        sync_cube();
+        #[unroll]
+        for c in 0..step {
+            acc += xs[ty * pitch + c] * ws[tx * pitch + c];
+        }
+        sync_cube();
+        k0 += step;
+    }
+    if t0 + ty < tokens && n0 + tx < rows {
+        out[(t0 + ty) * rows + n0 + tx] = acc;
+    }
+}
+
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub fn packed_rows_kernel(
+    ids: &Tensor<u32>,
+    words: &Tensor<u32>,
+    scales: &Tensor<f32>,
+    shifts: &Tensor<f32>,
+    out: &mut Tensor<f32>,
+    n: u32,
+    kw: u32,
+    group_words: u32,
+    groups: u32,
+    #[comptime] bits: u32,
+) {
+    let per = comptime!((32 / bits) as usize);
+    let mask = comptime!((1u32 << bits) - 1);
+    let pos = ((CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) * CUBE_DIM_X + UNIT_POS_X) as usize;
+    let kw = kw as usize;
+    if pos < n as usize * kw {
+        let i = pos / kw;
+        let w = pos % kw;
+        let row = ids[i] as usize;
+        let word = words[row * kw + w];
+        let g = row * (groups as usize) + w / (group_words as usize);
+        let s = scales[g];
+        let z = shifts[g];
+        #[unroll]
+        for j in 0..per {
+            let u = (word >> comptime!(j as u32 * bits)) & mask;
+            out[pos * per + j] = f32::cast_from(u) * s + z;
+        }
+    }
+}

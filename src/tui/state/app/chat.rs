@@ -1,0 +1,237 @@
+//! The conversation: sending a message (the engine renders and tokenizes
+//! it), answers streaming in from the engine, the executive's state and
+//! restarts as the chat shows them, saving an answer.
+
+use super::*;
+
+impl App {
+    pub(super) fn send(&mut self) {
+        let text = self.input.trim().to_string();
+        if text.is_empty() || self.active.is_some() {
+            return;
+        }
+        if self.info.is_none() {
+            self.notice = Some("the model is not ready yet".into());
+            return;
+        }
+        self.history.push(text.clone());
+        self.history_pos = None;
+        self.input.clear();
+        self.messages.push(ChatMessage {
+            role: Role::User,
+            text,
+            note: None,
+        });
+        self.start_answer();
+    }
+
+    pub(super) fn start_answer(&mut self) {
+        if self.info.is_none() {
+            return;
+        }
+        let mut messages = Vec::new();
+        if !self.system_prompt.trim().is_empty() {
+            messages.push(Message::new("system", &self.system_prompt));
+        }
+        for m in &self.messages {
+            match m.role {
+                Role::User => messages.push(Message::new("user", &m.text)),
+                Role::Assistant => messages.push(Message::new("assistant", &m.text)),
+                Role::Info => {}
+            }
+        }
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        self.messages.push(ChatMessage {
+            role: Role::Assistant,
+            text: String::new(),
+            note: Some("…".into()),
+        });
+        self.scroll = 0;
+        self.active = Some(Active {
+            tag,
+            stream: None,
+            msg: self.messages.len() - 1,
+        });
+        self.speed.live_tokens = 0;
+        self.speed.live_since = None;
+        self.speed.live_tok_s = 0.0;
+        // The engine renders the conversation with the model's template.
+        (self.commands)(Command::Chat {
+            tag,
+            messages,
+            max_new_tokens: self.max_new_tokens,
+            sampling: SamplingParams {
+                seed: tag,
+                ..self.sampling.clone()
+            },
+        });
+    }
+
+    pub(super) fn copy_answer(&mut self) {
+        let Some(last) = self
+            .messages
+            .iter()
+            .rev()
+            .find(|m| m.role == Role::Assistant && !m.text.is_empty())
+        else {
+            self.notice = Some("no answer to save yet".into());
+            return;
+        };
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let path = self.answers_dir.join(format!("answer-{secs}.txt"));
+        let r = std::fs::create_dir_all(&self.answers_dir)
+            .and_then(|_| std::fs::write(&path, &last.text));
+        self.notice = Some(match r {
+            Ok(()) => format!("saved the last answer to {}", path.display()),
+            Err(e) => format!("cannot save to {}: {e}", path.display()),
+        });
+    }
+
+    /// A message from the app; during an answer it goes above the answer,
+    /// which keeps streaming at the bottom.
+    pub fn info(&mut self, text: String) {
+        let m = ChatMessage {
+            role: Role::Info,
+            text,
+            note: None,
+        };
+        match &mut self.active {
+            Some(a) if a.msg < self.messages.len() => {
+                self.messages.insert(a.msg, m);
+                a.msg += 1;
+            }
+            _ => self.messages.push(m),
+        }
+    }
+
+    pub(super) fn on_engine(&mut self, e: EngineEvent) {
+        match e {
+            EngineEvent::Ready(info) => {
+                self.info = Some(*info);
+                self.state = ExecState::Ready;
+            }
+            EngineEvent::Submitted { tag, stream } => {
+                if let Some(a) = &mut self.active
+                    && a.tag == tag
+                {
+                    a.stream = Some(stream);
+                }
+            }
+            EngineEvent::Rejected { tag, message } => {
+                if let Some(a) = self.active.filter(|a| a.tag == tag) {
+                    self.active = None;
+                    if a.msg < self.messages.len() {
+                        self.messages.remove(a.msg);
+                    }
+                    self.info(format!("not sent: {message}"));
+                }
+            }
+            EngineEvent::Pipeline(ev) => self.on_pipeline(ev),
+            EngineEvent::Failed(msg) => {
+                self.state = ExecState::Failed;
+                self.failure = Some(msg.clone());
+                self.active = None;
+                self.info(format!("the engine stopped: {msg}"));
+            }
+            EngineEvent::Stopped => self.state = ExecState::Stopped,
+        }
+    }
+
+    pub(super) fn is_active(&self, stream: u32) -> bool {
+        self.active.is_some_and(|a| a.stream == Some(stream))
+    }
+
+    pub(super) fn on_pipeline(&mut self, ev: Event) {
+        match ev {
+            Event::Token { stream, text, .. } if self.is_active(stream) => {
+                self.speed.live_tokens += 1;
+                if self.speed.live_since.is_none() {
+                    self.speed.live_since = Some(Instant::now());
+                }
+                if let Some(m) = self.active.and_then(|a| self.messages.get_mut(a.msg)) {
+                    m.text.push_str(&text);
+                }
+            }
+            Event::Stage(s) => self.speed.stage(&s),
+            Event::Finished(r) if self.is_active(r.stream) => {
+                let m = &r.metrics;
+                let stats = || {
+                    format!(
+                        "{} tokens · {:.1} tok/s · ttft {:.0} ms · prompt {} at {:.0} tok/s",
+                        m.generated, m.decode_tok_s, m.ttft_ms, m.prompt_tokens, m.prefill_tok_s
+                    )
+                };
+                let note = match r.finish {
+                    Finish::Cancelled => format!("stopped · {} tokens", m.generated),
+                    Finish::Error => format!("error: {}", r.error.clone().unwrap_or_default()),
+                    Finish::Context => format!(
+                        "context full: stopped at {} tokens (raise shard_a.kv_capacity) · {}",
+                        m.prompt_tokens + m.generated,
+                        stats()
+                    ),
+                    _ => stats(),
+                };
+                if let Some(m) = self.active.and_then(|a| self.messages.get_mut(a.msg)) {
+                    m.note = Some(note);
+                }
+                if m.decode_tok_s > 0.0 {
+                    push_bounded_f(&mut self.speed.decode, m.decode_tok_s);
+                }
+                self.speed.last = Some(*r);
+                self.active = None;
+            }
+            Event::Supervisor(s) => self.on_supervisor(s),
+            _ => {}
+        }
+    }
+
+    pub(super) fn on_supervisor(&mut self, s: SupervisorEvent) {
+        match s {
+            SupervisorEvent::State { state } => {
+                self.state = state;
+                if state == ExecState::Ready {
+                    self.notice = None;
+                }
+            }
+            SupervisorEvent::Started { segment, pid } => {
+                self.pids.set_executive(Some(pid));
+                match Segment::open(&segment) {
+                    Ok(seg) => {
+                        self.segment = Some(seg);
+                        self.ring = None;
+                    }
+                    Err(e) => self.notice = Some(format!("cannot read the ring stats: {e}")),
+                }
+            }
+            SupervisorEvent::Lost { reason, .. } => {
+                self.pids.set_executive(None);
+                self.segment = None;
+                let then = if self.active.is_some() {
+                    " (the answer continues)"
+                } else {
+                    ""
+                };
+                self.info(format!("{reason}; restarting it{then}"));
+            }
+            SupervisorEvent::Restarting {
+                attempt,
+                backoff_ms,
+            } => {
+                self.notice = Some(format!(
+                    "restarting the executive (attempt {attempt}, in {backoff_ms} ms)"
+                ));
+            }
+            SupervisorEvent::Failed { message } => {
+                self.failure = Some(message.clone());
+                self.info(format!("the executive failed: {message}"));
+            }
+            SupervisorEvent::Ready { .. }
+            | SupervisorEvent::Stats { .. }
+            | SupervisorEvent::StaleSegmentsRemoved { .. } => {}
+        }
+    }
+}
