@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The library's boundaries: its modules depend on each other one way only,
-and it reports errors as typed values (no anyhow below the binaries, no
-public function whose error is a String).
+it reports errors as typed values (no anyhow below the binaries, no
+public function whose error is a String), and its terminal code stays in
+`tui/` (no ratatui, crossterm or indicatif anywhere else in the library).
 
 Reads every file under src/ (not main.rs, cli/ or bin/: the binaries may
 use everything), takes each reference to another top-level module of the crate
@@ -116,6 +117,22 @@ def string_errors() -> list[str]:
     return out
 
 
+TERMINAL = re.compile(r"\b(ratatui|crossterm|indicatif)\b")
+
+
+def terminal_uses() -> list[str]:
+    """'file:line' of every use of a terminal crate in the library outside tui/."""
+    out = []
+    for f in sorted(ROOT.rglob("*.rs")):
+        me = top_module(f)
+        if me is None or me == "tui":
+            continue
+        for n, line in enumerate(f.read_text().splitlines(), 1):
+            if TERMINAL.search(line.split("//", 1)[0]):
+                out.append(f"{f.relative_to(ROOT.parent)}:{n}")
+    return out
+
+
 def main() -> int:
     g = edges()
     bad = cycles(g)
@@ -145,6 +162,14 @@ def main() -> int:
         status = 1
     else:
         print("lib-boundaries: no public function of the library returns a String error")
+    terminal = terminal_uses()
+    if terminal:
+        print("lib-boundaries: FAILED: terminal crates outside tui/ (the engine draws nothing; move it to tui/ or cli/):")
+        for u in terminal:
+            print(f"  {u}")
+        status = 1
+    else:
+        print("lib-boundaries: ratatui, crossterm and indicatif only in tui/ and the binaries")
     return status
 
 

@@ -9,6 +9,18 @@
 //! a range request. Environment, as huggingface_hub reads it: HF_HOME,
 //! HF_HUB_CACHE, HF_ENDPOINT, HF_TOKEN (else `$HF_HOME/token`),
 //! HF_HUB_OFFLINE.
+//!
+//! [`fetch`]: if the cache already holds a complete snapshot for the
+//! revision's ref (config, tokenizer, every shard the index names) it is
+//! returned without a request; under HF_HUB_OFFLINE it stops there with a
+//! "not in the cache" error; otherwise `/api/models/{id}/revision/{rev}`
+//! gives the file list, [`wanted`] keeps what a bake needs, and hf-hub
+//! downloads each (metadata by a `Range: bytes=0-0` GET, the blob into
+//! `blobs/<etag>.part`, appended with `Range: bytes=N-` when resumed,
+//! renamed, symlinked from `snapshots/<commit>/`, `refs/<rev>` written).
+//! ureq's errors become [`HubError`]s: 401/403 gated (accept the terms, set
+//! HF_TOKEN), 404 not found, transport errors (check the network, or set
+//! HF_HUB_OFFLINE), an interrupted body ("run again to resume").
 
 use std::path::{Path, PathBuf};
 

@@ -2,6 +2,10 @@
 //! written from the architectures' definitions (Hugging Face `modeling_*.py`)
 //! and sharing no code with the IR builder or shard B. Tests use it as the
 //! judge. Straightforward loops, f64 accumulation; slow and obviously right.
+//!
+//! The tests run it from the source checkpoint (to judge an f16 bake) or from
+//! the store's dequantized weights (to judge INT4), with its own RoPE and
+//! Llama 3 scaling code and its own attention with the sliding window.
 
 use std::collections::HashMap;
 

@@ -27,6 +27,16 @@
 //! layout, so the first P positions are one contiguous prefix that is
 //! handed to OpenVINO as it is (P = the filled part rounded up to a span,
 //! not the capacity); only the T new entries come back.
+//!
+//! Numerics: with `INFERENCE_PRECISION_HINT=f32` and
+//! `DYNAMIC_QUANTIZATION_GROUP_SIZE=0` shard A matches `reference` within
+//! 1e-4 relative error (max |Δ| / max |ref| over all hidden states) for a
+//! prompt and 8 decode steps, k ∈ {1, L/2, L}, dynamic and static modes,
+//! llama, qwen2 and mistral (tests/shard_a.rs). RMSNorm, rotate-half RoPE
+//! (inv_freq with Llama 3 scaling as a constant), SwiGLU and SDPA (opset13,
+//! explicit mask, KV heads repeated for GQA with Unsqueeze/Broadcast/Reshape)
+//! follow the patterns the CPU plugin fuses. Dynamic mode is the tests' (the
+//! exported-decoder contract); the executive uses resident and static.
 
 use std::fmt::Write as _;
 

@@ -1,4 +1,17 @@
 //! `hybrid-tui bake`: data-free weight compression and the baked store.
+//!
+//! Before anything is written the bake loads `tokenizer.json` with the
+//! `tokenizers` crate and renders the chat template on a one-message
+//! conversation, so a file that would only fail at chat time fails the bake
+//! with its path. Each weight is scanned for NaN/±inf as it is converted; a
+//! tensor holding any is refused ([`BakeError::NonFinite`], name and count)
+//! unless `--allow-non-finite`.
+//!
+//! Bad input never leaves partial output: the bake writes
+//! `.<out>.partial-<pid>/`, removed by a drop guard on any error, and renames
+//! it into place at the end (with `--force` the old directory is removed only
+//! after the new one is complete). The store's layout is in [`store`], the
+//! quantization in [`quant`] and `plan.rs`, shard A's IR in [`ir`].
 
 pub mod ir;
 mod plan;

@@ -2,6 +2,12 @@
 //! NNCF's data-free `compress_weights` decides it (embeddings and lm_head
 //! in the backup unless all layers, and with a ratio below 1 the weights
 //! its sensitivity rule picks).
+//!
+//! Decoder matmuls define the ratio; embeddings and lm_head (the last matmul,
+//! skipped when tied) take the backup (INT8_ASYM per channel) unless
+//! `--all-layers`; with `ratio < 1` the sensitivity is 1 / (INT8_ASYM
+//! max-mean error + eps), ascending, and weights are taken while the primary
+//! share stays below the ratio; INT8 modes compress everything per channel.
 
 use super::*;
 

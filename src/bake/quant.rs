@@ -5,6 +5,24 @@
 //! clipping to the level range; scales are then stored as f16, as NNCF's
 //! OpenVINO backend writes them. The reduction axis is the input dimension of
 //! a `[out, in]` weight, in groups of `group` columns (or the whole row).
+//!
+//! - INT4_SYM: `scale = (|min| >= max ? |min| : -max) / 8` (a signed scale:
+//!   the extreme value maps to -8), `q = clip(round(w / scale), -8, 7)`;
+//! - INT4_ASYM / INT8_ASYM: the range widened to include 0,
+//!   `scale = (max - min) / (levels - 1)`, `zp = clip(-round(min / scale))`,
+//!   `q = clip(round(w / scale + zp))`;
+//! - scales below f32 eps become eps.
+//!
+//! `scripts/nncf-compare` holds this to NNCF: it runs NNCF on an OpenVINO
+//! model built from the same weights (logits listed first so lm_head is
+//! NNCF's "last layer", as in exported decoders) and compares integers, zero
+//! points and scales exactly, over eight option sets across llama, qwen2 and
+//! mistral.
+//!
+//! OpenVINO's CPU plugin computes a decompressed weight as
+//! `(q - zp) * f32(scale_f16)` without rounding the product to f16 (rounding
+//! it in the reference gave 3e-4 error, not rounding agrees well inside
+//! 1e-4), so [`dequantize_parts`] does the same.
 
 use half::f16;
 use rayon::prelude::*;

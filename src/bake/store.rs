@@ -10,6 +10,14 @@
 //!   `name.zp` for asymmetric schemes (U8: packed nibbles for 4-bit, one per
 //!   byte for 8-bit, `[rows * cols/group]` values);
 //! - `f16`/`f32`: `name` itself. Norm weights and biases are always f32.
+//!
+//! `manifest.toml` holds format_version, tool_version, the ModelSpec, the
+//! default split, the quantization options, token ids, the sources' sha256s
+//! and `[tensors."<hf name>"]` (file, scheme, shape, group, errors); beside
+//! it the source's config.json, tokenizer.json, tokenizer_config.json,
+//! generation_config.json and chat_template.jinja. The split point is not
+//! baked in: any k works with the same store. [`Manifest::read`] is the one
+//! reader of manifests.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;

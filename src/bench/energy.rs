@@ -1,6 +1,10 @@
 //! Energy counters for joules per token: the CPU package (RAPL through the
 //! powercap sysfs) and NVIDIA GPUs (NVML's total energy counter). Where
 //! neither can be read the bench says so instead of printing a number.
+//!
+//! RAPL: the top-level `intel-rapl:N` zones named `package-*`, unwrapped with
+//! `max_energy_range_uj`; NVML: `total_energy_consumption` (mJ). Both are
+//! read before and after each run.
 
 use std::path::PathBuf;
 

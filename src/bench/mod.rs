@@ -6,6 +6,30 @@
 //! The runner knows nothing of terminals: it reports [`BenchEvent`]s to a
 //! sink (the live screen, or the headless progress lines) and returns a
 //! [`record::BenchRecord`].
+//!
+//! For each split k of the plan (its list, the configured split, or the
+//! auto-split's winner and L/2; then the baselines k = L and k = 0) the
+//! runner starts a pipeline with `split.layers = k` (a run-time setting, no
+//! re-bake), runs `warmup` + `reps` runs of each test and stream count, and
+//! shuts the pipeline down before the next k. A run submits S streams at once
+//! (greedy, eos ignored, synthetic prompt ids spread over the vocabulary) and
+//! polls the pipeline itself, so a stop flag (the live screen's quit,
+//! SIGINT/SIGTERM) cancels between polls; the rows so far are kept and the
+//! record says it stopped early.
+//!
+//! What a run counts comes from the pipeline's own reports, not the bench's
+//! clock: pp t/s = Σ prompt tokens / max ttft; tg t/s = Σ (generated − 1) /
+//! (max last-token time − min first-token time), both from submission
+//! (`StreamMetrics`); stage times from the slot timestamps are averaged per
+//! run (decode steps for tg, prefill chunks for pp).
+//!
+//! The auto-split is a pattern search over k ∈ [1, L−1] from L/2: probe k ±
+//! step (a fresh pipeline each, one short warm-up, one `tg --auto-tokens` run
+//! at the auto concurrency), move to the better neighbour if it beats the
+//! best so far, else halve the step; stop at step 0 or when the budget is
+//! spent (probes already made are reused). Single-stream decode time is
+//! roughly A(k) + B(k) and multi-stream throughput roughly 1/max(A(k), B(k)),
+//! both unimodal in k, so this finds the peak in O(log L) probes.
 
 pub mod energy;
 pub mod format;

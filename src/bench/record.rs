@@ -1,6 +1,15 @@
 //! What a bench run produced, the machine it ran on, the results file
 //! (`$XDG_DATA_HOME/hybrid-tui/bench/results.jsonl`, one run per line) and
 //! the comparison of two saved runs.
+//!
+//! A record holds the plan, the rows (samples, tokens per rep, mean ± sd,
+//! ttft, stages, J/token, ratios to the half split and both baselines), the
+//! model (parameters from the manifest's shapes, bytes of the weight files),
+//! the machine (CPU, memory, kernel, OpenVINO build and devices from the
+//! probe, burn's version from Cargo.lock via build.rs, shard B's adapter,
+//! NVIDIA GPUs), the settings as JSON and the auto-split's probes. An id
+//! taken twice in a second gets a suffix; `--compare` matches rows by test,
+//! streams and split and lists what differs in machine and settings.
 
 use super::BenchError;
 use std::io::Write;

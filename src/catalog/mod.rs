@@ -18,6 +18,13 @@
 //! progress), which each front end shows its own way. [`locate`] says where
 //! the baked directory is or will be without doing anything (the hardware
 //! check). [`list`] and [`remove`] are `hybrid-tui models`.
+//!
+//! A Hub snapshot is baked as `<org>--<name>--<commit>-<hash>`. The default
+//! `model.source` is `Qwen/Qwen2.5-0.5B-Instruct`; with [`Fallback::Demo`]
+//! (the first run, the workbench, `model.source`) a model that cannot be had
+//! (no network, offline, gated) falls back to the demo model with the
+//! reasons, which the workbench shows in the conversation; an explicit
+//! `--model ID` ([`Fallback::None`]) fails with the Hub's error instead.
 
 pub mod cache;
 pub mod demo;

@@ -17,6 +17,21 @@
 //! [`sampler::Sampler`] turns the live readers into one [`sampler::Snapshot`]
 //! per tick, off the UI thread; [`checks`] turns the static facts into
 //! pass / warn / fail lines with fixes and a recommended profile.
+//!
+//! What each reader reads:
+//!
+//! | device | discovery | live values |
+//! | --- | --- | --- |
+//! | CPU | /proc/cpuinfo (model, threads, cores), /sys/devices/cpu_core + cpu_atom (P/E), cpufreq max | sysinfo: use per core, frequency |
+//! | memory | /proc/meminfo | the same, each tick |
+//! | Intel GPU | /sys/class/drm/cardN/device/uevent (DRIVER i915/xe, PCI_ID, slot); i915 gt_RP0_freq_mhz, xe tile0/gt0/freq0/rp0_freq; xe physical_vram_size_bytes; the i915 PMU (event_source/devices/i915[_slot], rcs0-busy) | our processes' DRM fdinfo (i915 `drm-engine-*` ns, xe `drm-cycles-*` over `drm-total-cycles-*`; clients deduplicated by pdev + client id; only fds linking to /dev/dri are read); the whole GPU from the PMU counter when perf permits; the actual frequency |
+//! | NPU | /sys/class/accel/accelN/device/uevent (DRIVER intel_vpu, PCI_ID → Meteor/Arrow/Lunar/Panther Lake), /dev/accel/accelN access and group, firmware files | npu_busy_time_us over wall time, npu_current_frequency_mhz, npu_memory_utilization |
+//! | NVIDIA | NVML init (libnvidia-ml.so.1 loaded at run time) | utilization, memory, graphics clock, power |
+//! | Vulkan | ICD manifests in the loader's directories; wgpu adapters | — |
+//! | OpenVINO | `hybrid-executive --probe` as a child (a broken runtime cannot take the check down) | — |
+//!
+//! Readers that can only ask the running system (sysinfo's CPU use, NVML,
+//! Vulkan, the perf PMU, the OpenVINO probe) say so under a recorded tree.
 
 pub mod checks;
 pub mod cpu;

@@ -4,6 +4,15 @@
 //! Same arguments and seed → the same bytes: every tensor draws from its own
 //! ChaCha8 stream (seed, tensor index, chunk), independent of thread count,
 //! and the tokenizer is trained deterministically on a bundled text.
+//!
+//! config.json is true to each architecture: GQA and `rope_scaling` llama3
+//! for llama, qkv bias and tied embeddings for qwen2, a 16-token
+//! `sliding_window` for mistral so tests cross it. Weights are bf16 (indexed
+//! shards above `--max-shard-mb`), N(0, 1/fan_in) with norms 1 ± 0.1, so
+//! attention is far from uniform and greedy decoding is not a sea of ties.
+//! The tokenizer is a byte-level BPE trained on `assets/corpus.txt` with each
+//! architecture's special tokens; tokenizer_config.json holds its chat
+//! template and generation_config.json every stop id.
 
 use std::path::{Path, PathBuf};
 

@@ -1,5 +1,13 @@
 //! What the pipeline reports: per-message stage times, tokens, and each
 //! stream's end (its report and why it finished).
+//!
+//! `Token {stream, id, text}` holds text back while it ends in an incomplete
+//! UTF-8 character; `Stage {b_to_a_wait_ms, a_ms, a_to_b_wait_ms, b_ms}` per
+//! message comes from the slot timestamps; `Finished(StreamReport {tokens,
+//! text, finish, metrics {ttft_ms, prefill_tok_s, decode_tok_s}})` ends a
+//! stream with a [`Finish`]: `eos`, `stop_string`, `length` (the request's
+//! budget), `context` (it filled `shard_a.kv_capacity`), `cancelled` or
+//! `error` (with a message). Every `SupervisorEvent` is passed on as well.
 
 use serde::Serialize;
 

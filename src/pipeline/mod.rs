@@ -16,6 +16,7 @@ mod events;
 mod pool;
 pub mod prompt;
 mod restart;
+mod stream;
 pub mod text;
 
 pub use events::{Event, Finish, StageSample, StreamMetrics, StreamReport};
@@ -32,11 +33,11 @@ use crate::bake::store::BakedModel;
 use crate::config::Settings;
 use crate::ring::wait::mono_ns;
 use crate::ring::{SegmentSpec, SlotHeader, dtype, flags, kind};
-use crate::shard_b::sampling::{Sampler, SamplingParams, StopCriteria};
+use crate::shard_b::sampling::{SamplingParams, StopCriteria};
 use crate::shard_b::{HiddenDtype, ShardB, ShardBError, WeightDtype, select_device};
 use crate::supervisor::protocol::model_hash;
 use crate::supervisor::{Executive, StartConfig, SupervisorError, SupervisorEvent, executive_path};
-use text::TextStream;
+use stream::StreamState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -87,26 +88,6 @@ pub struct GenRequest {
     pub stop: StopCriteria,
     /// Keep the logits of every sampled step (tests and comparisons).
     pub record_logits: bool,
-}
-
-struct StreamState {
-    req: GenRequest,
-    /// Prompt and generated tokens so far.
-    tokens: Vec<u32>,
-    /// Next position to send to shard A.
-    a_pos: usize,
-    /// The next message starts the stream over in shard A.
-    fresh: bool,
-    in_flight: bool,
-    request: u64,
-    b: crate::shard_b::Stream,
-    sampler: Sampler,
-    text: TextStream,
-    generated: Vec<u32>,
-    logits: Vec<Vec<f32>>,
-    t_start: Instant,
-    t_first: Option<Instant>,
-    t_last: Instant,
 }
 
 pub struct Pipeline {
@@ -246,28 +227,8 @@ impl Pipeline {
         }
         let id = self.next_stream;
         self.next_stream += 1;
-        let mut sampler = Sampler::new(req.sampling.clone());
-        sampler.observe(&req.prompt);
-        let now = Instant::now();
-        self.streams.insert(
-            id,
-            StreamState {
-                tokens: req.prompt.clone(),
-                a_pos: 0,
-                fresh: true,
-                in_flight: false,
-                request: 0,
-                b: self.shard_b.new_stream(self.capacity),
-                sampler,
-                text: TextStream::new(),
-                generated: Vec::new(),
-                logits: Vec::new(),
-                t_start: now,
-                t_first: None,
-                t_last: now,
-                req,
-            },
-        );
+        let b = self.shard_b.new_stream(self.capacity);
+        self.streams.insert(id, StreamState::new(req, b));
         Ok(id)
     }
 
@@ -281,12 +242,12 @@ impl Pipeline {
     fn report(
         &mut self,
         id: u32,
-        mut st: StreamState,
+        st: StreamState,
         finish: Finish,
         error: Option<String>,
         sink: &mut dyn FnMut(Event),
     ) {
-        let rest = st.text.finish();
+        let (rest, r) = st.into_report(id, finish, error);
         if !rest.is_empty() {
             sink(Event::Token {
                 stream: id,
@@ -294,41 +255,6 @@ impl Pipeline {
                 text: rest,
             });
         }
-        let prompt = st.req.prompt.len();
-        let ttft = st
-            .t_first
-            .map(|t| (t - st.t_start).as_secs_f64())
-            .unwrap_or(0.0);
-        let decode_s = st
-            .t_first
-            .map(|t| (st.t_last - t).as_secs_f64())
-            .unwrap_or(0.0);
-        let n = st.generated.len();
-        let metrics = StreamMetrics {
-            prompt_tokens: prompt,
-            generated: n,
-            ttft_ms: ttft * 1e3,
-            prefill_tok_s: if ttft > 0.0 {
-                prompt as f64 / ttft
-            } else {
-                0.0
-            },
-            decode_tok_s: if n > 1 && decode_s > 0.0 {
-                (n - 1) as f64 / decode_s
-            } else {
-                0.0
-            },
-            total_ms: (st.t_last - st.t_start).as_secs_f64() * 1e3,
-        };
-        let r = StreamReport {
-            stream: id,
-            tokens: std::mem::take(&mut st.generated),
-            text: st.text.text().to_string(),
-            finish,
-            error,
-            metrics,
-            logits: std::mem::take(&mut st.logits),
-        };
         self.ends.push(id);
         sink(Event::Finished(Box::new(r.clone())));
         self.finished.push(r);

@@ -1,6 +1,12 @@
 //! Shard B's CPU thread pool (rayon's global pool, which burn's Flex
 //! backend and gemm use), sized and pinned from the settings once per
 //! process.
+//!
+//! `shard_b.threads` / `shard_b.cpu_cores` size and pin it and the pipeline
+//! thread (shard A's are the executive's: `shard_a.threads` →
+//! INFERENCE_NUM_THREADS, `shard_a.cpu_cores` → sched_setaffinity before
+//! OpenVINO starts its pool, and ENABLE_CPU_PINNING). A process builds
+//! rayon's global pool once: the first pipeline's values hold.
 
 use std::sync::OnceLock;
 

@@ -1,5 +1,16 @@
 //! Starting an executive again after one was lost (or failed to start),
 //! with backoff and a bound.
+//!
+//! On a lost executive (exit, crash, hang, corrupt ring) the pipeline reports
+//! it, waits 250 ms × 2^(n-1) (capped at 4 s) and starts a new one with a new
+//! segment; every live stream is sent again from position 0 (NEW|RESET) and
+//! shard B skips the rows it already holds. After `executive.max_restarts`
+//! failures the streams end with an error. Start-up goes through the same
+//! loop: a start that fails transiently (`SupervisorError::is_transient`:
+//! killed by a signal, or no hello within the handshake timeout) counts as a
+//! restart; one that fails for a reason of its own (an `error` message, an
+//! exit code, a spawn error, a protocol mismatch, a compile timeout) is
+//! returned at once, since a second try would fail the same way.
 
 use std::time::Duration;
 

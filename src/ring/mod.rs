@@ -2,7 +2,7 @@
 //! single-producer/single-consumer rings.
 //!
 //! Layout (all offsets from the start of the segment, little-endian,
-//! documented in ARCHITECTURE.md):
+//! [`LAYOUT_VERSION`]):
 //!
 //! ```text
 //! 0      SegmentHeader  magic "HYBRIDTU", layout version, sizes, ring table
@@ -19,6 +19,35 @@
 //! header and payload are written before `head` moves (release) and read
 //! after it is seen (acquire). Waiting spins briefly, then sleeps on a futex
 //! in the segment ([`wait::Doorbell`]).
+//!
+//! The header (4096 bytes): magic `HYBRIDTU` (u64), layout version (u32),
+//! header bytes (u32), total bytes (u64), creator pid (u32), slot-header
+//! bytes (u32), and the ring table: two {control offset u64, payload offset
+//! u64, slots u32, slot bytes u32}. Ring 0 carries token ids to the
+//! executive, ring 1 hidden states back.
+//!
+//! A slot header (128 bytes): magic `SLOT`, kind (1 tokens, 2 activations, 3
+//! error text), stream id, flags (NEW 1, RESET 2, END 4), first position,
+//! count (tokens or rows), dtype (u32, f32, f16, utf8), payload length (u64),
+//! seq (the `head` value it was published at), the request id (echoed), and
+//! CLOCK_MONOTONIC timestamps: parent submitted, executive started,
+//! executive finished. The consumer checks magic, seq, kind and length
+//! before it touches a payload: a corrupted header is [`RingError::Corrupt`]
+//! (the executive reports it as fatal and exits 3; the parent restarts it).
+//!
+//! Publishing stores `head` with SeqCst and rings the data doorbell;
+//! releasing stores `tail` and rings the space doorbell. A waiter spins for
+//! 50 µs, then sleeps on a shared (not `_PRIVATE`) futex on the doorbell's
+//! seq word, at most 50 ms at a time so callers re-check deadlines and the
+//! peer's health; a doorbell only makes the wake call when its sleepers
+//! count is non-zero. Occupancy, high water, messages and bytes can be read
+//! by anyone who maps the segment ([`segment::Segment::stats`]).
+//!
+//! Zero copy on the executive's side: shard A's `hidden_states` output is an
+//! OpenVINO tensor over the activation slot's payload
+//! (`executive::hostmem`), so OpenVINO writes the result into shared memory;
+//! the parent copies the slot once into the tensor shard B uploads, then
+//! releases it.
 
 pub mod segment;
 pub mod wait;

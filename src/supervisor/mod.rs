@@ -9,6 +9,15 @@
 //! and hang (no heartbeat for `executive.heartbeat_timeout_s`). Restarting
 //! is the pipeline's call (it knows which streams to re-prefill); every
 //! problem is reported as a [`SupervisorEvent`].
+//!
+//! The child is spawned with `PR_SET_PDEATHSIG(SIGKILL)` in `pre_exec`; the
+//! executive also sets it itself and exits (code 5) if its parent is not the
+//! pid it was given, which closes the fork/prctl race. PDEATHSIG fires when
+//! the *thread* that spawned the child exits, so the pipeline spawns and
+//! restarts from the thread that owns it. A call busy for longer than
+//! `executive.call_timeout_s` is a hang too (SIGKILL). Dropping an
+//! [`Executive`] kills and reaps the child and unlinks the segment;
+//! [`Executive::shutdown`] asks first.
 
 pub mod protocol;
 

@@ -12,6 +12,21 @@
 //!
 //! Bulk data never travels here: only through the shared-memory rings. The
 //! executive's stderr is its log (forwarded to the parent's log).
+//!
+//! `stats` carries {phase, uptime_ms, infers, tokens, infer_ms_total,
+//! last_infer_ms, streams, busy_ms}; a heartbeat thread that lives as long as
+//! the process sends it every 500 ms, so it beats while compiling and during
+//! long calls (`busy_ms` is how long the call in progress has run). `ready`
+//! carries the capacities {kv_capacity, chunk, hidden, act_slot_bytes,
+//! max_out_bytes}. The model hash is the first 8 bytes of
+//! sha256(manifest.toml), compared on both sides.
+//!
+//! Both sides read lines through [`read_control_line`]: at most [`MAX_LINE`]
+//! bytes, UTF-8, one message. Anything else is a protocol violation,
+//! reported with a 60-byte excerpt and the length, never the line itself.
+//! The executive exits 4 on one (after an `error` message) and 5 when
+//! `--parent-pid` is not its parent; the parent logs a bad line from the
+//! executive and goes on (heartbeats tell whether it is alive).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -4,6 +4,16 @@
 //!
 //! The fix lines are constants: the README's troubleshooting section
 //! quotes each one verbatim (a test holds them to it).
+//!
+//! The table `CHECKS` (npu-device, npu-driver, kernel, level-zero,
+//! npu-openvino, gpu-driver, vulkan, openvino, shm, memory, disk) judges
+//! against the settings in use: NPU gaps fail when `shard_a.device` is NPU
+//! and warn otherwise, Vulkan gaps fail when `shard_b.backend` is vulkan.
+//! The recommended profile: NPU in OpenVINO + a discrete Vulkan GPU →
+//! core-ultra-dgpu; + an integrated one → core-ultra; NPU only → cpu with
+//! `--device NPU`; a hardware Vulkan GPU only → vulkan; else cpu. The memory
+//! check estimates shard A's packed layer files + shard B's values ×
+//! `shard_b.weights_dtype` + both KV caches at `kv_capacity` + 300 MiB.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
