@@ -450,6 +450,142 @@ fn sampling_rules() {
     assert_ne!(s.sample(logits_of(&v)).expect("pen"), argmax);
 }
 
+/// OpenAI's presence and frequency penalties against a host reference in
+/// f64: greedy over one fresh random row, step after step, so each chosen
+/// token is penalized by what came before (on every backend).
+#[test]
+fn presence_and_frequency_penalties_follow_a_host_reference() {
+    let seed = fresh_seed();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    for backend in backends() {
+        let (device, _) = select_device(&settings(backend)).expect("device");
+        for _ in 0..3 {
+            let v: Vec<f32> = (0..300).map(|_| rng.random_range(-3.0..3.0)).collect();
+            let presence: f32 = rng.random_range(-0.5..2.0);
+            let frequency: f32 = rng.random_range(0.05..2.0);
+            let mut s = Sampler::new(SamplingParams {
+                presence_penalty: presence,
+                frequency_penalty: frequency,
+                ..Default::default()
+            });
+            let mut counts = vec![0u32; v.len()];
+            for step in 0..24 {
+                let penalized: Vec<f64> = v
+                    .iter()
+                    .zip(&counts)
+                    .map(|(&x, &n)| {
+                        let x = x as f64;
+                        if n == 0 {
+                            x
+                        } else {
+                            x - presence as f64 - frequency as f64 * n as f64
+                        }
+                    })
+                    .collect();
+                let mut order: Vec<usize> = (0..v.len()).collect();
+                order.sort_by(|&a, &b| penalized[b].total_cmp(&penalized[a]));
+                if penalized[order[0]] - penalized[order[1]] < 1e-4 {
+                    break; // a near tie: f32 on the device may pick either
+                }
+                let row = Tensor::<2>::from_data(
+                    TensorData::new(v.clone(), [1, v.len()]),
+                    (&device, DType::F32),
+                );
+                let got = s.sample(row).expect("sample");
+                assert_eq!(
+                    got as usize, order[0],
+                    "{backend} step {step}: presence {presence} frequency {frequency} (seed {seed})"
+                );
+                counts[order[0]] += 1;
+            }
+            // The prompt does not count: observed tokens are not penalized.
+            let mut fresh = Sampler::new(SamplingParams {
+                presence_penalty: 2.0,
+                frequency_penalty: 2.0,
+                ..Default::default()
+            });
+            let best = (0..v.len())
+                .max_by(|&a, &b| v[a].total_cmp(&v[b]))
+                .expect("max");
+            fresh.observe(&[best as u32]);
+            let row = Tensor::<2>::from_data(
+                TensorData::new(v.clone(), [1, v.len()]),
+                (&device, DType::F32),
+            );
+            assert_eq!(fresh.sample(row).expect("sample") as usize, best);
+        }
+    }
+}
+
+#[test]
+fn sampling_parameters_out_of_range_name_the_parameter() {
+    assert_eq!(SamplingParams::default().validate(), Ok(()));
+    let cases = [
+        (
+            SamplingParams {
+                temperature: -0.1,
+                ..Default::default()
+            },
+            "temperature",
+        ),
+        (
+            SamplingParams {
+                temperature: f32::NAN,
+                ..Default::default()
+            },
+            "temperature",
+        ),
+        (
+            SamplingParams {
+                top_p: 0.0,
+                ..Default::default()
+            },
+            "top_p",
+        ),
+        (
+            SamplingParams {
+                top_p: 1.5,
+                ..Default::default()
+            },
+            "top_p",
+        ),
+        (
+            SamplingParams {
+                min_p: -1.0,
+                ..Default::default()
+            },
+            "min_p",
+        ),
+        (
+            SamplingParams {
+                repetition_penalty: 0.0,
+                ..Default::default()
+            },
+            "repetition_penalty",
+        ),
+        (
+            SamplingParams {
+                presence_penalty: 2.5,
+                ..Default::default()
+            },
+            "presence_penalty",
+        ),
+        (
+            SamplingParams {
+                frequency_penalty: -3.0,
+                ..Default::default()
+            },
+            "frequency_penalty",
+        ),
+    ];
+    for (p, param) in cases {
+        let e = p.validate().expect_err(param);
+        assert_eq!(e.param, param);
+        assert!(e.to_string().starts_with(param), "{e}");
+        assert!(e.to_string().contains("must be"), "{e}");
+    }
+}
+
 /// A logit row with a NaN or an infinity ends in an error, on every path
 /// (greedy, temperature, penalty) and backend; finite rows still sample.
 #[test]

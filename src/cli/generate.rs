@@ -32,14 +32,17 @@ pub fn cmd_generate(loaded: &Loaded, a: GenerateArgs) -> Result<()> {
     if a.n == 0 {
         bail!("-n/--max-tokens 0: nothing to generate; give at least 1");
     }
-    if !(a.temperature >= 0.0 && a.temperature.is_finite()) {
-        bail!(
-            "--temperature {}: must be 0 (greedy) or more",
-            a.temperature
-        );
-    }
-    if !(0.0..=1.0).contains(&a.top_p) || a.top_p == 0.0 {
-        bail!("--top-p {}: must be in (0, 1]", a.top_p);
+    let sampling = SamplingParams {
+        temperature: a.temperature,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        min_p: a.min_p,
+        repetition_penalty: a.repetition_penalty,
+        seed: a.seed,
+        ..SamplingParams::default()
+    };
+    if let Err(e) = sampling.validate() {
+        bail!("--{} {}: {}", e.param.replace('_', "-"), e.value, e.allowed);
     }
     // Before a bake can start rayon's pool with default settings.
     hybrid_tui::pipeline::configure_cpu_pool(&s.shard_b)?;
@@ -50,14 +53,7 @@ pub fn cmd_generate(loaded: &Loaded, a: GenerateArgs) -> Result<()> {
         chat: a.chat,
         system: a.system.clone(),
         max_new_tokens: a.n,
-        sampling: SamplingParams {
-            temperature: a.temperature,
-            top_k: a.top_k,
-            top_p: a.top_p,
-            min_p: a.min_p,
-            repetition_penalty: a.repetition_penalty,
-            seed: a.seed,
-        },
+        sampling,
         stop_strings: a.stop.clone(),
         ignore_eos: a.ignore_eos,
         streams: a.streams,

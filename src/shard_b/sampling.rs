@@ -7,7 +7,7 @@
 //! seeded ChaCha8 generator, so a seed reproduces a stream whatever else runs.
 //! Temperature 0 is greedy (argmax).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use burn::tensor::activation::softmax;
 use burn::tensor::{DType, Device, IndexingUpdateOp, Int, Tensor, TensorData};
@@ -28,6 +28,12 @@ pub struct SamplingParams {
     pub min_p: f32,
     /// 1 is off; > 1 discourages tokens already in the context.
     pub repetition_penalty: f32,
+    /// OpenAI's presence penalty: subtracted once from the logit of every
+    /// token the stream has generated so far. 0 is off.
+    pub presence_penalty: f32,
+    /// OpenAI's frequency penalty: subtracted from a token's logit once per
+    /// time the stream has generated it. 0 is off.
+    pub frequency_penalty: f32,
     pub seed: u64,
 }
 
@@ -39,14 +45,73 @@ impl Default for SamplingParams {
             top_p: 1.0,
             min_p: 0.0,
             repetition_penalty: 1.0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
             seed: 0,
         }
     }
 }
 
+/// A sampling parameter out of its range: the parameter (as the front ends
+/// name it in their own way), the value, and what is allowed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{param} = {value}: {allowed}")]
+pub struct SamplingError {
+    pub param: &'static str,
+    pub value: String,
+    pub allowed: &'static str,
+}
+
 impl SamplingParams {
     pub fn greedy() -> SamplingParams {
         SamplingParams::default()
+    }
+
+    /// Check every value against its range; the first one out of it is the
+    /// error.
+    pub fn validate(&self) -> Result<(), SamplingError> {
+        let bad = |param, value: f32, allowed| {
+            Err(SamplingError {
+                param,
+                value: value.to_string(),
+                allowed,
+            })
+        };
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return bad(
+                "temperature",
+                self.temperature,
+                "must be 0 (greedy) or more",
+            );
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad("top_p", self.top_p, "must be in (0, 1]");
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return bad("min_p", self.min_p, "must be in [0, 1]");
+        }
+        if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
+            return bad(
+                "repetition_penalty",
+                self.repetition_penalty,
+                "must be more than 0 (1 is off)",
+            );
+        }
+        if !(-2.0..=2.0).contains(&self.presence_penalty) {
+            return bad(
+                "presence_penalty",
+                self.presence_penalty,
+                "must be in [-2, 2]",
+            );
+        }
+        if !(-2.0..=2.0).contains(&self.frequency_penalty) {
+            return bad(
+                "frequency_penalty",
+                self.frequency_penalty,
+                "must be in [-2, 2]",
+            );
+        }
+        Ok(())
     }
 }
 
@@ -56,6 +121,9 @@ pub struct Sampler {
     pub params: SamplingParams,
     rng: ChaCha8Rng,
     seen: BTreeSet<u32>,
+    /// How often the stream has generated each token (presence and
+    /// frequency penalties).
+    generated: BTreeMap<u32, u32>,
 }
 
 /// Read the chosen id and the row's non-finite flag back in one transfer:
@@ -81,6 +149,7 @@ impl Sampler {
             rng: ChaCha8Rng::seed_from_u64(params.seed),
             params,
             seen: BTreeSet::new(),
+            generated: BTreeMap::new(),
         }
     }
 
@@ -97,6 +166,15 @@ impl Sampler {
         let p = &self.params;
         if p.repetition_penalty != 1.0 && !self.seen.is_empty() {
             l = penalize(l, &self.seen, p.repetition_penalty, &device);
+        }
+        if (p.presence_penalty != 0.0 || p.frequency_penalty != 0.0) && !self.generated.is_empty() {
+            l = penalize_generated(
+                l,
+                &self.generated,
+                p.presence_penalty,
+                p.frequency_penalty,
+                &device,
+            );
         }
         let bad = l.clone().is_finite().bool_not().any().int();
         let id = if p.temperature <= 0.0 {
@@ -131,6 +209,7 @@ impl Sampler {
             read_id(order.select(0, j), bad)?
         };
         self.seen.insert(id);
+        *self.generated.entry(id).or_insert(0) += 1;
         Ok(id)
     }
 }
@@ -153,6 +232,31 @@ fn penalize(l: Tensor<1>, seen: &BTreeSet<u32>, penalty: f32, device: &Device) -
     let grown = g.clone().mul_scalar(penalty);
     let new = shrunk.mask_where(g.lower_elem(0.0), grown);
     l.select_assign(0, idx, new, IndexingUpdateOp::Assign)
+}
+
+/// OpenAI's presence and frequency penalties: `logit -= presence + frequency
+/// × count` for every token generated `count > 0` times (the prompt does not
+/// count, as in vLLM).
+fn penalize_generated(
+    l: Tensor<1>,
+    generated: &BTreeMap<u32, u32>,
+    presence: f32,
+    frequency: f32,
+    device: &Device,
+) -> Tensor<1> {
+    let vocab = l.dims()[0];
+    let (ids, deltas): (Vec<i64>, Vec<f32>) = generated
+        .iter()
+        .filter(|&(&i, _)| (i as usize) < vocab)
+        .map(|(&i, &n)| (i as i64, -(presence + frequency * n as f32)))
+        .unzip();
+    if ids.is_empty() {
+        return l;
+    }
+    let n = ids.len();
+    let idx = Tensor::<1, Int>::from_data(TensorData::new(ids, [n]), device);
+    let d = Tensor::<1>::from_data(TensorData::new(deltas, [n]), (device, DType::F32));
+    l.select_assign(0, idx, d, IndexingUpdateOp::Add)
 }
 
 /// Why generation stopped.
