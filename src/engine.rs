@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::config::Settings;
 use crate::model::chat::Message;
 use crate::pipeline::prompt::Prompter;
-use crate::pipeline::{Event, GenRequest, Pipeline};
+use crate::pipeline::{Event, GenRequest, Pipeline, PipelineError};
 use crate::shard_b::sampling::{SamplingParams, StopCriteria};
 
 pub enum Command {
@@ -26,20 +26,55 @@ pub enum Command {
         tag: u64,
         req: Box<GenRequest>,
     },
-    /// Answer a conversation: the engine renders it with the model's chat
-    /// template, tokenizes it and starts a stream that stops at the model's
-    /// end tokens (`Submitted`, or `Rejected` with the reason).
-    Chat {
+    /// Answer a conversation or continue a text: the engine renders a
+    /// conversation with the model's chat template, tokenizes the prompt and
+    /// starts a stream that stops at the model's end tokens and the job's
+    /// stop strings (`Submitted`, or `Rejected` with the reason).
+    Start {
         tag: u64,
-        messages: Vec<Message>,
-        max_new_tokens: usize,
-        sampling: SamplingParams,
+        job: Box<Job>,
     },
     /// Stop a stream (its report says "cancelled").
     Cancel {
         stream: u32,
     },
     Shutdown,
+}
+
+/// The prompt of a [`Job`].
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// A conversation, rendered with the model's chat template.
+    Chat(Vec<Message>),
+    /// Plain text, tokenized as it is (with the tokenizer's special tokens).
+    Text(String),
+}
+
+/// A generation in the front ends' terms: text in, not token ids.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub input: Input,
+    pub max_new_tokens: usize,
+    pub sampling: SamplingParams,
+    pub stop_strings: Vec<String>,
+    /// Go on past the model's end tokens (fixed-length runs, benchmarks).
+    pub ignore_eos: bool,
+}
+
+/// Why a job was not started.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Rejection {
+    /// The prompt does not leave room for one new token in the KV cache.
+    #[error(
+        "the prompt is {tokens} tokens; the context holds {capacity} (shard_a.kv_capacity), and at least one must be left to generate"
+    )]
+    ContextLength { tokens: usize, capacity: usize },
+    /// The prompt could not be built (template, tokenizer).
+    #[error("cannot build the prompt: {0}")]
+    Prompt(String),
+    /// The pipeline refused the request.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// What the engine is running, for status lines.
@@ -53,6 +88,8 @@ pub struct EngineInfo {
     pub shard_b_backend: String,
     pub compile_ms: f64,
     pub eos: Vec<u32>,
+    /// Tokens a stream may hold, prompt and answer (`shard_a.kv_capacity`).
+    pub capacity: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -62,10 +99,12 @@ pub enum EngineEvent {
     Submitted {
         tag: u64,
         stream: u32,
+        /// Tokens of the prompt as the model sees it.
+        prompt_tokens: usize,
     },
     Rejected {
         tag: u64,
-        message: String,
+        reason: Rejection,
     },
     Pipeline(Event),
     /// The engine cannot go on (start-up failed, or the executive gave up).
@@ -153,10 +192,13 @@ fn run(settings: Settings, model_dir: PathBuf, rx: Receiver<Command>, sink: impl
         },
         compile_ms: p.executive().map(|x| x.compile_ms).unwrap_or(0.0),
         eos: p.model.manifest.tokens.eos_token_ids.clone(),
+        capacity: settings.shard_a.kv_capacity,
     })));
-    loop {
-        // Commands first; with nothing running, wait for one a little.
-        let cmd = if p.active() == 0 {
+    'run: loop {
+        // Commands first; with nothing running, wait for one a little. Every
+        // command already queued is taken before the next round, so a burst
+        // of requests starts together.
+        let first = if p.active() == 0 {
             match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(c) => Some(c),
                 Err(RecvTimeoutError::Timeout) => None,
@@ -165,43 +207,20 @@ fn run(settings: Settings, model_dir: PathBuf, rx: Receiver<Command>, sink: impl
         } else {
             rx.try_recv().ok()
         };
-        match cmd {
-            Some(Command::Shutdown) => break,
-            Some(Command::Submit { tag, req }) => match p.submit(*req) {
-                Ok(stream) => sink(EngineEvent::Submitted { tag, stream }),
-                Err(e) => sink(EngineEvent::Rejected {
-                    tag,
-                    message: e.to_string(),
-                }),
-            },
-            Some(Command::Chat {
-                tag,
-                messages,
-                max_new_tokens,
-                sampling,
-            }) => {
-                let req = prompter.chat_ids(&messages).map(|prompt| GenRequest {
-                    prompt,
-                    max_new_tokens,
-                    sampling,
-                    stop: StopCriteria {
-                        eos: prompter.eos_ids.clone(),
-                        ..Default::default()
-                    },
-                    record_logits: false,
-                });
-                let submitted = req
-                    .map_err(|e| format!("cannot build the prompt: {e}"))
-                    .and_then(|r| p.submit(r).map_err(|e| e.to_string()));
-                sink(match submitted {
-                    Ok(stream) => EngineEvent::Submitted { tag, stream },
-                    Err(message) => EngineEvent::Rejected { tag, message },
-                });
+        let mut next = first;
+        while let Some(cmd) = next.take() {
+            match cmd {
+                Command::Shutdown => break 'run,
+                Command::Submit { tag, req } => {
+                    let prompt_tokens = req.prompt.len();
+                    sink(submitted(tag, prompt_tokens, p.submit(*req)));
+                }
+                Command::Start { tag, job } => sink(start(&mut p, &prompter, tag, *job)),
+                Command::Cancel { stream } => {
+                    p.cancel(stream, &mut |e| sink(EngineEvent::Pipeline(e)))
+                }
             }
-            Some(Command::Cancel { stream }) => {
-                p.cancel(stream, &mut |e| sink(EngineEvent::Pipeline(e)))
-            }
-            None => {}
+            next = rx.try_recv().ok();
         }
         if let Err(e) = p.poll(&mut |e| sink(EngineEvent::Pipeline(e))) {
             sink(EngineEvent::Failed(e.to_string()));
@@ -211,4 +230,52 @@ fn run(settings: Settings, model_dir: PathBuf, rx: Receiver<Command>, sink: impl
     }
     p.shutdown();
     sink(EngineEvent::Stopped);
+}
+
+/// Build a job's prompt and start its stream.
+fn start(p: &mut Pipeline, prompter: &Prompter, tag: u64, job: Job) -> EngineEvent {
+    let ids = match &job.input {
+        Input::Chat(messages) => prompter.chat_ids(messages),
+        Input::Text(text) => prompter.text_ids(text),
+    };
+    let prompt = match ids {
+        Ok(ids) => ids,
+        Err(e) => {
+            return EngineEvent::Rejected {
+                tag,
+                reason: Rejection::Prompt(e.to_string()),
+            };
+        }
+    };
+    let prompt_tokens = prompt.len();
+    let req = GenRequest {
+        prompt,
+        max_new_tokens: job.max_new_tokens,
+        sampling: job.sampling,
+        stop: StopCriteria {
+            eos: prompter.eos_ids.clone(),
+            stop_strings: job.stop_strings,
+            ignore_eos: job.ignore_eos,
+        },
+        record_logits: false,
+    };
+    submitted(tag, prompt_tokens, p.submit(req))
+}
+
+fn submitted(tag: u64, prompt_tokens: usize, r: Result<u32, PipelineError>) -> EngineEvent {
+    match r {
+        Ok(stream) => EngineEvent::Submitted {
+            tag,
+            stream,
+            prompt_tokens,
+        },
+        Err(PipelineError::PromptTooLong { tokens, capacity }) => EngineEvent::Rejected {
+            tag,
+            reason: Rejection::ContextLength { tokens, capacity },
+        },
+        Err(e) => EngineEvent::Rejected {
+            tag,
+            reason: Rejection::Refused(e.to_string()),
+        },
+    }
 }

@@ -26,6 +26,7 @@ pub mod paths;
 pub mod pipeline;
 pub mod reference;
 pub mod ring;
+pub mod serve;
 pub mod shard_b;
 pub mod supervisor;
 pub mod tui;

@@ -85,6 +85,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Check(a)) => cli::check::cmd_check(&loaded, a, check_screen),
         Some(Command::Models(a)) => cli::models::cmd_models(a),
         Some(Command::Bench(a)) => cli::bench::cmd_bench(&loaded, &cli.global, a, bench_screen),
+        Some(Command::Serve(a)) => cli::serve::cmd_serve(&loaded, a),
         None if workbench => cli::start::cmd_workbench(&loaded),
         None => cli::start::cmd_first_run(&loaded),
         Some(_) => Ok(()),

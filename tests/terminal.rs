@@ -241,6 +241,55 @@ fn a_closed_terminal_leaves_nothing_behind() {
     assert!(left.is_empty(), "segments left: {left:?}");
 }
 
+/// `hybrid-tui --serve`: the workbench serves the same engine over the
+/// API; a request from outside shows in the server pane while the chat
+/// still answers, and quitting stops both.
+#[test]
+fn the_workbench_serves_the_api_beside_the_chat() {
+    let Some(mut s) = Session::start(
+        "--serve --set server.port=0 --set shard_a.kv_capacity=256",
+        120,
+        40,
+    ) else {
+        return;
+    };
+    let screen = s.wait_for("the server's address and the executive", 120, |s| {
+        s.contains("http://127.0.0.1:") && s.contains("executive ready")
+    });
+    let addr = screen
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split("/v1").next())
+        .expect("address")
+        .to_string();
+    let r: serde_json::Value = ureq::post(&format!("http://{addr}/v1/chat/completions"))
+        .set("Content-Type", "application/json")
+        .send_string(r#"{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5, "user": "tester"}"#)
+        .expect("request")
+        .into_json()
+        .expect("json");
+    assert!(
+        r["usage"]["completion_tokens"].as_u64().unwrap() >= 1,
+        "{r}"
+    );
+    let pane = s.wait_for("the request in the server pane", 20, |s| {
+        s.contains("1 done")
+    });
+    assert!(pane.contains("tester"), "{pane}");
+    assert!(pane.contains("200 /v1/chat/completions"), "{pane}");
+    // The chat shares the pipeline.
+    tmux(&s.sock, &["send-keys", "-t", "t", "-l", "Hello there"]);
+    tmux(&s.sock, &["send-keys", "-t", "t", "Enter"]);
+    s.wait_for("the chat's answer", 120, |s| s.contains("tok/s · ttft"));
+    s.find_processes();
+    tmux(&s.sock, &["send-keys", "-t", "t", "C-q"]);
+    s.check_clean_exit("exit=0");
+    assert!(
+        ureq::get(&format!("http://{addr}/health")).call().is_err(),
+        "the server still answers after quit"
+    );
+}
+
 /// The rep the bench screen shows ("rep N/reps"), if any.
 fn rep_of(screen: &str, reps: usize) -> Option<usize> {
     let tail = format!("/{reps}");

@@ -38,6 +38,9 @@ pub struct Global {
     /// Model: a baked directory, a Hugging Face id (org/name[@revision]), or "demo" (same as --set model.source=...).
     #[arg(long)]
     pub model: Option<String>,
+    /// The workbench also serves the model over the OpenAI-compatible API (same as --set server.enabled=true).
+    #[arg(long)]
+    pub serve: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -60,6 +63,38 @@ pub enum Command {
     Bench(BenchArgs),
     /// Check the hardware (NPU, GPUs, drivers, OpenVINO, shared memory, memory, disk) and recommend a profile. Live screen on a terminal; text otherwise; exit code 1 when a check fails.
     Check(CheckArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models, /health, /metrics), headless, one log line per request.
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Baked model directory, a Hugging Face directory, or a Hub id org/name[@revision]. Default: the model.source setting.
+    #[arg(long = "model", id = "serve_model", value_name = "DIR|ORG/NAME")]
+    pub model: Option<String>,
+    /// Address to bind (server.host). Loopback by default; anything else should have an API key.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Port (server.port; 0 picks a free one, printed at start).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// The key clients must send as 'Authorization: Bearer KEY'.
+    #[arg(
+        long,
+        env = "HYBRID_TUI_API_KEY",
+        conflicts_with = "api_key_file",
+        hide_env_values = true
+    )]
+    pub api_key: Option<String>,
+    /// A file holding the key (server.api_key_file); keeps it out of the process list.
+    #[arg(long, value_name = "FILE")]
+    pub api_key_file: Option<PathBuf>,
+    /// Requests run as pipeline streams at once (server.parallel; default 4).
+    #[arg(long)]
+    pub parallel: Option<usize>,
+    /// Requests that may wait for a stream; more get 429 (server.queue).
+    #[arg(long)]
+    pub queue: Option<usize>,
 }
 
 #[derive(Args, Debug)]

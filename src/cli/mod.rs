@@ -8,6 +8,7 @@ pub mod check;
 pub mod generate;
 pub mod model;
 pub mod models;
+pub mod serve;
 pub mod start;
 
 use anyhow::Result;
@@ -30,6 +31,9 @@ pub fn load_settings(g: &Global, bench: bool) -> Result<Loaded> {
             anyhow::anyhow!("--split {k}: give the number of layers in shard A (0 to L)")
         })?;
         overrides.push(("split.layers".into(), k.to_string()));
+    }
+    if g.serve {
+        overrides.push(("server.enabled".into(), "true".into()));
     }
     if let Some(m) = &g.model {
         overrides.push(("model.source".into(), m.clone()));

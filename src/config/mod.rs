@@ -45,6 +45,7 @@ pub struct Settings {
     pub keys: KeySettings,
     pub openvino: OpenVinoSettings,
     pub log: LogSettings,
+    pub server: ServerSettings,
 }
 
 /// The workbench's keys: "ctrl+r", "alt+enter", "f1", "pageup", "?"...
@@ -209,6 +210,27 @@ pub struct LogSettings {
     pub file: String,
 }
 
+/// `hybrid-tui serve` and the workbench's server (`--serve`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Run the server inside the workbench too.
+    pub enabled: bool,
+    /// Address to bind; loopback unless you mean it (set an API key then).
+    pub host: String,
+    pub port: u16,
+    /// A file holding the API key clients must send (`Authorization: Bearer KEY`); "" for none.
+    pub api_key_file: String,
+    /// Requests run as pipeline streams at once; 0 picks the measured default.
+    pub parallel: usize,
+    /// Requests that may wait for a free stream; more get 429.
+    pub queue: usize,
+    /// Largest request body, in KiB (413 above it).
+    pub max_body_kib: usize,
+    /// On SIGINT/SIGTERM, how long requests in flight may finish before they are cancelled.
+    pub drain_s: f64,
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
@@ -250,6 +272,16 @@ impl Default for Settings {
             log: LogSettings {
                 level: "info".into(),
                 file: String::new(),
+            },
+            server: ServerSettings {
+                enabled: false,
+                host: "127.0.0.1".into(),
+                port: 8080,
+                api_key_file: String::new(),
+                parallel: 0,
+                queue: 64,
+                max_body_kib: 1024,
+                drain_s: 10.0,
             },
         }
     }

@@ -94,6 +94,20 @@ impl Settings {
                 ),
             });
         }
+        if self.server.host.trim().is_empty() {
+            return Err(SettingsError::BadValue {
+                origin: origin("server.host"),
+                key: "server.host".into(),
+                message: "empty: give an address to bind, e.g. 127.0.0.1 or 0.0.0.0".into(),
+            });
+        }
+        if self.server.max_body_kib == 0 {
+            return Err(SettingsError::BadValue {
+                origin: origin("server.max_body_kib"),
+                key: "server.max_body_kib".into(),
+                message: "must be at least 1".into(),
+            });
+        }
         if self.ring.slots == 0 {
             return Err(SettingsError::BadValue {
                 origin: origin("ring.slots"),
@@ -115,6 +129,7 @@ impl Settings {
                 self.executive.heartbeat_timeout_s,
             ),
             ("executive.call_timeout_s", self.executive.call_timeout_s),
+            ("server.drain_s", self.server.drain_s),
         ] {
             if !(v.is_finite() && v > 0.0) {
                 return Err(SettingsError::BadValue {

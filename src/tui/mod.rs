@@ -6,6 +6,19 @@
 //! then takes the next event and every other one already queued. The loop
 //! is generic over the backend and the input stream, so tests drive the
 //! real loop with scripted keys on a `TestBackend`.
+//!
+//! The terminal: `ratatui::try_init` (raw mode, alternate screen, a panic
+//! hook that restores), mouse capture and bracketed paste on; restored on
+//! quit, on SIGTERM/SIGINT/SIGHUP (tokio signal streams end the loop) and on
+//! panic. The executive runs in its own process group, so its crash never
+//! touches the terminal: the chat shows it, the pipeline restarts it, the
+//! answer continues. Logging goes to the log file and the log view (F2),
+//! never to the terminal the app owns. The model is resolved on a "model"
+//! thread while the screen is up: downloads arrive as `AppEvent::Download`
+//! (a gauge per file), then `AppEvent::Model` says what was got (the label,
+//! why a configured model could not be had, whether it is the demo), and
+//! the thread starts the engine into a shared slot unless the app is
+//! already quitting.
 
 pub mod keymap;
 pub mod state;
@@ -29,6 +42,7 @@ use crate::engine::Engine;
 use crate::hw::Root;
 use crate::hw::sampler::{self, Pids};
 use app::{App, AppEvent, Screen};
+use state::server::ServerEvent;
 
 /// Why the workbench could not run (or stopped).
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +114,23 @@ fn init_logging(settings: &Settings, tx: UnboundedSender<AppEvent>) {
 #[derive(Default)]
 struct EngineSlot {
     engine: Option<Engine>,
+    /// The API server beside the chat (`--serve`).
+    server: Option<ServerThread>,
     closed: bool,
+}
+
+/// The API server's thread and how to stop it.
+struct ServerThread {
+    stop: Arc<tokio::sync::Notify>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl ServerThread {
+    /// Refuse new requests, cancel those in flight, wait for the thread.
+    fn stop(self) {
+        self.stop.notify_one();
+        let _ = self.thread.join();
+    }
 }
 
 /// Open the workbench on the real terminal. The model is resolved on a
@@ -141,10 +171,17 @@ struct StopEngine(Arc<Mutex<EngineSlot>>);
 
 impl Drop for StopEngine {
     fn drop(&mut self) {
-        let engine = self.0.lock().ok().and_then(|mut g| {
-            g.closed = true;
-            g.engine.take()
-        });
+        let (engine, server) = match self.0.lock() {
+            Ok(mut g) => {
+                g.closed = true;
+                (g.engine.take(), g.server.take())
+            }
+            Err(_) => (None, None),
+        };
+        // The server first: its streams are cancelled while the engine runs.
+        if let Some(s) = server {
+            s.stop();
+        }
         if let Some(e) = engine {
             e.shutdown();
         }
@@ -200,9 +237,107 @@ fn resolve_and_start(
         demo,
     }));
     let etx = tx.clone();
-    g.engine = Some(Engine::start(settings.clone(), dir, move |e| {
+    let bridge = settings.server.enabled.then(|| serve_bridge(settings, tx));
+    let routed = bridge.clone();
+    let engine = Engine::start(settings.clone(), dir.clone(), move |e| {
+        // The server's streams go to the server; everything else (and what
+        // both need: readiness, stages, the executive) to the app.
+        if routed.as_ref().is_some_and(|b| b.on_event(&e)) {
+            return;
+        }
         let _ = etx.send(AppEvent::Engine(e));
-    }));
+    });
+    if let Some(b) = bridge {
+        b.attach(engine.sender());
+        g.server = start_server(settings, &dir, b, tx);
+    }
+    g.engine = Some(engine);
+}
+
+fn serve_bridge(
+    settings: &Settings,
+    tx: &UnboundedSender<AppEvent>,
+) -> Arc<crate::serve::bridge::Bridge> {
+    let opts = crate::serve::ServeOptions::from_settings(settings, String::new(), 0);
+    let b = crate::serve::bridge::Bridge::new(opts.parallel, opts.queue);
+    let _ = tx.send(AppEvent::Server(ServerEvent::Attached(b.clone())));
+    b
+}
+
+/// The API server on a thread of its own, sharing the engine through
+/// `bridge`; what it does reaches the app as `AppEvent::Server`.
+fn start_server(
+    settings: &Settings,
+    dir: &std::path::Path,
+    bridge: Arc<crate::serve::bridge::Bridge>,
+    tx: &UnboundedSender<AppEvent>,
+) -> Option<ServerThread> {
+    use crate::serve::{self, Notice, ServeOptions};
+    let fail = |m: String| {
+        let _ = tx.send(AppEvent::Server(ServerEvent::Failed(m)));
+        None
+    };
+    let mut opts = ServeOptions::from_settings(
+        settings,
+        serve::model_id(&settings.model.source, dir),
+        serve::created(dir),
+    );
+    // Quitting the workbench cancels what runs.
+    opts.drain = std::time::Duration::ZERO;
+    if !settings.server.api_key_file.is_empty() {
+        match serve::key_from_file(std::path::Path::new(&settings.server.api_key_file)) {
+            Ok(k) => opts.api_key = Some(k),
+            Err(e) => return fail(e.to_string()),
+        }
+    } else if !opts.is_loopback() {
+        tracing::warn!(
+            "serving on {} without an API key (server.api_key_file)",
+            opts.host
+        );
+    }
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let (stopped, tx2) = (stop.clone(), tx.clone());
+    let notice: serve::NoticeSink = Arc::new(move |n: Notice| {
+        if let Notice::Request(line) = &n {
+            tracing::info!(target: "serve", "{line}");
+        }
+        let _ = tx2.send(AppEvent::Server(ServerEvent::Notice(n)));
+    });
+    let tx3 = tx.clone();
+    let thread = std::thread::Builder::new()
+        .name("server".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx3.send(AppEvent::Server(ServerEvent::Failed(e.to_string())));
+                    return;
+                }
+            };
+            let r = rt.block_on(async {
+                let listener = serve::bind(&opts).await?;
+                notice(Notice::Listening(listener.local_addr()?));
+                serve::serve_on(
+                    listener,
+                    bridge,
+                    opts,
+                    async move { stopped.notified().await },
+                    notice,
+                )
+                .await
+            });
+            if let Err(e) = r {
+                let _ = tx3.send(AppEvent::Server(ServerEvent::Failed(e.to_string())));
+            }
+        });
+    match thread {
+        Ok(thread) => Some(ServerThread { stop, thread }),
+        Err(e) => fail(format!("cannot start the server's thread: {e}")),
+    }
 }
 
 /// `hybrid-tui check` on a terminal: the check screen alone, live.

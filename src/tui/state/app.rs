@@ -10,7 +10,7 @@ use crossterm::event::{
     Event as TermEvent, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEventKind,
 };
 
-use crate::engine::{Command, EngineEvent, EngineInfo};
+use crate::engine::{Command, EngineEvent, EngineInfo, Input, Job};
 use crate::hw::checks::Report;
 use crate::hw::sampler::{Pids, Snapshot};
 use crate::model::chat::Message;
@@ -38,6 +38,8 @@ pub enum AppEvent {
     Bench(Box<crate::bench::BenchEvent>),
     /// The benchmark ended: its record (saved by the front end), or why not.
     BenchDone(Result<Box<(crate::bench::record::BenchRecord, String)>, String>),
+    /// The API server running beside the chat (`--serve`).
+    Server(super::server::ServerEvent),
     Log(String),
     Tick,
 }
@@ -165,6 +167,8 @@ pub struct App {
     pub check_selected: usize,
     /// The benchmark's state (Screen::Bench).
     pub bench: super::bench::BenchState,
+    /// The API server's pane, when `--serve` runs one.
+    pub server: Option<super::server::ServerState>,
     run_check: Box<dyn FnMut() + Send>,
     pub cpu_history: VecDeque<u64>,
     pub mem_history: VecDeque<u64>,
@@ -215,6 +219,7 @@ impl App {
             check_only: false,
             check_selected: 0,
             bench: super::bench::BenchState::default(),
+            server: None,
             run_check: Box::new(|| {}),
             cpu_history: VecDeque::new(),
             mem_history: VecDeque::new(),
@@ -270,6 +275,7 @@ impl App {
                 ev => self.bench.on_event(ev),
             },
             AppEvent::BenchDone(r) => self.bench.finish(r),
+            AppEvent::Server(e) => self.server.get_or_insert_with(Default::default).on_event(e),
             AppEvent::Log(line) => {
                 if self.log.len() == 500 {
                     self.log.pop_front();

@@ -1,5 +1,6 @@
-//! The workbench's state: what events change (`app`, and the bench
-//! screen's `bench`); the views read it and never write it.
+//! The workbench's state: what events change (`app`, the bench
+//! screen's `bench`, the API server's pane `server`); the views read it and never write it.
 
 pub mod app;
 pub mod bench;
+pub mod server;

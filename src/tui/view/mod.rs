@@ -4,6 +4,7 @@
 //! ┌ status: profile · model · split k/L · A device · B backend · executive ┐
 //! │ conversation (or log)                    │ devices                      │
 //! │                                          │ ring                         │
+//! │                                          │ server (with --serve)        │
 //! │                                          │ speed                        │
 //! ├──────────────────────────────────────────┴──────────────────────────────┤
 //! │ input                                                                    │
@@ -33,10 +34,13 @@ mod compact;
 mod devices;
 mod hints;
 mod ring;
+mod server;
 mod speed;
 mod status;
 
-use self::{chat::*, check::*, compact::*, devices::*, hints::*, ring::*, speed::*, status::*};
+use self::{
+    chat::*, check::*, compact::*, devices::*, hints::*, ring::*, server::*, speed::*, status::*,
+};
 
 pub const MIN_W: u16 = 60;
 pub const MIN_H: u16 = 16;
@@ -80,14 +84,19 @@ pub fn render(f: &mut Frame, app: &App) {
         let [chat, panes] =
             Layout::horizontal([Constraint::Min(50), Constraint::Length(38)]).areas(body);
         main_area(f, app, chat);
-        let [dev, ring, speed] = Layout::vertical([
+        let server_h = if app.server.is_some() { 8 } else { 0 };
+        let [dev, ring, server, speed] = Layout::vertical([
             Constraint::Percentage(40),
             Constraint::Length(7),
+            Constraint::Length(server_h),
             Constraint::Min(8),
         ])
         .areas(panes);
         devices_pane(f, app, dev);
         ring_pane(f, app, ring);
+        if app.server.is_some() {
+            server_pane(f, app, server);
+        }
         speed_pane(f, app, speed);
     } else {
         let [chat, strip] =

@@ -57,14 +57,18 @@ impl App {
         self.speed.live_since = None;
         self.speed.live_tok_s = 0.0;
         // The engine renders the conversation with the model's template.
-        (self.commands)(Command::Chat {
+        (self.commands)(Command::Start {
             tag,
-            messages,
-            max_new_tokens: self.max_new_tokens,
-            sampling: SamplingParams {
-                seed: tag,
-                ..self.sampling.clone()
-            },
+            job: Box::new(Job {
+                input: Input::Chat(messages),
+                max_new_tokens: self.max_new_tokens,
+                sampling: SamplingParams {
+                    seed: tag,
+                    ..self.sampling.clone()
+                },
+                stop_strings: Vec::new(),
+                ignore_eos: false,
+            }),
         });
     }
 
@@ -114,20 +118,20 @@ impl App {
                 self.info = Some(*info);
                 self.state = ExecState::Ready;
             }
-            EngineEvent::Submitted { tag, stream } => {
+            EngineEvent::Submitted { tag, stream, .. } => {
                 if let Some(a) = &mut self.active
                     && a.tag == tag
                 {
                     a.stream = Some(stream);
                 }
             }
-            EngineEvent::Rejected { tag, message } => {
+            EngineEvent::Rejected { tag, reason } => {
                 if let Some(a) = self.active.filter(|a| a.tag == tag) {
                     self.active = None;
                     if a.msg < self.messages.len() {
                         self.messages.remove(a.msg);
                     }
-                    self.info(format!("not sent: {message}"));
+                    self.info(format!("not sent: {reason}"));
                 }
             }
             EngineEvent::Pipeline(ev) => self.on_pipeline(ev),
