@@ -109,8 +109,13 @@ impl Server {
     }
 
     /// SIGTERM, wait; the exit status and the log.
-    fn stop(mut self) -> (std::process::ExitStatus, Vec<String>) {
+    fn stop(self) -> (std::process::ExitStatus, Vec<String>) {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.exited()
+    }
+
+    /// Wait for the server to exit by itself; the exit status and the log.
+    fn exited(mut self) -> (std::process::ExitStatus, Vec<String>) {
         let t0 = Instant::now();
         loop {
             if let Some(st) = self.child.try_wait().expect("wait") {
@@ -120,7 +125,7 @@ impl Server {
             }
             assert!(
                 t0.elapsed() < Duration::from_secs(60),
-                "still running 60 s after SIGTERM"
+                "still running after 60 s"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -465,7 +470,16 @@ fn a_killed_executive_costs_latency_not_requests() {
         "{metrics}"
     );
     let (_, log) = s.stop();
-    assert!(log.iter().any(|l| l.contains("restarting")), "{log:?}");
+    assert!(
+        log.iter()
+            .any(|l| l.contains("executive was lost (the executive was killed (SIGKILL))")),
+        "{log:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.contains("restarting the executive (attempt 1)")),
+        "{log:?}"
+    );
 }
 
 #[test]
@@ -507,6 +521,96 @@ fn shutdown_drains_requests_refuses_new_ones_and_leaves_nothing() {
         })
         .unwrap_or_default();
     assert!(segs.is_empty(), "segments left: {segs:?}");
+    assert!(children_of(pid).is_empty());
+}
+
+#[test]
+fn a_full_queue_answers_429_with_retry_after() {
+    let s = Server::start(&model(), &["--parallel", "1", "--queue", "1"]);
+    let body =
+        json!({"prompt": "a long one", "max_tokens": 600, "ignore_eos": true, "temperature": 0})
+            .to_string();
+    let statuses = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                let r = ureq::post(&s.url("/v1/completions"))
+                    .set("Content-Type", "application/json")
+                    .send_string(&body);
+                let got = match r {
+                    Ok(r) => (r.status(), None, String::new()),
+                    Err(ureq::Error::Status(code, r)) => (
+                        code,
+                        r.header("Retry-After").map(str::to_string),
+                        r.into_string().unwrap_or_default(),
+                    ),
+                    Err(e) => panic!("{e}"),
+                };
+                statuses.lock().unwrap().push(got);
+            });
+        }
+    });
+    let statuses = statuses.into_inner().unwrap();
+    let ok = statuses.iter().filter(|s| s.0 == 200).count();
+    let busy: Vec<_> = statuses.iter().filter(|s| s.0 == 429).collect();
+    // One runs, one waits, the other two are turned away.
+    assert_eq!((ok, busy.len()), (2, 2), "{statuses:?}");
+    for (_, retry, body) in busy {
+        assert_eq!(retry.as_deref(), Some("1"), "{body}");
+        let v: Value = serde_json::from_str(body).expect("json");
+        assert_eq!(v["error"]["code"], "queue_full", "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("--parallel"),
+            "{v}"
+        );
+    }
+    assert_eq!(s.health()["status"], "ok");
+}
+
+#[test]
+fn a_failure_mid_stream_arrives_as_an_sse_error_event() {
+    // No restarts allowed: killing the executive ends every stream.
+    let s = Server::start(&model(), &["--set", "executive.max_restarts=0"]);
+    let body = json!({"prompt": "going on", "max_tokens": 1000, "ignore_eos": true, "stream": true, "temperature": 0}).to_string();
+    let r = ureq::post(&s.url("/v1/completions"))
+        .set("Content-Type", "application/json")
+        .send_string(&body)
+        .expect("stream");
+    let mut lines = BufReader::new(r.into_reader()).lines();
+    let first = lines.next().expect("a first line").expect("read");
+    assert!(first.starts_with("data: "), "{first}");
+    for k in children_of(s.pid()) {
+        unsafe { libc::kill(k as i32, libc::SIGKILL) };
+    }
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let at = rest
+        .iter()
+        .position(|l| l == "event: error")
+        .unwrap_or_else(|| {
+            panic!(
+                "no error event: {:?}",
+                &rest[rest.len().saturating_sub(5)..]
+            )
+        });
+    let data = rest[at + 1].strip_prefix("data: ").expect("its data");
+    let v: Value = serde_json::from_str(data).expect("error json");
+    let m = v["error"]["message"].as_str().unwrap();
+    assert!(m.contains("executive"), "{v}");
+    assert!(
+        !rest.iter().any(|l| l == "data: [DONE]"),
+        "an error stream does not end with [DONE]"
+    );
+    // The engine cannot go on: the server says so and exits 1, leaving nothing.
+    let pid = s.pid();
+    let (status, log) = s.exited();
+    assert_eq!(status.code(), Some(1), "{log:?}");
+    assert!(
+        log.iter().any(|l| l.contains("error: the engine stopped")),
+        "{log:?}"
+    );
     assert!(children_of(pid).is_empty());
 }
 

@@ -59,8 +59,9 @@ pub fn cmd_serve(loaded: &Loaded, a: ServeArgs) -> Result<()> {
         Notice::Ready(what) => eprintln!("serve: ready: {what}"),
         Notice::Request(line) => eprintln!("{line}"),
         Notice::Draining(n) => eprintln!("serve: shutting down: {n} requests in flight"),
-        Notice::Restarting(why) => {
-            eprintln!("serve: shard A's executive was lost ({why}); restarting it")
+        Notice::Lost(why) => eprintln!("serve: shard A's executive was lost ({why})"),
+        Notice::Restarting(n) => {
+            eprintln!("serve: restarting the executive (attempt {n}); streams resume after it")
         }
     });
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -178,8 +178,11 @@ pub enum Notice {
     Request(RequestLine),
     /// Shutdown began: `n` requests still in flight.
     Draining(usize),
-    /// Shard A's executive was lost; streams continue after its restart.
-    Restarting(String),
+    /// Shard A's executive was lost (why); the pipeline restarts it within
+    /// `executive.max_restarts` and streams continue after it.
+    Lost(String),
+    /// A new executive is being started (attempt n).
+    Restarting(u32),
 }
 
 pub type NoticeSink = Arc<dyn Fn(Notice) + Send + Sync>;
@@ -265,7 +268,10 @@ pub fn tell(notice: &NoticeSink, e: &EngineEvent) {
         ))),
         EngineEvent::Pipeline(crate::pipeline::Event::Supervisor(
             crate::supervisor::SupervisorEvent::Lost { reason, .. },
-        )) => notice(Notice::Restarting(reason.clone())),
+        )) => notice(Notice::Lost(reason.clone())),
+        EngineEvent::Pipeline(crate::pipeline::Event::Supervisor(
+            crate::supervisor::SupervisorEvent::Restarting { attempt, .. },
+        )) => notice(Notice::Restarting(*attempt)),
         _ => {}
     }
 }

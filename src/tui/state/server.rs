@@ -48,7 +48,10 @@ impl ServerState {
             ServerEvent::Notice(n) => match n {
                 Notice::Listening(a) => self.addr = Some(a),
                 Notice::Request(line) => self.request(line),
-                Notice::Ready(_) | Notice::Draining(_) | Notice::Restarting(_) => {}
+                Notice::Ready(_)
+                | Notice::Draining(_)
+                | Notice::Lost(_)
+                | Notice::Restarting(_) => {}
             },
         }
     }
