@@ -18,6 +18,7 @@
 //! `server.drain_s` to finish and are cancelled after it, then the engine
 //! stops the executive and removes the segment.
 
+mod answer;
 pub mod api;
 pub mod bridge;
 pub mod error;
