@@ -256,10 +256,9 @@ impl Streaming {
         true
     }
 
+    /// A chunk for one token's text (empty while a character or a
+    /// possible stop string is incomplete).
     fn text(&mut self, t: &str) {
-        if t.is_empty() && !self.first {
-            return;
-        }
         let c = self.a.chunk(Some(t), None, self.first, self.include_usage);
         self.first = false;
         self.out.push_back(data(&c));

@@ -337,9 +337,9 @@ impl Bridge {
                 let Some(route) = r.by_stream.get(stream).and_then(|t| r.by_tag.get(t)) else {
                     return false;
                 };
-                if !text.is_empty() {
-                    let _ = route.tx.send(Update::Text(text.clone()));
-                }
+                // Every token, also one whose text is held back (an
+                // incomplete character): streams send a chunk per token.
+                let _ = route.tx.send(Update::Text(text.clone()));
                 true
             }
             Event::Finished(report) => {
