@@ -266,11 +266,12 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_answering() {
         }
         other => panic!("GET {chat}: {other:?}"),
     }
-    // And a good request still works after all of that.
+    // And a good request still works after all of that; asking for no
+    // tools (an empty list, tool_choice "none") is no tool calling.
     let (st, v) = post(
         &s,
         chat,
-        &json!({"messages": user("hi"), "max_tokens": 3}).to_string(),
+        &json!({"messages": user("hi"), "max_tokens": 3, "tools": [], "tool_choice": "none", "user": "u1"}).to_string(),
     );
     assert_eq!(st, 200, "{v}");
     let (status, log) = s.stop();

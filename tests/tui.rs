@@ -422,7 +422,7 @@ fn check_screen_snapshot() {
     let report = checks::build_report(&root, "core-ultra", facts);
     let keymap = Keymap::new(&s.keys.map()).unwrap();
     let mut app = App::new("core-ultra", "none", keymap, Box::new(|_| {}));
-    app.check_only = true;
+    app.check.only = true;
     app.on_event(AppEvent::Telemetry(Box::new(fixed_snapshot())));
     app.open_check();
     app.on_event(AppEvent::Check(Box::new(report)));

@@ -198,11 +198,13 @@ impl ChatRequest {
             (&self.functions, "functions"),
             (&self.function_call, "function_call"),
         ] {
-            if has(v)
-                && !(name == "tools"
-                    && v.as_ref()
-                        .is_some_and(|t| t.as_array().is_some_and(|a| a.is_empty())))
-            {
+            // An empty tool list, or tool_choice "none", asks for no tools.
+            let harmless = match (name, v.as_ref()) {
+                ("tools", Some(Value::Array(a))) => a.is_empty(),
+                ("tool_choice", Some(Value::String(c))) => c == "none",
+                _ => false,
+            };
+            if has(v) && !harmless {
                 return Err(ApiError::unsupported(
                     name,
                     format!("{name}: tool and function calling is not supported by this server"),

@@ -346,7 +346,7 @@ pub fn run_check_screen(settings: &Settings, profile: &str, root: Root) -> Resul
     init_logging(settings, tx.clone());
     let keymap = keymap::Keymap::new(&settings.keys.map())?;
     let mut app = App::new(profile, "none", keymap, Box::new(|_| {}));
-    app.check_only = true;
+    app.check.only = true;
     app.state = crate::supervisor::ExecState::Stopped;
     let pids = Pids::new();
     {

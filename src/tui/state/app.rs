@@ -111,7 +111,7 @@ pub struct RingView {
     at: Option<Instant>,
 }
 
-pub const HISTORY: usize = 60;
+pub use super::telemetry::HISTORY;
 
 /// How resolving the model ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -153,25 +153,19 @@ pub struct App {
     pub speed: Speed,
     pub ring: Option<RingView>,
     segment: Option<Arc<Segment>>,
-    pub devices: Option<Snapshot>,
+    /// The telemetry thread's last snapshot and history.
+    pub telemetry: super::telemetry::Telemetry,
     /// Files of the model being downloaded, in the order they started.
     pub downloads: Vec<crate::hub::FileProgress>,
     /// Our processes, for the GPU readers (the executive is added when it starts).
     pub pids: Pids,
     pub screen: Screen,
-    pub check: Option<Report>,
-    pub check_running: bool,
-    /// Opened by `hybrid-tui check`: no chat behind the check screen.
-    pub check_only: bool,
-    /// The check whose detail and fix are shown.
-    pub check_selected: usize,
+    /// The check screen's report and selection.
+    pub check: super::check::CheckState,
     /// The benchmark's state (Screen::Bench).
     pub bench: super::bench::BenchState,
     /// The API server's pane, when `--serve` runs one.
     pub server: Option<super::server::ServerState>,
-    run_check: Box<dyn FnMut() + Send>,
-    pub cpu_history: VecDeque<u64>,
-    pub mem_history: VecDeque<u64>,
     pub log: VecDeque<String>,
     pub show_help: bool,
     pub show_log: bool,
@@ -210,19 +204,13 @@ impl App {
             speed: Speed::default(),
             ring: None,
             segment: None,
-            devices: None,
+            telemetry: Default::default(),
             downloads: Vec::new(),
             pids: Pids::new(),
             screen: Screen::Chat,
-            check: None,
-            check_running: false,
-            check_only: false,
-            check_selected: 0,
+            check: Default::default(),
             bench: super::bench::BenchState::default(),
             server: None,
-            run_check: Box::new(|| {}),
-            cpu_history: VecDeque::new(),
-            mem_history: VecDeque::new(),
             log: VecDeque::new(),
             show_help: false,
             show_log: false,
@@ -246,30 +234,13 @@ impl App {
         match ev {
             AppEvent::Term(t) => self.on_term(t),
             AppEvent::Engine(e) => self.on_engine(e),
-            AppEvent::Telemetry(s) => {
-                if let Some(c) = s.cpu.ok() {
-                    push_bounded(&mut self.cpu_history, c.total.round() as u64);
-                }
-                if let Some(m) = s.memory.ok() {
-                    let mem = (m.used() as f64 / m.total.max(1) as f64 * 100.0).round();
-                    push_bounded(&mut self.mem_history, mem as u64);
-                }
-                self.devices = Some(*s);
-            }
+            AppEvent::Telemetry(s) => self.telemetry.on_snapshot(*s),
             AppEvent::Download(p) => match self.downloads.iter_mut().find(|d| d.file == p.file) {
                 Some(d) => *d = p,
                 None => self.downloads.push(p),
             },
             AppEvent::Model(m) => self.on_model(m),
-            AppEvent::Check(r) => {
-                // Select the first failure, else the first warning.
-                let first = |st| r.checks.iter().position(|c| c.status == st);
-                self.check_selected = first(crate::hw::checks::Status::Fail)
-                    .or_else(|| first(crate::hw::checks::Status::Warn))
-                    .unwrap_or(0);
-                self.check = Some(*r);
-                self.check_running = false;
-            }
+            AppEvent::Check(r) => self.check.done(*r),
             AppEvent::Bench(ev) => match *ev {
                 crate::bench::BenchEvent::Pipeline(e) => self.on_pipeline(e),
                 ev => self.bench.on_event(ev),
@@ -349,43 +320,28 @@ impl App {
     /// How the check screen starts a check (a thread that sends
     /// `AppEvent::Check`); set by the terminal front end.
     pub fn set_check_runner(&mut self, f: Box<dyn FnMut() + Send>) {
-        self.run_check = f;
+        self.check.set_runner(f);
     }
 
     /// Show the check screen, running the check if none is there yet.
     pub fn open_check(&mut self) {
         self.screen = Screen::Check;
-        if self.check.is_none() && !self.check_running {
-            self.rerun_check();
-        }
-    }
-
-    fn rerun_check(&mut self) {
-        self.check_running = true;
-        (self.run_check)();
+        self.check.ensure();
     }
 
     fn on_check_key(&mut self, k: KeyEvent) {
         match self.keymap.action(Context::Check, &k) {
             Some(Action::Quit) => self.quit = true,
             Some(Action::Hardware | Action::Back) => {
-                if self.check_only {
+                if self.check.only {
                     self.quit = true;
                 } else {
                     self.screen = Screen::Chat;
                 }
             }
-            Some(Action::Rerun) if !self.check_running => self.rerun_check(),
-            Some(Action::SelectUp | Action::ScrollUp) => {
-                self.check_selected = self.check_selected.saturating_sub(1)
-            }
-            Some(Action::SelectDown | Action::ScrollDown) => {
-                let last = self
-                    .check
-                    .as_ref()
-                    .map_or(0, |r| r.checks.len().saturating_sub(1));
-                self.check_selected = (self.check_selected + 1).min(last);
-            }
+            Some(Action::Rerun) => self.check.rerun(),
+            Some(Action::SelectUp | Action::ScrollUp) => self.check.select_up(),
+            Some(Action::SelectDown | Action::ScrollDown) => self.check.select_down(),
             _ => {}
         }
     }
@@ -512,16 +468,6 @@ impl App {
     }
 }
 
-fn push_bounded(q: &mut VecDeque<u64>, v: u64) {
-    if q.len() == HISTORY {
-        q.pop_front();
-    }
-    q.push_back(v);
-}
-
 fn push_bounded_f(q: &mut VecDeque<f64>, v: f64) {
-    if q.len() == HISTORY {
-        q.pop_front();
-    }
-    q.push_back(v);
+    super::telemetry::push_bounded(q, v);
 }

@@ -19,7 +19,7 @@ pub(super) fn check_screen(f: &mut Frame, app: &App, area: Rect) {
         Constraint::Length(1),
     ])
     .areas(area);
-    let head = match (&app.check, app.check_running) {
+    let head = match (&app.check.report, app.check.running) {
         (_, true) => format!(" hardware check · profile {} · checking…", app.profile),
         (Some(r), false) => format!(
             " hardware check · profile {} · {} pass · {} warn · {} fail",
@@ -42,7 +42,7 @@ pub(super) fn check_screen(f: &mut Frame, app: &App, area: Rect) {
     let inner = block.inner(list_area);
     f.render_widget(block, list_area);
     let w = inner.width as usize;
-    let Some(r) = &app.check else {
+    let Some(r) = &app.check.report else {
         f.render_widget(
             Paragraph::new("running the checks (OpenVINO probe, Vulkan adapters)…"),
             inner,
@@ -62,7 +62,7 @@ pub(super) fn check_screen(f: &mut Frame, app: &App, area: Rect) {
     if room > 0 {
         top.push(Line::raw(""));
     }
-    let selected = app.check_selected.min(r.checks.len().saturating_sub(1));
+    let selected = app.check.selected.min(r.checks.len().saturating_sub(1));
     for (i, c) in r.checks.iter().enumerate() {
         let color = match c.status {
             Status::Pass => Color::Green,
@@ -106,7 +106,7 @@ pub(super) fn check_screen(f: &mut Frame, app: &App, area: Rect) {
         f.render_widget(Paragraph::new(lines).block(block), detail);
     }
     devices_pane(f, app, dev_area);
-    if let Some(r) = &app.check {
+    if let Some(r) = &app.check.report {
         let rc = &r.recommended;
         let flags = if rc.flags.is_empty() {
             String::new()
@@ -123,7 +123,7 @@ pub(super) fn check_screen(f: &mut Frame, app: &App, area: Rect) {
             rec,
         );
     }
-    let back = if app.check_only {
+    let back = if app.check.only {
         "quit"
     } else {
         "back to the chat"

@@ -9,7 +9,7 @@ use super::*;
 
 pub(super) fn compact_panes(f: &mut Frame, app: &App, area: Rect) {
     let mut lines = Vec::new();
-    if let Some(d) = &app.devices {
+    if let Some(d) = &app.telemetry.devices {
         let mut parts = Vec::new();
         if let Some(c) = d.cpu.ok() {
             parts.push(format!("CPU {:.0}%", c.total));

@@ -96,7 +96,7 @@ pub(super) fn devices_pane(f: &mut Frame, app: &App, area: Rect) {
     let block = Block::default().borders(Borders::ALL).title(" devices ");
     let inner = block.inner(area);
     f.render_widget(block, area);
-    let Some(d) = &app.devices else {
+    let Some(d) = &app.telemetry.devices else {
         f.render_widget(Paragraph::new("sampling…"), inner);
         return;
     };
@@ -144,7 +144,7 @@ pub(super) fn devices_pane(f: &mut Frame, app: &App, area: Rect) {
     }
     f.render_widget(
         Sparkline::default()
-            .data(app.cpu_history.iter().copied())
+            .data(app.telemetry.cpu_history.iter().copied())
             .max(100),
         rows[2],
     );
