@@ -27,18 +27,9 @@ pub(super) fn plan(
     let mut plan = HashMap::new();
 
     match opts.weights {
-        Scheme::F16 | Scheme::F32 => {
-            for (n, _) in &matmuls {
-                plan.insert(n.clone(), opts.weights);
-            }
-            plan.insert(embed, opts.weights);
-            if let Some(h) = head {
-                plan.insert(h, opts.weights);
-            }
-            return Ok(plan);
-        }
-        Scheme::Int8Asym | Scheme::Int8Sym => {
-            // NNCF's INT8 modes: every weight, per channel.
+        // Float stores, and NNCF's INT8 modes (every weight, per channel):
+        // one scheme for all.
+        Scheme::F16 | Scheme::F32 | Scheme::Int8Asym | Scheme::Int8Sym => {
             for (n, _) in &matmuls {
                 plan.insert(n.clone(), opts.weights);
             }

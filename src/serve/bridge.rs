@@ -19,7 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::ApiError;
 use super::metrics::Metrics;
-use crate::engine::{Command, EngineEvent, EngineInfo, Job, Rejection};
+use crate::engine::{Command, EngineEvent, Job, Rejection};
 use crate::pipeline::{Event, StreamReport};
 use crate::supervisor::SupervisorEvent;
 
@@ -83,7 +83,8 @@ pub struct Bridge {
     next_tag: AtomicU64,
     health: Mutex<Health>,
     failure: Mutex<Option<String>>,
-    info: Mutex<Option<EngineInfo>>,
+    /// Tokens a stream may hold, once the engine is ready (0 before).
+    capacity: AtomicUsize,
     slots: Arc<Semaphore>,
     parallel: usize,
     queue: usize,
@@ -114,7 +115,7 @@ impl Bridge {
             next_tag: AtomicU64::new(FIRST_TAG),
             health: Mutex::new(Health::Loading),
             failure: Mutex::new(None),
-            info: Mutex::new(None),
+            capacity: AtomicUsize::new(0),
             slots: Arc::new(Semaphore::new(parallel.max(1))),
             parallel: parallel.max(1),
             queue,
@@ -150,8 +151,9 @@ impl Bridge {
         lock(&self.failure).clone()
     }
 
-    pub fn info(&self) -> Option<EngineInfo> {
-        lock(&self.info).clone()
+    /// Tokens a stream may hold (`shard_a.kv_capacity`), once ready.
+    pub fn capacity(&self) -> Option<usize> {
+        Some(self.capacity.load(Ordering::SeqCst)).filter(|&c| c > 0)
     }
 
     /// Requests running and waiting now.
@@ -272,7 +274,7 @@ impl Bridge {
     pub fn on_event(&self, e: &EngineEvent) -> bool {
         match e {
             EngineEvent::Ready(info) => {
-                *lock(&self.info) = Some((**info).clone());
+                self.capacity.store(info.capacity, Ordering::SeqCst);
                 self.set_health(Health::Ready);
                 false
             }

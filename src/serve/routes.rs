@@ -225,7 +225,7 @@ fn read(s: &Server, body: Result<Bytes, BytesRejection>) -> Result<Value, ApiErr
 fn limits(s: &Server) -> Limits<'_> {
     Limits {
         model: &s.opts.model_id,
-        capacity: s.bridge.info().map(|i| i.capacity).unwrap_or(usize::MAX),
+        capacity: s.bridge.capacity().unwrap_or(usize::MAX),
     }
 }
 
