@@ -357,6 +357,7 @@ fn gpu(iters: usize, required: bool) {
         weights_dtype: "packed".into(),
         threads: 0,
         cpu_cores: String::new(),
+        decode: "replay".into(),
     };
     let (device, info) = hybrid_tui::shard_b::select_device(&settings).expect("vulkan device");
     let copy_mib: usize = std::env::var("HYBRID_BENCH_COPY_MIB")

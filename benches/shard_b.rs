@@ -94,6 +94,7 @@ fn main() {
             weights_dtype: dtype_name.clone(),
             threads: 0,
             cpu_cores: String::new(),
+            decode: "replay".into(),
         };
         let (device, info) = select_device(&settings).unwrap_or_else(|e| fail("device", e));
         let t0 = Instant::now();

@@ -479,6 +479,7 @@ fn row(split: usize, test: &str, streams: usize, tok_s: f64) -> Row {
         vs_half: None,
         vs_a_only: None,
         vs_b_only: None,
+        shard_b_work: None,
     }
 }
 

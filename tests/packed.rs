@@ -346,6 +346,7 @@ fn vulkan() -> Option<burn::tensor::Device> {
         weights_dtype: "packed".into(),
         threads: 0,
         cpu_cores: String::new(),
+        decode: "replay".into(),
     };
     let (device, _) = hybrid_tui::shard_b::select_device(&s).expect("vulkan device");
     Some(device)

@@ -68,8 +68,7 @@ fn baseline(model: &BakedModel, prompt: &[u32], steps: usize) -> (Vec<u32>, Vec<
     let mut toks = Vec::new();
     let mut all = Vec::new();
     for _ in 0..steps {
-        let [t, _] = logits.dims();
-        all.push(ShardB::read_f32(logits.clone().narrow(0, t - 1, 1)).expect("read"));
+        all.push(logits.read_last().expect("read"));
         let id = sampler.sample(logits).expect("sample");
         toks.push(id);
         logits = b.forward_tokens(&[id], &mut stream).expect("decode");

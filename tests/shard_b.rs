@@ -10,7 +10,7 @@
 mod common;
 
 use burn::tensor::{DType, Tensor, TensorData};
-use common::{baked_model, fresh_seed, rel_err};
+use common::{baked_model, degenerate, fresh_seed, rel_err};
 use hybrid_tui::bake::store::BakedModel;
 use hybrid_tui::config::ShardBSettings;
 use hybrid_tui::model::Arch;
@@ -30,6 +30,7 @@ fn settings(backend: &str) -> ShardBSettings {
         weights_dtype: "f32".into(),
         threads: 0,
         cpu_cores: String::new(),
+        decode: "replay".into(),
     }
 }
 
@@ -91,7 +92,7 @@ fn check_split(arch: Arch, weights: &str, backend: &str) {
                     &mut stream,
                 )
                 .expect("forward");
-            let got = ShardB::read_f32(logits).expect("read");
+            let got = logits.read().expect("read");
             let e = rel_err(&got, &want);
             assert!(
                 e <= LOGIT_TOL,
@@ -128,18 +129,6 @@ fn argmax(v: &[f32]) -> u32 {
         .max_by(|a, b| a.1.total_cmp(b.1))
         .map(|(i, _)| i as u32)
         .expect("argmax of an empty vector")
-}
-
-/// Whether a greedy sequence says little (a random-weight model can fall
-/// into repeating one or two tokens from some prompts): at least 16 tokens
-/// and at most 4 distinct ones.
-fn degenerate(tokens: &[u32]) -> bool {
-    tokens.len() >= 16
-        && tokens
-            .iter()
-            .collect::<std::collections::BTreeSet<_>>()
-            .len()
-            <= 4
 }
 
 /// Runs `check` (which asserts, and returns the tokens it compared) on
@@ -300,36 +289,36 @@ fn f16_hidden_bytes_and_stream_lifecycle() {
         .collect();
     let mut s1 = b.new_stream(8);
     let mut s2 = b.new_stream(8);
-    let a = ShardB::read_f32(
-        b.forward_bytes(&bytes16, HiddenDtype::F16, 3, &mut s1)
-            .expect("f16"),
-    )
-    .expect("read");
-    let c = ShardB::read_f32(
-        b.forward_bytes(&bytes_f32(&h16), HiddenDtype::F32, 3, &mut s2)
-            .expect("f32"),
-    )
-    .expect("read");
+    let a = b
+        .forward_bytes(&bytes16, HiddenDtype::F16, 3, &mut s1)
+        .expect("f16")
+        .read()
+        .expect("read");
+    let c = b
+        .forward_bytes(&bytes_f32(&h16), HiddenDtype::F32, 3, &mut s2)
+        .expect("f32")
+        .read()
+        .expect("read");
     assert!(
         rel_err(&a, &c) < 1e-6,
         "f16 bytes widen exactly (seed {seed})"
     );
     // Streams are independent, reset starts over.
     let next = bytes_f32(&h[..spec.hidden_size]);
-    let x1 = ShardB::read_f32(
-        b.forward_bytes(&next, HiddenDtype::F32, 1, &mut s1)
-            .expect("s1"),
-    )
-    .expect("read");
+    let x1 = b
+        .forward_bytes(&next, HiddenDtype::F32, 1, &mut s1)
+        .expect("s1")
+        .read()
+        .expect("read");
     s2.reset();
     let _ = b
         .forward_bytes(&bytes_f32(&h16), HiddenDtype::F32, 3, &mut s2)
         .expect("again");
-    let x2 = ShardB::read_f32(
-        b.forward_bytes(&next, HiddenDtype::F32, 1, &mut s2)
-            .expect("s2"),
-    )
-    .expect("read");
+    let x2 = b
+        .forward_bytes(&next, HiddenDtype::F32, 1, &mut s2)
+        .expect("s2")
+        .read()
+        .expect("read");
     assert!(rel_err(&x1, &x2) < 1e-6);
     assert_eq!(s1.len(), 4);
     // Errors, not panics.
@@ -695,7 +684,7 @@ fn greedy_pair(a: &ShardB, b: &ShardB, prompt: &[u32], n: usize, what: &str) -> 
     let mut lb = b.forward_tokens(prompt, &mut sb).expect("prefill");
     let mut out = Vec::new();
     for step in 0..n {
-        let ra = ShardB::read_f32(la.clone()).expect("read");
+        let ra = la.read_last().expect("read");
         let (ta, tb) = (
             pa.sample(la).expect("sample"),
             pb.sample(lb).expect("sample"),
@@ -815,9 +804,16 @@ fn int8_activations_stay_close_to_the_dequantized_logits() {
         let (mut sa, mut sb) = (dense.new_stream(64), q8.new_stream(64));
         let mut step: Vec<u32> = prompt.clone();
         for i in 0..17 {
-            let a =
-                ShardB::read_f32(dense.forward_tokens(&step, &mut sa).expect("f32")).expect("read");
-            let b = ShardB::read_f32(q8.forward_tokens(&step, &mut sb).expect("q8")).expect("read");
+            let a = dense
+                .forward_tokens(&step, &mut sa)
+                .expect("f32")
+                .read()
+                .expect("read");
+            let b = q8
+                .forward_tokens(&step, &mut sb)
+                .expect("q8")
+                .read()
+                .expect("read");
             // Relative RMS error (||Δ|| / ||ref||): the max-based measure
             // swings with single outlier logits of these random models.
             let num: f64 = a

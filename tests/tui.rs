@@ -584,6 +584,7 @@ fn bench_screen_mid_run_snapshot() {
         vs_half: None,
         vs_a_only: None,
         vs_b_only: None,
+        shard_b_work: None,
     };
     for (k, s1, s2) in [(16, 3.1, 3.3), (0, 2.2, 2.6), (4, 2.6, 3.4), (8, 2.9, 5.2)] {
         bench(&mut app, BenchEvent::Row(Box::new(mk(k, 1, s1, 0.05))));

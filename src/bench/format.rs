@@ -72,9 +72,11 @@ pub fn markdown(rec: &BenchRecord) -> String {
         "vs A only",
         "vs B only",
         "J/token",
+        "shard B step",
     ];
     let right = [
         false, true, true, false, false, true, true, false, true, true, true, true, true, true,
+        false,
     ];
     let model = format!(
         "{} {}",
@@ -100,6 +102,9 @@ pub fn markdown(rec: &BenchRecord) -> String {
                 ratio(r.vs_a_only),
                 ratio(r.vs_b_only),
                 joules(r.joules_per_token),
+                r.shard_b_work
+                    .as_ref()
+                    .map_or_else(|| "-".to_string(), |w| w.label()),
             ]
         })
         .collect();
@@ -226,6 +231,9 @@ pub struct FlatRow<'a> {
     pub vs_half: Option<f64>,
     pub vs_a_only: Option<f64>,
     pub vs_b_only: Option<f64>,
+    pub b_decode: Option<&'a str>,
+    pub b_launches_per_step: Option<f64>,
+    pub b_host_ms_per_step: Option<f64>,
 }
 
 fn join<T: ToString>(v: &[T]) -> String {
@@ -272,6 +280,9 @@ pub fn flat<'a>(rec: &'a BenchRecord, r: &'a Row) -> FlatRow<'a> {
         vs_half: r.vs_half,
         vs_a_only: r.vs_a_only,
         vs_b_only: r.vs_b_only,
+        b_decode: r.shard_b_work.as_ref().map(|w| w.decode.as_str()),
+        b_launches_per_step: r.shard_b_work.as_ref().map(|w| w.launches_per_step),
+        b_host_ms_per_step: r.shard_b_work.as_ref().map(|w| w.host_ms_per_step),
     }
 }
 

@@ -49,7 +49,7 @@ use crate::bake::store::BakedModel;
 use crate::config::Settings;
 use crate::pipeline::{Event, Finish, GenRequest, Pipeline, StageSample, StreamReport};
 use crate::shard_b::sampling::{SamplingParams, StopCriteria};
-use record::{AutoReport, BenchRecord, Probe, Role, Row, Stages};
+use record::{AutoReport, BenchRecord, Probe, Role, Row, Stages, StepWork};
 
 /// Stops a running bench from another thread (the live screen's quit).
 #[derive(Clone, Default)]
@@ -87,6 +87,9 @@ struct RunResult {
     ttft_ms: f64,
     stages: Stages,
     joules: Option<f64>,
+    /// Shard B's plan counters over the run, and its decode mode.
+    work: Option<crate::shard_b::PlanStats>,
+    decode: &'static str,
 }
 
 /// Prompt ids for stream `i`: spread over the vocabulary, away from the
@@ -136,6 +139,7 @@ impl Runner<'_> {
         let target = streams * test.n;
         let mut ids = Vec::new();
         let before = self.energy.read();
+        let work_before = p.shard_b.plan_stats();
         let t0 = Instant::now();
         for i in 0..streams {
             let req = GenRequest {
@@ -251,12 +255,18 @@ impl Runner<'_> {
             (Some(b), Some(a)) => self.energy.joules(b, a),
             _ => None,
         };
+        let work = match (p.shard_b.plan_stats(), work_before) {
+            (Some(a), Some(b)) => Some(a.since(&b)),
+            _ => None,
+        };
         Ok(RunResult {
             tok_s,
             tokens,
             ttft_ms: ttft_mean,
             stages: Stages::mean(stages.iter().map(Stages::of)),
             joules,
+            work,
+            decode: p.shard_b.decode_mode().name(),
         })
     }
 
@@ -312,6 +322,18 @@ impl Runner<'_> {
         let (mean, sd) = mean_sd(&samples);
         let ttfts: Vec<f64> = runs.iter().map(|r| r.ttft_ms).collect();
         let (ttft_mean, ttft_sd) = mean_sd(&ttfts);
+        let work = runs
+            .iter()
+            .filter_map(|r| r.work)
+            .reduce(|a, b| crate::shard_b::PlanStats {
+                steps: a.steps + b.steps,
+                launches: a.launches + b.launches,
+                captures: a.captures + b.captures,
+                replays: a.replays + b.replays,
+                uploads: a.uploads + b.uploads,
+                readbacks: a.readbacks + b.readbacks,
+                host_ns: a.host_ns + b.host_ns,
+            });
         let joules: Option<Vec<f64>> = runs
             .iter()
             .map(|r| r.joules.map(|j| j / r.tokens.max(1) as f64))
@@ -336,6 +358,9 @@ impl Runner<'_> {
             vs_half: None,
             vs_a_only: None,
             vs_b_only: None,
+            shard_b_work: work
+                .and_then(|w| StepWork::of(runs.first().map_or("", |r| r.decode), &w))
+                .filter(|_| k < self.layers),
         }
     }
 

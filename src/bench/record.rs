@@ -87,6 +87,45 @@ impl Stages {
     }
 }
 
+/// Shard B's work per step on the decode plan (a GPU with packed weights),
+/// over a row's measured repetitions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepWork {
+    /// replay, launch.
+    pub decode: String,
+    pub steps: u64,
+    /// Kernel launches per step (a replayed step counts its recorded ones),
+    /// the greedy choice included.
+    pub launches_per_step: f64,
+    /// Host time per step issuing work (not waiting for the device).
+    pub host_ms_per_step: f64,
+    /// Steps replayed from a capture, per step.
+    pub replayed: f64,
+}
+
+impl StepWork {
+    pub fn of(decode: &str, s: &crate::shard_b::PlanStats) -> Option<StepWork> {
+        (s.steps > 0).then(|| {
+            let n = s.steps as f64;
+            StepWork {
+                decode: decode.to_string(),
+                steps: s.steps,
+                launches_per_step: s.launches as f64 / n,
+                host_ms_per_step: s.host_ns as f64 / 1e6 / n,
+                replayed: s.replays as f64 / n,
+            }
+        })
+    }
+
+    /// "replay: 147 launches, 0.41 ms host / step".
+    pub fn label(&self) -> String {
+        format!(
+            "{}: {:.0} launches, {:.2} ms host / step",
+            self.decode, self.launches_per_step, self.host_ms_per_step
+        )
+    }
+}
+
 /// One line of the results table: a test at a concurrency on a split.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Row {
@@ -117,6 +156,10 @@ pub struct Row {
     pub vs_half: Option<f64>,
     pub vs_a_only: Option<f64>,
     pub vs_b_only: Option<f64>,
+    /// Shard B's work per step on the decode plan (None on burn's ops or
+    /// when shard B has no layers).
+    #[serde(default)]
+    pub shard_b_work: Option<StepWork>,
 }
 
 impl Row {

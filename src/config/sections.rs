@@ -135,6 +135,10 @@ pub struct ShardBSettings {
     pub threads: usize,
     /// CPU cores shard B's threads may run on, e.g. "4-7"; "" = any.
     pub cpu_cores: String,
+    /// How a GPU with packed weights runs decode steps: replay (a captured
+    /// launch plan), launch (the same plan, launched each step) or ops
+    /// (burn's tensor ops).
+    pub decode: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -230,6 +234,7 @@ impl Default for Settings {
                 weights_dtype: "f32".into(),
                 threads: 0,
                 cpu_cores: String::new(),
+                decode: "replay".into(),
             },
             split: SplitSettings { layers: -1 },
             executive: ExecutiveSettings {

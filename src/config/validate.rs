@@ -51,6 +51,11 @@ impl Settings {
             &self.shard_b.weights_dtype,
             &["f32", "f16", "packed", "packed-q8"],
         )?;
+        one_of(
+            "shard_b.decode",
+            &self.shard_b.decode,
+            &["replay", "launch", "ops"],
+        )?;
         let adapter = self.shard_b.adapter.as_str();
         if !(["auto", "integrated", "discrete"].contains(&adapter)
             || adapter.parse::<usize>().is_ok())

@@ -34,7 +34,7 @@ use crate::config::Settings;
 use crate::ring::wait::mono_ns;
 use crate::ring::{SegmentSpec, SlotHeader, dtype, flags, kind};
 use crate::shard_b::sampling::{SamplingParams, StopCriteria};
-use crate::shard_b::{HiddenDtype, ShardB, ShardBError, WeightDtype, select_device};
+use crate::shard_b::{DecodeMode, HiddenDtype, ShardB, ShardBError, WeightDtype, select_device};
 use crate::supervisor::protocol::model_hash;
 use crate::supervisor::{Executive, StartConfig, SupervisorError, SupervisorEvent, executive_path};
 use stream::StreamState;
@@ -135,7 +135,8 @@ impl Pipeline {
         crate::affinity::pin_current_thread(&cores)?;
         let (device, info) = select_device(&settings.shard_b)?;
         let wdt = WeightDtype::parse(&settings.shard_b.weights_dtype).unwrap_or(WeightDtype::F32);
-        let shard_b = ShardB::load(&model, split, device, info, wdt)?;
+        let mode = DecodeMode::parse(&settings.shard_b.decode).unwrap_or_default();
+        let shard_b = ShardB::load_with(&model, split, device, info, wdt, mode)?;
         let chunk = settings.shard_a.prefill_chunk;
         let hash = model_hash(model_dir).map_err(|source| PipelineError::Io {
             path: model_dir.join(crate::bake::store::MANIFEST),
@@ -435,13 +436,7 @@ impl Pipeline {
             {
                 Ok(logits) if st.b.len() == st.tokens.len() => {
                     let kept = if st.req.record_logits {
-                        let [t, v] = logits.dims();
-                        ShardB::read_f32(logits.clone().narrow(0, t - 1, 1))
-                            .map(|l| {
-                                debug_assert_eq!(l.len(), v);
-                                Some(l)
-                            })
-                            .map_err(|e| e.to_string())
+                        logits.read_last().map(Some).map_err(|e| e.to_string())
                     } else {
                         Ok(None)
                     };

@@ -41,7 +41,8 @@ use burn::tensor::{DType, Device, Int, Shape, Tensor, TensorData};
 use burn_cubecl::CubeBackend;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
-use cubecl::prelude::{CubeCount, CubeDim};
+use cubecl::client::Client;
+use cubecl::prelude::{CubeCount, CubeDim, TensorArg};
 
 use super::packed::Packed;
 use kernels::{packed_matmul_tiled, packed_matvec, packed_rows_kernel};
@@ -105,7 +106,7 @@ pub const COL_ALIGN: usize = 32;
 const MAX_CUBES_PER_AXIS: u32 = 65_535;
 
 /// The kernels (CubeCL's `Tensor` is not burn's).
-mod kernels;
+pub(crate) mod kernels;
 
 /// `[tokens, kx] × packed [rows, kw words]ᵀ → [tokens, rows]`.
 #[backend_extension(Cube, Fusion)]
@@ -133,10 +134,166 @@ pub trait PackedOps: Backend {
     ) -> FloatTensor<Self>;
 }
 
+/// The matrix-vector kernel's shape for a weight of `rows` rows of
+/// `cols_padded` columns: long rows take 8 rows per unit and 4 lane groups
+/// per row, tall weights (lm_head) 8 rows per unit, others
+/// [`ROWS_PER_UNIT`] (the kernel takes 8 only for 1-2 tokens).
+pub(crate) fn matvec_for(rows: usize, cols_padded: usize) -> Matvec {
+    if cols_padded >= LONG_ROWS {
+        Matvec::new(8, 1, 4)
+    } else if rows >= TALL_ROWS {
+        Matvec::new(8, 1, 1)
+    } else {
+        Matvec::new(ROWS_PER_UNIT, 1, 1)
+    }
+}
+
 /// A launch grid of `n` cubes, folded into two axes where one is not enough.
-fn grid(n: u32) -> CubeCount {
+pub(crate) fn grid(n: u32) -> CubeCount {
     let x = n.clamp(1, MAX_CUBES_PER_AXIS);
     CubeCount::Static(x, n.div_ceil(x).max(1), 1)
+}
+
+/// The shapes of one packed product launch ([`launch_matmul`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MatmulDims {
+    pub tokens: usize,
+    /// Rows of this weight (part).
+    pub rows: usize,
+    /// Words per row.
+    pub kw: usize,
+    /// Activation width (kw · 32/bits).
+    pub kx: usize,
+    pub group_words: usize,
+    pub groups: usize,
+    pub bits: u32,
+    /// Row length of the output, and the column this part's rows start at.
+    pub out_cols: usize,
+    pub out_col0: usize,
+    /// Add to the output (a residual) instead of writing it.
+    pub accumulate: bool,
+}
+
+/// `out[t, col0 + r] (+)= x[t] · w[r]`: the matrix-vector kernel for up to
+/// [`MATVEC_MAX_TOKENS`] tokens, the tiled one for more.
+///
+/// # Safety
+///
+/// The arguments hold what `d` says: `tokens × kx` activations, `rows × kw`
+/// words, `rows × groups` scales and shifts, `tokens × out_cols` outputs
+/// with `out_col0 + rows ≤ out_cols`; kx and kw multiples of 4, groups of
+/// whole 4-word steps (rows padded to 32 columns, groups ≥ 32 columns).
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn launch_matmul(
+    client: &Client,
+    x: TensorArg,
+    words: TensorArg,
+    scales: TensorArg,
+    shifts: TensorArg,
+    out: TensorArg,
+    d: MatmulDims,
+    matvec: Matvec,
+) {
+    let MatmulDims {
+        tokens,
+        rows,
+        kw,
+        kx,
+        group_words,
+        groups,
+        bits,
+        out_cols,
+        out_col0,
+        accumulate,
+    } = d;
+    if tokens <= MATVEC_MAX_TOKENS {
+        let Matvec {
+            rows_per_unit,
+            steps,
+            split,
+        } = matvec;
+        let rpu = match rows_per_unit {
+            0 | 1 => 1,
+            2 | 3 => 2,
+            // 8 rows only for 1-2 tokens (8 × tokens accumulators).
+            r if r < 8 || tokens > 2 => 4,
+            _ => 8,
+        };
+        // At most 16 rows' words held per unit (steps × rows).
+        let steps = match steps {
+            0 | 1 => 1,
+            2 | 3 => 2,
+            _ => 4,
+        }
+        .min(16 / rpu);
+        // Units per row along K: ≤ 256 units a cube, and for 1-2 tokens
+        // only (shared memory: 32 × 8 × tokens × split floats).
+        let split = match split {
+            0 | 1 => 1,
+            2 | 3 => 2,
+            _ => 4,
+        }
+        .min(rpu)
+        .min(if tokens <= 2 { 4 } else { 1 });
+        let cubes = (rows as u32).div_ceil(ROWS_PER_CUBE);
+        // SAFETY: the caller's contract; rows past the end are read
+        // clamped and not written.
+        unsafe {
+            packed_matvec::launch_unchecked(
+                client,
+                grid(cubes),
+                CubeDim::new_2d(LANES, ROWS_PER_CUBE / rpu * split),
+                x,
+                words,
+                scales,
+                shifts,
+                out,
+                rows as u32,
+                (kw / 4) as u32,
+                (kx / 4) as u32,
+                (group_words / 4) as u32,
+                groups as u32,
+                out_cols as u32,
+                out_col0 as u32,
+                tokens,
+                bits,
+                rpu as usize,
+                steps as usize,
+                split as usize,
+                accumulate,
+            );
+        }
+    } else {
+        let count = CubeCount::Static(
+            (rows as u32).div_ceil(TILE),
+            (tokens as u32).div_ceil(TILE),
+            1,
+        );
+        // SAFETY: as above; staged reads are guarded by the row and
+        // token counts, columns by kx (a multiple of STEP).
+        unsafe {
+            packed_matmul_tiled::launch_unchecked(
+                client,
+                count,
+                CubeDim::new_2d(TILE, TILE),
+                x,
+                words,
+                scales,
+                shifts,
+                out,
+                tokens as u32,
+                rows as u32,
+                kw as u32,
+                kx as u32,
+                group_words as u32,
+                groups as u32,
+                out_cols as u32,
+                out_col0 as u32,
+                bits,
+                accumulate,
+            );
+        }
+    }
 }
 
 impl PackedOps for CubeBackend {
@@ -149,11 +306,6 @@ impl PackedOps for CubeBackend {
         group_words: usize,
         matvec: Matvec,
     ) -> FloatTensor<Self> {
-        let Matvec {
-            rows_per_unit,
-            steps,
-            split,
-        } = matvec;
         let (x, words) = (into_contiguous(x), into_contiguous(words));
         let (scales, shifts) = (into_contiguous(scales), into_contiguous(shifts));
         let (tokens, kx) = (x.meta.shape()[0], x.meta.shape()[1]);
@@ -171,86 +323,33 @@ impl PackedOps for CubeBackend {
             DType::F32,
         );
         let client = x.client.clone();
-        if tokens <= MATVEC_MAX_TOKENS {
-            let rpu = match rows_per_unit {
-                0 | 1 => 1,
-                2 | 3 => 2,
-                // 8 rows only for 1-2 tokens (8 × tokens accumulators).
-                r if r < 8 || tokens > 2 => 4,
-                _ => 8,
-            };
-            // At most 16 rows' words held per unit (steps × rows).
-            let steps = match steps {
-                0 | 1 => 1,
-                2 | 3 => 2,
-                _ => 4,
-            }
-            .min(16 / rpu);
-            // Units per row along K: ≤ 256 units a cube, and for 1-2 tokens
-            // only (shared memory: 32 × 8 × tokens × split floats).
-            let split = match split {
-                0 | 1 => 1,
-                2 | 3 => 2,
-                _ => 4,
-            }
-            .min(rpu)
-            .min(if tokens <= 2 { 4 } else { 1 });
-            let cubes = (rows as u32).div_ceil(ROWS_PER_CUBE);
-            // SAFETY: every index the kernel forms is below the sizes checked
-            // above (rows × kw words, rows × groups scales, tokens × kx
-            // activations, tokens × rows outputs); rows past the end are
-            // read clamped and not written. kx and kw are multiples of 4
-            // (rows are padded to 32 columns), and groups of whole 4-word
-            // steps (a group is ≥ 32 columns).
-            unsafe {
-                packed_matvec::launch_unchecked(
-                    &client,
-                    grid(cubes),
-                    CubeDim::new_2d(LANES, ROWS_PER_CUBE / rpu * split),
-                    x.into_tensor_arg(),
-                    words.into_tensor_arg(),
-                    scales.into_tensor_arg(),
-                    shifts.into_tensor_arg(),
-                    out.clone().into_tensor_arg(),
-                    rows as u32,
-                    (kw / 4) as u32,
-                    (kx / 4) as u32,
-                    (group_words / 4) as u32,
-                    groups as u32,
-                    tokens,
-                    bits,
-                    rpu as usize,
-                    steps as usize,
-                    split as usize,
-                );
-            }
-        } else {
-            let count = CubeCount::Static(
-                (rows as u32).div_ceil(TILE),
-                (tokens as u32).div_ceil(TILE),
-                1,
+        let dims = MatmulDims {
+            tokens,
+            rows,
+            kw,
+            kx,
+            group_words,
+            groups,
+            bits,
+            out_cols: rows,
+            out_col0: 0,
+            accumulate: false,
+        };
+        // SAFETY: every size checked above (rows × kw words, rows × groups
+        // scales, tokens × kx activations, tokens × rows outputs); kx and
+        // kw are multiples of 4 (rows are padded to 32 columns), and groups
+        // of whole 4-word steps (a group is ≥ 32 columns).
+        unsafe {
+            launch_matmul(
+                &client,
+                x.into_tensor_arg(),
+                words.into_tensor_arg(),
+                scales.into_tensor_arg(),
+                shifts.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                dims,
+                matvec,
             );
-            // SAFETY: as above; staged reads are guarded by the row and
-            // token counts, columns by kx (a multiple of STEP).
-            unsafe {
-                packed_matmul_tiled::launch_unchecked(
-                    &client,
-                    count,
-                    CubeDim::new_2d(TILE, TILE),
-                    x.into_tensor_arg(),
-                    words.into_tensor_arg(),
-                    scales.into_tensor_arg(),
-                    shifts.into_tensor_arg(),
-                    out.clone().into_tensor_arg(),
-                    tokens as u32,
-                    rows as u32,
-                    kw as u32,
-                    kx as u32,
-                    group_words as u32,
-                    groups as u32,
-                    bits,
-                );
-            }
         }
         out
     }
@@ -307,7 +406,7 @@ pub fn supported(device: &Device) -> bool {
 /// Most bytes of words one launch binds: WebGPU's guaranteed
 /// `maxStorageBufferBindingSize` (a bigger binding fails on devices that
 /// keep that default — lavapipe does), so larger weights are split by rows.
-const MAX_BINDING_BYTES: usize = 128 << 20;
+pub(crate) const MAX_BINDING_BYTES: usize = 128 << 20;
 
 /// Rows `[start, start + rows)` of a packed weight, in device memory.
 struct Part {
@@ -316,6 +415,62 @@ struct Part {
     words: Tensor<2, Int>,
     scales: Tensor<2>,
     shifts: Tensor<2>,
+}
+
+/// A packed weight in the kernels' layout, on the host, cut by rows into
+/// parts of at most so many bytes of words (a binding's limit).
+pub(crate) struct HostParts {
+    pub cols_padded: usize,
+    /// Words per row.
+    pub kw: usize,
+    pub group_words: usize,
+    pub groups: usize,
+    pub parts: Vec<HostPart>,
+}
+
+/// Rows `[start, start + rows)` of a [`HostParts`].
+pub(crate) struct HostPart {
+    pub start: usize,
+    pub rows: usize,
+    pub words: Vec<u32>,
+    pub scales: Vec<f32>,
+    pub shifts: Vec<f32>,
+}
+
+impl HostParts {
+    /// None when `p`'s groups do not hold whole padded words.
+    pub fn split(p: &Packed, max_bytes: usize) -> Option<HostParts> {
+        let layout = p.device_layout(COL_ALIGN)?;
+        let per = 32 / p.bits as usize;
+        let kw = layout.cols_padded / per;
+        let groups = layout.scales.len() / p.rows;
+        let rows_per_part = (max_bytes / (4 * kw)).max(1);
+        let (mut words, mut scales, mut shifts) = (layout.words, layout.scales, layout.shifts);
+        // Parts from the last: each takes its rows off the end of the
+        // layout's vectors (the first part, the only one of most weights,
+        // keeps them without a copy).
+        let mut parts = Vec::new();
+        let mut end = p.rows;
+        while end > 0 {
+            let start = (end - 1) / rows_per_part * rows_per_part;
+            parts.push(HostPart {
+                start,
+                rows: end - start,
+                words: words.split_off(start * kw),
+                scales: scales.split_off(start * groups),
+                shifts: shifts.split_off(start * groups),
+            });
+            end = start;
+        }
+        parts.reverse();
+        Some(HostParts {
+            cols_padded: layout.cols_padded,
+            kw,
+            group_words: layout.group_cols / per,
+            groups,
+            parts,
+        })
+    }
 }
 
 /// A packed weight in device memory.
@@ -341,42 +496,34 @@ impl DevicePacked {
     /// [`DevicePacked::upload`], in parts of at most `max_bytes` of words
     /// (at least one row each).
     pub fn upload_split(p: &Packed, device: &Device, max_bytes: usize) -> Option<DevicePacked> {
-        let layout = p.device_layout(COL_ALIGN)?;
-        let per = 32 / p.bits as usize;
-        let kw = layout.cols_padded / per;
-        let groups = layout.scales.len() / p.rows;
-        let rows_per_part = (max_bytes / (4 * kw)).max(1);
-        let (mut words, mut scales, mut shifts) = (layout.words, layout.scales, layout.shifts);
-        // Parts from the last: each takes its rows off the end of the
-        // layout's vectors (the first part, the only one of most weights,
-        // keeps them without a copy).
-        let mut parts = Vec::new();
-        let mut end = p.rows;
-        while end > 0 {
-            let start = (end - 1) / rows_per_part * rows_per_part;
-            let rows = end - start;
-            let f32s = |v: Vec<f32>| {
-                Tensor::<2>::from_data(TensorData::new(v, [rows, groups]), (device, DType::F32))
-            };
-            parts.push(Part {
-                start,
-                rows,
-                words: Tensor::<2, Int>::from_data(
-                    TensorData::new(words.split_off(start * kw), [rows, kw]),
-                    (device, DType::U32),
-                ),
-                scales: f32s(scales.split_off(start * groups)),
-                shifts: f32s(shifts.split_off(start * groups)),
-            });
-            end = start;
-        }
-        parts.reverse();
+        let host = HostParts::split(p, max_bytes)?;
+        let (groups, kw) = (host.groups, host.kw);
+        let parts = host
+            .parts
+            .into_iter()
+            .map(|part| {
+                let rows = part.rows;
+                let f32s = |v: Vec<f32>| {
+                    Tensor::<2>::from_data(TensorData::new(v, [rows, groups]), (device, DType::F32))
+                };
+                Part {
+                    start: part.start,
+                    rows,
+                    words: Tensor::<2, Int>::from_data(
+                        TensorData::new(part.words, [rows, kw]),
+                        (device, DType::U32),
+                    ),
+                    scales: f32s(part.scales),
+                    shifts: f32s(part.shifts),
+                }
+            })
+            .collect();
         Some(DevicePacked {
             rows: p.rows,
             cols: p.cols,
-            cols_padded: layout.cols_padded,
+            cols_padded: host.cols_padded,
             bits: p.bits,
-            group_words: layout.group_cols / per,
+            group_words: host.group_words,
             groups,
             parts,
         })
@@ -394,21 +541,7 @@ impl DevicePacked {
 
     /// The matrix-vector kernel's shape [`DevicePacked::matmul`] uses.
     pub fn matvec(&self) -> Matvec {
-        if self.cols_padded >= LONG_ROWS {
-            Matvec::new(8, 1, 4)
-        } else {
-            Matvec::new(self.rows_per_unit(), 1, 1)
-        }
-    }
-
-    /// Rows per unit [`DevicePacked::matmul`] uses: 8 for tall weights
-    /// (lm_head), 4 otherwise (the kernel takes 8 only for 1-2 tokens).
-    fn rows_per_unit(&self) -> u32 {
-        if self.rows >= TALL_ROWS {
-            8
-        } else {
-            ROWS_PER_UNIT
-        }
+        matvec_for(self.rows, self.cols_padded)
     }
 
     /// [`DevicePacked::matmul`] with another shape of the matrix-vector

@@ -1,32 +1,31 @@
-//! Shard B: decoder layers `[k, L)`, the final norm, lm_head and sampling,
-//! on burn (Flex on the CPU, or a GPU through wgpu on Vulkan).
+//! Shard B: decoder layers `[k, L)`, the final norm, lm_head and sampling.
+//!
+//! Two bodies run it: on a GPU with packed weights, the decode plan
+//! ([`plan`]: the project's own kernels, fixed buffers, captured and
+//! replayed steps, streams batched); otherwise burn's tensor ops ([`ops`]:
+//! Flex on the CPU, or a GPU through wgpu on Vulkan).
 //!
 //! With `k = 0` the same code runs the whole model from token ids (the
 //! embeddings are loaded too): the single-device baseline.
-//!
-//! Per layer, for `T` new tokens at positions `p..p+T` of a stream:
-//! ```text
-//! x [T,H] ─ rms ─ q,k,v proj ─ rope ─┬─ k,v written in place into the stream's
-//!                                     │  cache [kv_heads, capacity, head_dim]
-//!          q [kv_heads, rep*T, hd] ───┴─ softmax(q kᵀ/√d + mask) v ─ o proj ─ + x
-//! x ─ rms ─ silu(gate) * up ─ down ─ + x
-//! ```
-//! Grouped-query attention folds each KV head's `rep` query heads into the
-//! rows of one matmul, so K/V are never repeated.
 
 pub mod cube;
 pub mod device;
 pub mod linear;
+pub mod ops;
 pub mod packed;
+pub mod plan;
 pub mod sampling;
 
-use burn::tensor::activation::{silu, softmax};
-use burn::tensor::{DType, Device, Int, Tensor, TensorData};
+use std::sync::Mutex;
+
+use burn::backend::DispatchDevice;
+use burn::tensor::{DType, Device, Tensor, TensorData};
 
 use crate::bake::store::{BakedModel, StoreError};
 use crate::model::ModelSpec;
 pub use device::{BackendInfo, select_device};
 pub use linear::{QuantLinear, Stacked, WeightDtype};
+pub use plan::{DecodeMode, PlanStats};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShardBError {
@@ -67,9 +66,13 @@ pub enum ShardBError {
     BadToken { id: u32, vocab: usize },
     #[error("reading a result back from the device: {0}")]
     Readback(String),
+    #[error("a stream made by another shard B was given to this one")]
+    ForeignStream,
+    #[error("a batched step takes hidden states or token ids, not both")]
+    MixedBatch,
 }
 
-/// Granularity, in cache slots, of the key span attention reads.
+/// Granularity, in cache slots, of the key span burn's attention reads.
 pub const ATTENTION_SPAN: usize = 128;
 
 /// Element type of hidden states arriving as bytes.
@@ -88,21 +91,14 @@ impl HiddenDtype {
     }
 }
 
-struct Layer {
-    in_norm: Tensor<1>,
-    /// q, k, v.
-    qkv: Stacked<3>,
-    o: QuantLinear,
-    post_norm: Tensor<1>,
-    /// gate, up.
-    gate_up: Stacked<2>,
-    down: QuantLinear,
+enum StreamKv {
+    Ops(ops::OpsKv),
+    Plan(plan::PlanKv),
 }
 
 /// One stream's KV cache for shard B's layers, preallocated to capacity.
 pub struct Stream {
-    keys: Vec<Tensor<3>>,
-    values: Vec<Tensor<3>>,
+    kv: StreamKv,
     len: usize,
     capacity: usize,
 }
@@ -118,10 +114,108 @@ impl Stream {
     pub fn capacity(&self) -> usize {
         self.capacity
     }
-    /// Start over (the buffers are kept; stale entries are never read, the mask hides them).
+    /// Start over (the buffers are kept; stale entries are never read).
     pub fn reset(&mut self) {
         self.len = 0;
     }
+}
+
+/// A stream's rows for a step: hidden states as bytes, or token ids (a
+/// shard that starts at layer 0).
+#[derive(Clone, Copy)]
+pub enum StepInput<'a> {
+    Hidden {
+        bytes: &'a [u8],
+        dtype: HiddenDtype,
+        rows: usize,
+    },
+    Tokens(&'a [u32]),
+}
+
+/// One stream's part of a batched step ([`ShardB::forward_batch`]).
+pub struct BatchItem<'a> {
+    pub input: StepInput<'a>,
+    pub stream: &'a mut Stream,
+}
+
+/// Logits of a step: `[T, vocab]` from burn's ops, or the last row's
+/// `[1, vocab]` from the decode plan (which computes no others).
+pub struct Logits(LogitsKind);
+
+enum LogitsKind {
+    Tensor(Tensor<2>),
+    Plan(plan::PlanLogits, Device),
+}
+
+impl From<Tensor<2>> for Logits {
+    fn from(t: Tensor<2>) -> Logits {
+        Logits(LogitsKind::Tensor(t))
+    }
+}
+
+impl Logits {
+    /// Rows held.
+    pub fn rows(&self) -> usize {
+        match &self.0 {
+            LogitsKind::Tensor(t) => t.dims()[0],
+            LogitsKind::Plan(..) => 1,
+        }
+    }
+
+    /// Every row held, to the host.
+    pub fn read(&self) -> Result<Vec<f32>, ShardBError> {
+        match &self.0 {
+            LogitsKind::Tensor(t) => ShardB::read_f32(t.clone()),
+            LogitsKind::Plan(p, _) => p.read(),
+        }
+    }
+
+    /// The last row, to the host.
+    pub fn read_last(&self) -> Result<Vec<f32>, ShardBError> {
+        match &self.0 {
+            LogitsKind::Tensor(t) => {
+                let r = t.dims()[0];
+                ShardB::read_f32(t.clone().narrow(0, r - 1, 1))
+            }
+            LogitsKind::Plan(p, _) => p.read(),
+        }
+    }
+
+    /// The last row as a device tensor `[vocab]` (the sampler's input).
+    pub(crate) fn last_row(self) -> Result<Tensor<1>, ShardBError> {
+        match self.0 {
+            LogitsKind::Tensor(t) => {
+                let [r, v] = t.dims();
+                Ok(t.narrow(0, r - 1, 1).reshape([v]))
+            }
+            LogitsKind::Plan(p, device) => {
+                let row = p.read()?;
+                let v = row.len();
+                Ok(Tensor::<1>::from_data(
+                    TensorData::new(row, [v]),
+                    (&device, DType::F32),
+                ))
+            }
+        }
+    }
+
+    /// The greedy choice of the last row when the device makes it (the
+    /// plan's argmax, with its non-finite flag); None for burn's logits.
+    pub(crate) fn device_argmax(&self) -> Option<Result<u32, ShardBError>> {
+        let LogitsKind::Plan(p, _) = &self.0 else {
+            return None;
+        };
+        Some(p.argmax().and_then(|(id, bad)| match bad {
+            true => Err(ShardBError::NonFinite),
+            false => Ok(id),
+        }))
+    }
+}
+
+#[allow(clippy::large_enum_variant)]
+enum Body {
+    Ops(ops::OpsModel),
+    Plan(Mutex<plan::DecodePlan>),
 }
 
 pub struct ShardB {
@@ -131,49 +225,39 @@ pub struct ShardB {
     pub device: Device,
     pub info: BackendInfo,
     pub weights_dtype: WeightDtype,
-    layers: Vec<Layer>,
-    norm: Tensor<1>,
-    /// lm_head; when embeddings are tied this is also the embedding table.
-    head: QuantLinear,
-    /// The embedding table when it is not the lm_head (k = 0, untied).
-    embed: Option<QuantLinear>,
-    inv_freq: Vec<f32>,
-}
-
-fn vector(model: &BakedModel, name: &str, device: &Device) -> Result<Tensor<1>, StoreError> {
-    let v = model.f32(name)?;
-    let n = v.len();
-    Ok(Tensor::<1>::from_data(
-        TensorData::new(v, [n]),
-        (device, DType::F32),
-    ))
-}
-
-fn rms_norm(x: Tensor<2>, w: &Tensor<1>, eps: f64) -> Tensor<2> {
-    let ms = x.clone().powf_scalar(2.0).mean_dim(1);
-    let inv = ms.add_scalar(eps).sqrt().recip();
-    x * inv * w.clone().unsqueeze::<2>()
-}
-
-/// Hugging Face rotate_half RoPE on `[heads, T, hd]` with `cos`, `sin` `[1, T, hd]`.
-fn rope(x: Tensor<3>, cos: &Tensor<3>, sin: &Tensor<3>) -> Tensor<3> {
-    let hd = x.dims()[2];
-    let half = hd / 2;
-    let x1 = x.clone().narrow(2, 0, half);
-    let x2 = x.clone().narrow(2, half, half);
-    let rotated = Tensor::cat(vec![x2.neg(), x1], 2);
-    x * cos.clone() + rotated * sin.clone()
+    body: Body,
 }
 
 impl ShardB {
     /// Load layers `[first_layer, L)`, the final norm and lm_head (and the
-    /// embeddings when `first_layer == 0`) onto `device`.
+    /// embeddings when `first_layer == 0`) onto `device`, decoding with the
+    /// default [`DecodeMode`].
     pub fn load(
         model: &BakedModel,
         first_layer: usize,
         device: Device,
         info: BackendInfo,
         weights_dtype: WeightDtype,
+    ) -> Result<ShardB, ShardBError> {
+        Self::load_with(
+            model,
+            first_layer,
+            device,
+            info,
+            weights_dtype,
+            DecodeMode::default(),
+        )
+    }
+
+    /// [`ShardB::load`] with a decode mode: on a GPU with packed weights the
+    /// plan (replayed or launched), else burn's ops.
+    pub fn load_with(
+        model: &BakedModel,
+        first_layer: usize,
+        device: Device,
+        info: BackendInfo,
+        weights_dtype: WeightDtype,
+        mode: DecodeMode,
     ) -> Result<ShardB, ShardBError> {
         let spec = model.spec().clone();
         if weights_dtype == WeightDtype::PackedQ8 && info.backend != "cpu" {
@@ -187,77 +271,66 @@ impl ShardB {
                 layers: spec.num_layers,
             });
         }
-        let lin = |name: &str, bias: bool| {
-            let b = bias.then(|| name.replace(".weight", ".bias"));
-            QuantLinear::load(model, name, b.as_deref(), &device, weights_dtype)
+        let planned = match (device.as_dispatch(), weights_dtype) {
+            (DispatchDevice::Cube(d), WeightDtype::Packed) => {
+                plan::DecodePlan::load(model, first_layer, d.client(), mode)?
+            }
+            _ => None,
         };
-        let mut layers = Vec::new();
-        for l in first_layer..spec.num_layers {
-            let p = format!("model.layers.{l}");
-            layers.push(Layer {
-                in_norm: vector(model, &format!("{p}.input_layernorm.weight"), &device)?,
-                qkv: Stacked::load(
-                    model,
-                    [
-                        &format!("{p}.self_attn.q_proj.weight"),
-                        &format!("{p}.self_attn.k_proj.weight"),
-                        &format!("{p}.self_attn.v_proj.weight"),
-                    ],
-                    spec.qkv_bias,
-                    &device,
-                    weights_dtype,
-                )?,
-                o: lin(&format!("{p}.self_attn.o_proj.weight"), false)?,
-                post_norm: vector(
-                    model,
-                    &format!("{p}.post_attention_layernorm.weight"),
-                    &device,
-                )?,
-                gate_up: Stacked::load(
-                    model,
-                    [
-                        &format!("{p}.mlp.gate_proj.weight"),
-                        &format!("{p}.mlp.up_proj.weight"),
-                    ],
-                    false,
-                    &device,
-                    weights_dtype,
-                )?,
-                down: lin(&format!("{p}.mlp.down_proj.weight"), false)?,
-            });
-        }
-        let head = lin(model.lm_head_name(), false)?;
-        let embed = if first_layer == 0 && !spec.tie_word_embeddings {
-            Some(lin("model.embed_tokens.weight", false)?)
-        } else {
-            None
+        let body = match planned {
+            Some(p) => Body::Plan(Mutex::new(p)),
+            None => Body::Ops(ops::OpsModel::load(
+                model,
+                first_layer,
+                &device,
+                weights_dtype,
+            )?),
         };
         Ok(ShardB {
-            norm: vector(model, "model.norm.weight", &device)?,
-            inv_freq: spec.rope_inv_freq(),
             spec,
             first_layer,
             device,
             info,
             weights_dtype,
-            layers,
-            head,
-            embed,
+            body,
         })
+    }
+
+    fn plan(&self) -> Option<std::sync::MutexGuard<'_, plan::DecodePlan>> {
+        match &self.body {
+            Body::Plan(p) => Some(p.lock().unwrap_or_else(|e| e.into_inner())),
+            Body::Ops(_) => None,
+        }
+    }
+
+    /// How decode steps run: the plan's mode, or `Ops`.
+    pub fn decode_mode(&self) -> DecodeMode {
+        self.plan().map_or(DecodeMode::Ops, |p| p.mode())
+    }
+
+    /// Keys per attention chunk of the plan's decode steps (tests cross
+    /// chunk boundaries with a few); nothing on burn's ops.
+    pub fn set_attention_chunk(&self, keys: usize) {
+        if let Some(mut p) = self.plan() {
+            p.set_attention_chunk(keys);
+        }
+    }
+
+    /// The plan's counters (None on burn's ops).
+    pub fn plan_stats(&self) -> Option<PlanStats> {
+        self.plan().map(|p| p.stats())
     }
 
     /// A new stream with room for `capacity` tokens.
     pub fn new_stream(&self, capacity: usize) -> Stream {
-        let s = &self.spec;
-        let shape = [s.num_kv_heads, capacity, s.head_dim];
-        let make = || {
-            (0..self.layers.len())
-                .map(|_| Tensor::<3>::zeros(shape, (&self.device, DType::F32)))
-                .collect::<Vec<_>>()
+        let kv = match &self.body {
+            Body::Ops(m) => StreamKv::Ops(m.new_kv(&self.spec, capacity, &self.device)),
+            Body::Plan(p) => {
+                StreamKv::Plan(p.lock().unwrap_or_else(|e| e.into_inner()).new_kv(capacity))
+            }
         };
         Stream {
-            keys: make(),
-            values: make(),
+            kv,
             len: 0,
             capacity,
         }
@@ -265,94 +338,195 @@ impl ShardB {
 
     /// Projection groups (q/k/v and gate/up, per layer) held as one stacked
     /// weight, and how many there are: packed weights stack, dense ones do
-    /// not (see [`Stacked`]).
+    /// not (see [`Stacked`]); the plan stacks them all.
     pub fn stacked_projections(&self) -> (usize, usize) {
-        let stacked = self
-            .layers
-            .iter()
-            .map(|l| usize::from(l.qkv.is_stacked()) + usize::from(l.gate_up.is_stacked()))
-            .sum();
-        (stacked, 2 * self.layers.len())
+        let layers = self.spec.num_layers - self.first_layer;
+        match &self.body {
+            Body::Ops(m) => m.stacked_projections(),
+            Body::Plan(_) => (2 * layers, 2 * layers),
+        }
     }
 
     /// Bytes of weights resident on the device.
     pub fn resident_weight_bytes(&self) -> usize {
-        let per_layer: usize = self
-            .layers
-            .iter()
-            .map(|l| {
-                l.qkv.resident_bytes()
-                    + l.o.resident_bytes()
-                    + l.gate_up.resident_bytes()
-                    + l.down.resident_bytes()
-                    + 2 * self.spec.hidden_size * 4
-            })
-            .sum();
-        per_layer
-            + self.head.resident_bytes()
-            + self.embed.as_ref().map(|e| e.resident_bytes()).unwrap_or(0)
-            + self.spec.hidden_size * 4
+        match &self.body {
+            Body::Ops(m) => m.resident_weight_bytes(self.spec.hidden_size),
+            Body::Plan(p) => p
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .resident_weight_bytes(),
+        }
     }
 
     /// Hidden states `[tokens, hidden]` arriving as bytes (from a shared-memory
-    /// slot): one copy into the device tensor, then the shard. Returns logits
-    /// `[tokens, vocab]` on the device.
+    /// slot) through the shard. Returns the logits on the device.
     pub fn forward_bytes(
         &self,
         bytes: &[u8],
         dtype: HiddenDtype,
         tokens: usize,
         stream: &mut Stream,
-    ) -> Result<Tensor<2>, ShardBError> {
-        let h = self.spec.hidden_size;
-        if bytes.len() != tokens * h * dtype.size() {
-            return Err(ShardBError::BadInput {
-                got: bytes.len(),
-                tokens,
-                hidden: h,
-                dtype,
-            });
-        }
-        let dt = match dtype {
-            HiddenDtype::F32 => DType::F32,
-            HiddenDtype::F16 => DType::F16,
+    ) -> Result<Logits, ShardBError> {
+        let input = StepInput::Hidden {
+            bytes,
+            dtype,
+            rows: tokens,
         };
-        let data = TensorData::from_bytes_vec(bytes.to_vec(), [tokens, h], dt);
-        let x = Tensor::<2>::from_data(data, (&self.device, DType::F32));
-        self.forward_hidden(x, stream)
+        self.forward_one(input, stream)
     }
 
     /// Token ids through the whole model (a shard that starts at layer 0).
-    pub fn forward_tokens(
-        &self,
-        ids: &[u32],
-        stream: &mut Stream,
-    ) -> Result<Tensor<2>, ShardBError> {
-        if self.first_layer != 0 {
-            return Err(ShardBError::NoEmbeddings(self.first_layer));
-        }
-        let vocab = self.spec.vocab_size;
-        if let Some(&id) = ids.iter().find(|&&i| i as usize >= vocab) {
-            return Err(ShardBError::BadToken { id, vocab });
-        }
-        let idx = Tensor::<1, Int>::from_data(
-            TensorData::new(
-                ids.iter().map(|&i| i as i64).collect::<Vec<_>>(),
-                [ids.len()],
-            ),
-            &self.device,
-        );
-        let table = self.embed.as_ref().unwrap_or(&self.head);
-        let x = table.embed(idx);
-        self.forward_hidden(x, stream)
+    pub fn forward_tokens(&self, ids: &[u32], stream: &mut Stream) -> Result<Logits, ShardBError> {
+        self.forward_one(StepInput::Tokens(ids), stream)
     }
 
-    fn forward_hidden(
+    fn forward_one(
         &self,
-        mut x: Tensor<2>,
+        input: StepInput<'_>,
         stream: &mut Stream,
-    ) -> Result<Tensor<2>, ShardBError> {
-        let s = &self.spec;
+    ) -> Result<Logits, ShardBError> {
+        let mut out = self.forward_batch(&mut [BatchItem { input, stream }])?;
+        out.pop()
+            .ok_or_else(|| ShardBError::Readback("a step returned no logits".into()))
+    }
+
+    /// Several streams' rows as one step: on the plan each weight is read
+    /// once for all of them (their attention runs per stream); on burn's
+    /// ops they run one after the other. Inputs must all be hidden states
+    /// or all token ids. Returns each stream's logits, in order; on an
+    /// error no stream has advanced.
+    pub fn forward_batch(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<Logits>, ShardBError> {
+        let h = self.spec.hidden_size;
+        let vocab = self.spec.vocab_size;
+        for item in items.iter() {
+            let rows = match item.input {
+                StepInput::Hidden { bytes, dtype, rows } => {
+                    if bytes.len() != rows * h * dtype.size() {
+                        return Err(ShardBError::BadInput {
+                            got: bytes.len(),
+                            tokens: rows,
+                            hidden: h,
+                            dtype,
+                        });
+                    }
+                    rows
+                }
+                StepInput::Tokens(ids) => {
+                    if self.first_layer != 0 {
+                        return Err(ShardBError::NoEmbeddings(self.first_layer));
+                    }
+                    if let Some(&id) = ids.iter().find(|&&i| i as usize >= vocab) {
+                        return Err(ShardBError::BadToken { id, vocab });
+                    }
+                    ids.len()
+                }
+            };
+            let st = &item.stream;
+            if st.len + rows > st.capacity {
+                return Err(ShardBError::CacheFull {
+                    len: st.len,
+                    new: rows,
+                    capacity: st.capacity,
+                });
+            }
+        }
+        match &self.body {
+            Body::Ops(m) => items
+                .iter_mut()
+                .map(|item| {
+                    let x = match item.input {
+                        StepInput::Hidden { bytes, dtype, rows } => {
+                            let dt = match dtype {
+                                HiddenDtype::F32 => DType::F32,
+                                HiddenDtype::F16 => DType::F16,
+                            };
+                            let data = TensorData::from_bytes_vec(bytes.to_vec(), [rows, h], dt);
+                            Tensor::<2>::from_data(data, (&self.device, DType::F32))
+                        }
+                        StepInput::Tokens(ids) => m.embed(ids, &self.device),
+                    };
+                    self.forward_ops(m, x, item.stream)
+                })
+                .collect(),
+            Body::Plan(p) => self.planned(p, items),
+        }
+    }
+
+    /// One step of the plan over `items`' streams.
+    fn planned(
+        &self,
+        plan: &Mutex<plan::DecodePlan>,
+        items: &mut [BatchItem<'_>],
+    ) -> Result<Vec<Logits>, ShardBError> {
+        let mut hidden = Vec::new();
+        let mut ids = Vec::new();
+        let mut rows = Vec::with_capacity(items.len());
+        for item in items.iter() {
+            match item.input {
+                StepInput::Hidden {
+                    bytes,
+                    dtype,
+                    rows: n,
+                } => {
+                    match dtype {
+                        HiddenDtype::F32 => hidden.extend(
+                            bytes
+                                .chunks_exact(4)
+                                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                        ),
+                        HiddenDtype::F16 => hidden.extend(
+                            bytes
+                                .chunks_exact(2)
+                                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
+                        ),
+                    }
+                    rows.push(n);
+                }
+                StepInput::Tokens(t) => {
+                    ids.extend_from_slice(t);
+                    rows.push(t.len());
+                }
+            }
+        }
+        if !hidden.is_empty() && !ids.is_empty() {
+            return Err(ShardBError::MixedBatch);
+        }
+        let input = if ids.is_empty() {
+            plan::Input::Hidden(&hidden)
+        } else {
+            plan::Input::Tokens(&ids)
+        };
+        let mut segments = Vec::with_capacity(items.len());
+        for (item, &n) in items.iter().zip(&rows) {
+            let StreamKv::Plan(kv) = &item.stream.kv else {
+                return Err(ShardBError::ForeignStream);
+            };
+            segments.push(plan::Segment {
+                kv,
+                pos: item.stream.len,
+                rows: n,
+            });
+        }
+        let logits = plan
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .step(input, &segments)?;
+        drop(segments);
+        for (item, n) in items.iter_mut().zip(rows) {
+            item.stream.len += n;
+        }
+        Ok(logits
+            .into_iter()
+            .map(|l| Logits(LogitsKind::Plan(l, self.device.clone())))
+            .collect())
+    }
+
+    fn forward_ops(
+        &self,
+        m: &ops::OpsModel,
+        x: Tensor<2>,
+        stream: &mut Stream,
+    ) -> Result<Logits, ShardBError> {
         let t = x.dims()[0];
         let pos = stream.len;
         if pos + t > stream.capacity {
@@ -362,97 +536,12 @@ impl ShardB {
                 capacity: stream.capacity,
             });
         }
-        let (nh, nkv, hd) = (s.num_heads, s.num_kv_heads, s.head_dim);
-        let rep = nh / nkv;
-        let total = pos + t;
-        // Attention reads the cache in spans of ATTENTION_SPAN slots (masked
-        // past the fill), so kernel shapes, and the autotuning each new shape
-        // costs on a GPU, change once every ATTENTION_SPAN tokens, not every token.
-        let span = total
-            .div_ceil(ATTENTION_SPAN)
-            .saturating_mul(ATTENTION_SPAN)
-            .min(stream.capacity);
-        let (cos, sin) = self.rope_tables(pos, t);
-        let mask = self.mask(pos, t, rep, span);
-        let scale = 1.0 / (hd as f64).sqrt();
-        for (li, layer) in self.layers.iter().enumerate() {
-            let n = rms_norm(x.clone(), &layer.in_norm, s.rms_norm_eps);
-            let heads = |y: Tensor<2>, h: usize| y.reshape([t, h, hd]).swap_dims(0, 1);
-            let [q, k, v] = layer.qkv.forward(n)?;
-            let q = rope(heads(q, nh), &cos, &sin);
-            let k = rope(heads(k, nkv), &cos, &sin);
-            let v = heads(v, nkv);
-            let range = [0..nkv, pos..total, 0..hd];
-            let keys =
-                std::mem::replace(&mut stream.keys[li], Tensor::empty([0, 0, 0], &self.device));
-            stream.keys[li] = keys.slice_assign(range.clone(), k);
-            let values = std::mem::replace(
-                &mut stream.values[li],
-                Tensor::empty([0, 0, 0], &self.device),
-            );
-            stream.values[li] = values.slice_assign(range, v);
-            let keys = stream.keys[li].clone().slice([0..nkv, 0..span, 0..hd]);
-            let values = stream.values[li].clone().slice([0..nkv, 0..span, 0..hd]);
-            // [nh, T, hd] → [nkv, rep*T, hd]: query heads of one KV head become rows.
-            let qg = q.reshape([nkv, rep * t, hd]);
-            let scores = qg.matmul(keys.swap_dims(1, 2)).mul_scalar(scale) + mask.clone();
-            let attn = softmax(scores, 2).matmul(values); // [nkv, rep*T, hd]
-            let attn = attn
-                .reshape([nh, t, hd])
-                .swap_dims(0, 1)
-                .reshape([t, nh * hd]);
-            x = x + layer.o.forward(attn)?;
-            let n2 = rms_norm(x.clone(), &layer.post_norm, s.rms_norm_eps);
-            let [gate, up] = layer.gate_up.forward(n2)?;
-            let act = silu(gate) * up;
-            x = x + layer.down.forward(act)?;
-        }
-        stream.len = total;
-        let n = rms_norm(x, &self.norm, s.rms_norm_eps);
-        self.head.forward(n)
-    }
-
-    /// cos and sin `[1, T, hd]` for positions `pos..pos+T`.
-    fn rope_tables(&self, pos: usize, t: usize) -> (Tensor<3>, Tensor<3>) {
-        let hd = self.spec.head_dim;
-        let half = hd / 2;
-        let mut cos = Vec::with_capacity(t * hd);
-        let mut sin = Vec::with_capacity(t * hd);
-        for p in pos..pos + t {
-            let row: Vec<f32> = (0..hd)
-                .map(|i| p as f32 * self.inv_freq[i % half])
-                .collect();
-            cos.extend(row.iter().map(|a| a.cos()));
-            sin.extend(row.iter().map(|a| a.sin()));
-        }
-        let mk = |v: Vec<f32>| {
-            Tensor::<3>::from_data(TensorData::new(v, [1, t, hd]), (&self.device, DType::F32))
+        let StreamKv::Ops(kv) = &mut stream.kv else {
+            return Err(ShardBError::ForeignStream);
         };
-        (mk(cos), mk(sin))
-    }
-
-    /// Additive mask `[1, rep*T, span]` (causal, sliding window, slots past
-    /// the fill hidden), rows in the `[rep, T]` order of the grouped query.
-    fn mask(&self, pos: usize, t: usize, rep: usize, span: usize) -> Tensor<3> {
-        let total = span;
-        let window = self.spec.sliding_window;
-        let mut one = vec![f32::NEG_INFINITY; t * total];
-        for i in 0..t {
-            let q = pos + i;
-            for j in 0..=q {
-                if window.is_none_or(|w| q - j < w) {
-                    one[i * total + j] = 0.0;
-                }
-            }
-        }
-        let mut all = Vec::with_capacity(rep * one.len());
-        for _ in 0..rep {
-            all.extend_from_slice(&one);
-        }
-        Tensor::<3>::from_data(
-            TensorData::new(all, [1, rep * t, total]),
-            (&self.device, DType::F32),
-        )
+        let logits = m.forward(&self.spec, x, kv, pos, stream.capacity)?;
+        stream.len = pos + t;
+        Ok(logits.into())
     }
 
     /// Read logits back to the host (tests, reports; decoding samples on the device).

@@ -14,7 +14,7 @@ use burn::tensor::{DType, Device, IndexingUpdateOp, Int, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::ShardBError;
+use super::{Logits, ShardBError};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingParams {
@@ -158,11 +158,33 @@ impl Sampler {
         self.seen.extend(ids.iter().copied());
     }
 
-    /// Choose the next token from the last row of `logits` `[T, vocab]`.
-    pub fn sample(&mut self, logits: Tensor<2>) -> Result<u32, ShardBError> {
-        let [t, v] = logits.dims();
-        let device = logits.device();
-        let mut l: Tensor<1> = logits.narrow(0, t - 1, 1).reshape([v]);
+    /// Choose the next token from the last row of `logits` (`[T, vocab]`).
+    /// Plain greedy decoding of the decode plan's logits is chosen on the
+    /// device (4 bytes and a flag come back); everything else runs the rules
+    /// below on the last row as a device tensor.
+    pub fn sample(&mut self, logits: impl Into<Logits>) -> Result<u32, ShardBError> {
+        let logits = logits.into();
+        let p = &self.params;
+        let penalized = (p.repetition_penalty != 1.0 && !self.seen.is_empty())
+            || ((p.presence_penalty != 0.0 || p.frequency_penalty != 0.0)
+                && !self.generated.is_empty());
+        let id = if p.temperature <= 0.0
+            && !penalized
+            && let Some(choice) = logits.device_argmax()
+        {
+            choice?
+        } else {
+            self.sample_row(logits.last_row()?)?
+        };
+        self.seen.insert(id);
+        *self.generated.entry(id).or_insert(0) += 1;
+        Ok(id)
+    }
+
+    /// The rules on one row of logits `[vocab]`.
+    fn sample_row(&mut self, mut l: Tensor<1>) -> Result<u32, ShardBError> {
+        let v = l.dims()[0];
+        let device = l.device();
         let p = &self.params;
         if p.repetition_penalty != 1.0 && !self.seen.is_empty() {
             l = penalize(l, &self.seen, p.repetition_penalty, &device);
@@ -208,8 +230,6 @@ impl Sampler {
             let j = (sorted + g).argmax(0);
             read_id(order.select(0, j), bad)?
         };
-        self.seen.insert(id);
-        *self.generated.entry(id).or_insert(0) += 1;
         Ok(id)
     }
 }

@@ -118,7 +118,6 @@ pub fn hw_fixture(name: &str) -> PathBuf {
 }
 
 /// Our pid in every recorded tree, and the executive's.
-#[allow(dead_code)]
 pub const HW_PID: u32 = 4242;
 #[allow(dead_code)]
 pub const HW_EXEC_PID: u32 = 4243;
@@ -156,4 +155,17 @@ pub fn poison(dir: &Path, tensor: &str, count: usize, value: f32) -> usize {
     }
     std::fs::write(&path, bytes).expect("write checkpoint");
     n
+}
+
+/// Whether a greedy sequence says little (a random-weight model can fall
+/// into repeating one or two tokens from some prompts): at least 16 tokens
+/// and at most 4 distinct ones.
+#[allow(dead_code)]
+pub fn degenerate(tokens: &[u32]) -> bool {
+    tokens.len() >= 16
+        && tokens
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            <= 4
 }

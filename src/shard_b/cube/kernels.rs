@@ -21,11 +21,14 @@ pub fn packed_matvec(
     kx4: u32,
     group_steps: u32,
     groups: u32,
+    out_cols: u32,
+    out_col0: u32,
     #[comptime] tokens: usize,
     #[comptime] bits: u32,
     #[comptime] rpu: usize,
     #[comptime] steps: usize,
     #[comptime] split: usize,
+    #[comptime] accumulate: bool,
 ) {
     let lanes = comptime!(LANES as usize);
     // Units `split` apart along y share rows and take every split-th
@@ -152,7 +155,12 @@ pub fn packed_matvec(
                     for g in 1..split {
                         v += partial[base + g * slots * lanes + k];
                     }
-                    out[t * rows + row] = v;
+                    let at = t * out_cols as usize + out_col0 as usize + row;
+                    if comptime!(accumulate) {
+                        out[at] += v;
+                    } else {
+                        out[at] = v;
+                    }
                 }
             }
         }
@@ -173,7 +181,10 @@ pub fn packed_matmul_tiled(
     kx: u32,
     group_words: u32,
     groups: u32,
+    out_cols: u32,
+    out_col0: u32,
     #[comptime] bits: u32,
+    #[comptime] accumulate: bool,
 ) {
     let tile = comptime!(TILE as usize);
     let step = comptime!(STEP as usize);
@@ -231,7 +242,12 @@ pub fn packed_matmul_tiled(
         k0 += step;
     }
     if t0 + ty < tokens && n0 + tx < rows {
-        out[(t0 + ty) * rows + n0 + tx] = acc;
+        let at = (t0 + ty) * out_cols as usize + out_col0 as usize + n0 + tx;
+        if comptime!(accumulate) {
+            out[at] += acc;
+        } else {
+            out[at] = acc;
+        }
     }
 }
 

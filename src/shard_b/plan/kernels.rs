@@ -1,0 +1,359 @@
+//! The decode plan's own kernels (the packed projections are
+//! `shard_b::cube`'s). Every value that changes from step to step — a row's
+//! position, the sampled rows — is read from a device buffer, never passed
+//! as a scalar, so a captured step replays correctly: a scalar is baked
+//! into the recording.
+//!
+//! Limits as `shard_b::cube`'s: 32-bit scalar loads and stores, f32
+//! arithmetic, ≤ 256 units and ≤ 4 KiB of shared memory per cube.
+
+use cubecl::prelude::*;
+
+/// Units per cube of the row-wise kernels (norms, RoPE, argmax).
+pub const ROW_UNITS: u32 = 256;
+/// Units per cube of the attention kernel (one cube per head, row and key
+/// chunk).
+pub const ATTN_UNITS: u32 = 32;
+/// A score no real one reaches (a finite stand-in for −∞: `exp` of a
+/// difference of two of them is 1, not NaN).
+const NO_SCORE: f32 = -1.0e30;
+
+/// Sum of `v` over the cube's `ROW_UNITS` units (every unit gets it).
+#[cube]
+fn cube_sum(v: f32, shared: &mut Shared<[f32]>) -> f32 {
+    let u = UNIT_POS as usize;
+    shared[u] = v;
+    sync_cube();
+    #[unroll]
+    for step in 0..comptime!(ROW_UNITS.trailing_zeros()) {
+        let half = comptime!((ROW_UNITS >> (step + 1)) as usize);
+        if u < half {
+            shared[u] += shared[u + half];
+        }
+        sync_cube();
+    }
+    let total = shared[0];
+    sync_cube();
+    total
+}
+
+/// RMS norm of row `sel[r]` (or `r` without `gather`) of `x` `[·, h]`,
+/// times `w`, into row `r` of `out`. One cube per output row.
+#[cube(launch_unchecked)]
+pub fn rms_norm(
+    x: &[f32],
+    w: &[f32],
+    sel: &[u32],
+    out: &mut [f32],
+    h: u32,
+    eps: f32,
+    #[comptime] gather: bool,
+) {
+    let r = CUBE_POS_X as usize;
+    let h = h as usize;
+    let src = if comptime!(gather) {
+        sel[r] as usize
+    } else {
+        r
+    };
+    let mut shared = Shared::<[f32]>::new_slice(comptime!(ROW_UNITS as usize));
+    let mut ss = 0.0f32;
+    let mut i = UNIT_POS as usize;
+    while i < h {
+        let v = x[src * h + i];
+        ss += v * v;
+        i += comptime!(ROW_UNITS as usize);
+    }
+    let total = cube_sum(ss, &mut shared);
+    let inv = 1.0f32 / f32::sqrt(total / f32::cast_from(h as u32) + eps);
+    let mut i = UNIT_POS as usize;
+    while i < h {
+        out[r * h + i] = x[src * h + i] * inv * w[i];
+        i += comptime!(ROW_UNITS as usize);
+    }
+}
+
+/// Row `r` of the q/k/v projection `qkv` `[T, (nh + 2·nkv)·hd]` (plus
+/// `bias`): q rotated into `q` `[T, nh·hd]`, k rotated and v written into
+/// the cache `[nkv, cap, hd]` at the row's position `pos[r]`. Rotation is
+/// Hugging Face's rotate_half with `cos`, `sin` `[positions, hd/2]`. One
+/// cube per row.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub fn rope_cache(
+    qkv: &[f32],
+    bias: &[f32],
+    pos: &[u32],
+    cos: &[f32],
+    sin: &[f32],
+    q: &mut [f32],
+    k_cache: &mut [f32],
+    v_cache: &mut [f32],
+    row0: u32,
+    nh: u32,
+    nkv: u32,
+    cap: u32,
+    #[comptime] hd: usize,
+) {
+    let r = (row0 + CUBE_POS_X) as usize;
+    let half = comptime!(hd / 2);
+    let (nh, nkv, cap) = (nh as usize, nkv as usize, cap as usize);
+    let qd = nh * hd;
+    let kvd = nkv * hd;
+    let width = qd + 2 * kvd;
+    let p = pos[r] as usize;
+    let base = r * width;
+    let mut i = UNIT_POS as usize;
+    // Pairs (i, i + half) of every q head, then of every k head.
+    while i < (nh + nkv) * half {
+        let head = i / half;
+        let j = i % half;
+        let c = cos[p * half + j];
+        let s = sin[p * half + j];
+        let at = head * hd + j;
+        let a = qkv[base + at] + bias[at];
+        let b = qkv[base + at + half] + bias[at + half];
+        let ra = a * c - b * s;
+        let rb = b * c + a * s;
+        if head < nh {
+            q[r * qd + at] = ra;
+            q[r * qd + at + half] = rb;
+        } else {
+            let kh = head - nh;
+            let slot = (kh * cap + p) * hd + j;
+            k_cache[slot] = ra;
+            k_cache[slot + half] = rb;
+        }
+        i += comptime!(ROW_UNITS as usize);
+    }
+    let mut i = UNIT_POS as usize;
+    while i < kvd {
+        let kh = i / hd;
+        let d = i % hd;
+        let at = qd + kvd + i;
+        v_cache[(kh * cap + p) * hd + d] = qkv[base + at] + bias[at];
+        i += comptime!(ROW_UNITS as usize);
+    }
+}
+
+/// Attention of row `t`'s query head `h` over the keys `[lo, pos[t]]` of
+/// its KV head (`lo` from the sliding `window`, 0 for none) that fall in
+/// key chunk `s` (`chunk` keys each; `cstride` chunks per row and head in
+/// `partial`). Rows are counted from `row0` (a stream's rows in a batch).
+/// Cube `(h, t, s)` of `ATTN_UNITS`
+/// units; unit `u` takes keys `u, u + 32, …` with an online softmax, and
+/// the units meet in shared memory. With `direct` (one chunk) the
+/// normalized output goes to `out` `[T, nh·hd]`; otherwise the chunk's
+/// maximum, sum and unnormalized output go to `partial`
+/// `[T, nh, chunks, hd + 2]` for [`attention_combine`].
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    q: &[f32],
+    pos: &[u32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    out: &mut [f32],
+    partial: &mut [f32],
+    row0: u32,
+    nh: u32,
+    rep: u32,
+    cap: u32,
+    window: u32,
+    chunk: u32,
+    cstride: u32,
+    scale: f32,
+    #[comptime] hd: usize,
+    #[comptime] direct: bool,
+) {
+    let units = comptime!(ATTN_UNITS as usize);
+    let h = CUBE_POS_X as usize;
+    let t = (row0 + CUBE_POS_Y) as usize;
+    let s = CUBE_POS_Z as usize;
+    let cstride = cstride as usize;
+    let u = UNIT_POS as usize;
+    let (nh, cap, chunk) = (nh as usize, cap as usize, chunk as usize);
+    let kh = h / rep as usize;
+    let p = pos[t] as usize;
+    let mut lo = 0usize;
+    if window > 0 && p + 1 > window as usize {
+        lo = p + 1 - window as usize;
+    }
+    let k0 = max(s * chunk, lo);
+    let k1 = min(s * chunk + chunk, p + 1);
+
+    let mut qv = Array::<f32>::new(hd);
+    let mut acc = Array::<f32>::new(hd);
+    let qbase = (t * nh + h) * hd;
+    #[unroll]
+    for d in 0..hd {
+        qv[d] = q[qbase + d] * scale;
+        acc[d] = 0.0;
+    }
+    let mut m = f32::new(NO_SCORE);
+    let mut l = 0.0f32;
+    let mut j = k0 + u;
+    while j < k1 {
+        let kb = (kh * cap + j) * hd;
+        let mut score = 0.0f32;
+        #[unroll]
+        for d in 0..hd {
+            score += qv[d] * k_cache[kb + d];
+        }
+        let m_new = max(m, score);
+        let c = f32::exp(m - m_new);
+        let e = f32::exp(score - m_new);
+        l = l * c + e;
+        #[unroll]
+        for d in 0..hd {
+            acc[d] = acc[d] * c + e * v_cache[kb + d];
+        }
+        m = m_new;
+        j += units;
+    }
+
+    // The units' maxima and sums, then their outputs 32 dimensions at a time.
+    let mut ml = Shared::<[f32]>::new_slice(comptime!(2 * ATTN_UNITS as usize));
+    let mut part = Shared::<[f32]>::new_slice(comptime!((ATTN_UNITS * ATTN_UNITS) as usize));
+    ml[u] = m;
+    ml[units + u] = l;
+    sync_cube();
+    let mut top = f32::new(NO_SCORE);
+    for i in 0..units {
+        top = max(top, ml[i]);
+    }
+    let mut sum = 0.0f32;
+    for i in 0..units {
+        sum += ml[units + i] * f32::exp(ml[i] - top);
+    }
+    let f = f32::exp(m - top);
+    let pbase = ((t * nh + h) * cstride + s) * comptime!(hd + 2);
+    #[unroll]
+    for c in 0..comptime!(hd / ATTN_UNITS as usize) {
+        #[unroll]
+        for i in 0..units {
+            part[u * units + i] = acc[c * units + i] * f;
+        }
+        sync_cube();
+        let mut v = 0.0f32;
+        for i in 0..units {
+            v += part[i * units + u];
+        }
+        let d = c * units + u;
+        if comptime!(direct) {
+            let mut o = 0.0f32;
+            if sum > 0.0 {
+                o = v / sum;
+            }
+            out[qbase + d] = o;
+        } else {
+            partial[pbase + 2 + d] = v;
+        }
+        sync_cube();
+    }
+    if !comptime!(direct) && u == 0 {
+        partial[pbase] = top;
+        partial[pbase + 1] = sum;
+    }
+}
+
+/// The chunks of [`attention`] combined: cube `(h, t)`, one unit per
+/// output dimension.
+#[cube(launch_unchecked)]
+pub fn attention_combine(
+    partial: &[f32],
+    out: &mut [f32],
+    row0: u32,
+    nh: u32,
+    chunks: u32,
+    cstride: u32,
+    #[comptime] hd: usize,
+) {
+    let h = CUBE_POS_X as usize;
+    let t = (row0 + CUBE_POS_Y) as usize;
+    let d = UNIT_POS as usize;
+    let nh = nh as usize;
+    let chunks = chunks as usize;
+    let base = (t * nh + h) * cstride as usize * comptime!(hd + 2);
+    let mut top = f32::new(NO_SCORE);
+    for s in 0..chunks {
+        top = max(top, partial[base + s * comptime!(hd + 2)]);
+    }
+    let mut sum = 0.0f32;
+    let mut v = 0.0f32;
+    for s in 0..chunks {
+        let at = base + s * comptime!(hd + 2);
+        let f = f32::exp(partial[at] - top);
+        sum += partial[at + 1] * f;
+        v += partial[at + 2 + d] * f;
+    }
+    let mut o = 0.0f32;
+    if sum > 0.0 {
+        o = v / sum;
+    }
+    out[(t * nh + h) * hd + d] = o;
+}
+
+/// `silu(gate) · up` of `gu` `[T, 2·inter]` (gate then up) into `out`
+/// `[T, inter]`.
+#[cube(launch_unchecked)]
+pub fn silu_mul(gu: &[f32], out: &mut [f32], n: u32, inter: u32) {
+    let i = ((CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) * CUBE_DIM_X + UNIT_POS_X) as usize;
+    if i < n as usize {
+        let inter = inter as usize;
+        let t = i / inter;
+        let c = i % inter;
+        let g = gu[t * 2 * inter + c];
+        let up = gu[t * 2 * inter + inter + c];
+        out[i] = g / (1.0f32 + f32::exp(-g)) * up;
+    }
+}
+
+/// Greedy choice on row `r` (from `row0`) of `logits` `[·, vocab]`: `out[2r]` the index
+/// of the largest value (the lowest index among equals), `out[2r + 1]` 1
+/// when the row holds a NaN or an infinity. One cube per row.
+#[cube(launch_unchecked)]
+pub fn argmax(logits: &[f32], out: &mut [u32], row0: u32, vocab: u32) {
+    let r = (row0 + CUBE_POS_X) as usize;
+    let u = UNIT_POS as usize;
+    let vocab = vocab as usize;
+    let mut best = f32::new(NO_SCORE);
+    let mut at = 0u32;
+    let mut bad = 0u32;
+    let mut i = u;
+    while i < vocab {
+        let v = logits[r * vocab + i];
+        if f32::is_nan(v) || f32::is_inf(v) {
+            bad = 1;
+        }
+        if v > best {
+            best = v;
+            at = i as u32;
+        }
+        i += comptime!(ROW_UNITS as usize);
+    }
+    let mut vals = Shared::<[f32]>::new_slice(comptime!(ROW_UNITS as usize));
+    let mut idx = Shared::<[u32]>::new_slice(comptime!(ROW_UNITS as usize));
+    let mut flags = Shared::<[u32]>::new_slice(comptime!(ROW_UNITS as usize));
+    vals[u] = best;
+    idx[u] = at;
+    flags[u] = bad;
+    sync_cube();
+    #[unroll]
+    for step in 0..comptime!(ROW_UNITS.trailing_zeros()) {
+        let half = comptime!((ROW_UNITS >> (step + 1)) as usize);
+        if u < half {
+            let (a, b) = (vals[u], vals[u + half]);
+            if b > a || (b == a && idx[u + half] < idx[u]) {
+                vals[u] = b;
+                idx[u] = idx[u + half];
+            }
+            flags[u] = max(flags[u], flags[u + half]);
+        }
+        sync_cube();
+    }
+    if u == 0 {
+        out[2 * r] = idx[0];
+        out[2 * r + 1] = flags[0];
+    }
+}

@@ -1,0 +1,280 @@
+//! Shard B's decode plan (a GPU with packed weights: the project's own
+//! kernels, captured and replayed steps, streams batched) against burn's
+//! dequantized f32 path on the CPU, on fresh random prompts.
+//!
+//! Runs on Vulkan (Mesa's lavapipe in CI, where HYBRID_TUI_REQUIRE_VULKAN=1
+//! makes a missing adapter a failure). Greedy tokens must be identical for
+//! 64 steps; a fork is allowed only at a near tie of the reference's two
+//! best logits (1e-5 of the range: summation orders differ). Attention
+//! chunks of 16 keys make a 64-step run cross four chunk boundaries.
+
+mod common;
+
+use common::{baked_model, degenerate, fresh_seed};
+use hybrid_tui::bake::store::BakedModel;
+use hybrid_tui::config::ShardBSettings;
+use hybrid_tui::model::Arch;
+use hybrid_tui::shard_b::sampling::{Sampler, SamplingParams};
+use hybrid_tui::shard_b::{
+    BatchItem, DecodeMode, Logits, ShardB, StepInput, Stream, WeightDtype, select_device,
+};
+use rand::{Rng, SeedableRng};
+
+const STEPS: usize = 64;
+const CHUNK: usize = 16;
+
+fn settings(backend: &str) -> ShardBSettings {
+    ShardBSettings {
+        backend: backend.into(),
+        adapter: "auto".into(),
+        weights_dtype: "packed".into(),
+        threads: 0,
+        cpu_cores: String::new(),
+        decode: "replay".into(),
+    }
+}
+
+/// Whether a Vulkan adapter exists (required where
+/// HYBRID_TUI_REQUIRE_VULKAN=1).
+fn have_vulkan() -> bool {
+    if !hybrid_tui::shard_b::device::vulkan_adapters().is_empty() {
+        return true;
+    }
+    assert!(
+        std::env::var("HYBRID_TUI_REQUIRE_VULKAN").as_deref() != Ok("1"),
+        "HYBRID_TUI_REQUIRE_VULKAN=1 but no Vulkan adapter was found"
+    );
+    eprintln!("no Vulkan adapter: the decode plan's tests are skipped");
+    false
+}
+
+/// The reference: burn's ops on the CPU with dequantized f32 weights.
+fn reference(model: &BakedModel) -> ShardB {
+    let (device, info) = select_device(&settings("cpu")).expect("cpu");
+    let b = ShardB::load(model, 0, device, info, WeightDtype::F32).expect("load reference");
+    assert_eq!(b.decode_mode(), DecodeMode::Ops);
+    b
+}
+
+fn planned(model: &BakedModel, mode: DecodeMode) -> ShardB {
+    let (device, info) = select_device(&settings("vulkan")).expect("vulkan");
+    let b = ShardB::load_with(model, 0, device, info, WeightDtype::Packed, mode)
+        .expect("load the plan");
+    assert_eq!(b.decode_mode(), mode, "the model did not take the plan");
+    b.set_attention_chunk(CHUNK);
+    b
+}
+
+fn random_tokens(seed: u64, n: usize, vocab: usize) -> Vec<u32> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..n).map(|_| rng.random_range(0..vocab as u32)).collect()
+}
+
+/// One greedy step of a stream on both sides: the tokens, or None at an
+/// allowed fork (a near tie of the reference's best two logits).
+struct Pair {
+    ours: Stream,
+    theirs: Stream,
+    sa: Sampler,
+    sb: Sampler,
+    tokens: Vec<u32>,
+    forked: bool,
+}
+
+impl Pair {
+    fn new(plan: &ShardB, reference: &ShardB, capacity: usize) -> Pair {
+        Pair {
+            ours: plan.new_stream(capacity),
+            theirs: reference.new_stream(capacity),
+            sa: Sampler::new(SamplingParams::greedy()),
+            sb: Sampler::new(SamplingParams::greedy()),
+            tokens: Vec::new(),
+            forked: false,
+        }
+    }
+
+    /// Compare the two sides' next tokens; the common one, or None once
+    /// they forked at a near tie.
+    fn choose(&mut self, ours: Logits, theirs: Logits, what: &str) -> Option<u32> {
+        let r = theirs.read_last().expect("read reference logits");
+        let a = self.sa.sample(ours).expect("sample plan");
+        let b = self.sb.sample(theirs).expect("sample reference");
+        if a != b {
+            let range = r.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let gap = r[b as usize] - r[a as usize];
+            assert!(
+                gap <= 1e-5 * range,
+                "{what}: greedy tokens differ after {:?}: plan {a}, reference {b}, logit gap {gap:.3e}",
+                self.tokens
+            );
+            self.forked = true;
+            return None;
+        }
+        self.tokens.push(a);
+        Some(a)
+    }
+}
+
+/// Greedy decoding of one stream: prefill `prompt`, then 64 steps.
+fn one_stream(plan: &ShardB, reference: &ShardB, seed: u64, what: &str) -> Vec<u32> {
+    let vocab = plan.spec.vocab_size;
+    let prompt = random_tokens(seed, 10, vocab);
+    let mut p = Pair::new(plan, reference, 256);
+    let mut ours = plan.forward_tokens(&prompt, &mut p.ours).expect("prefill");
+    let mut theirs = reference
+        .forward_tokens(&prompt, &mut p.theirs)
+        .expect("prefill");
+    for _ in 0..STEPS {
+        let Some(t) = p.choose(ours, theirs, what) else {
+            break;
+        };
+        ours = plan.forward_tokens(&[t], &mut p.ours).expect("decode");
+        theirs = reference
+            .forward_tokens(&[t], &mut p.theirs)
+            .expect("decode");
+    }
+    p.tokens
+}
+
+/// Replayed and launched plans decode the reference's greedy tokens on
+/// each test model (Llama; Qwen2 with q/k/v biases and tied embeddings;
+/// Mistral, whose 16-token sliding window the run crosses), over four
+/// attention-chunk boundaries; the replayed one captures a step and
+/// replays it, the launched one never captures.
+#[test]
+fn the_plan_decodes_like_the_dequantized_path() {
+    if !have_vulkan() {
+        return;
+    }
+    for (arch, weights) in [
+        (Arch::Llama, "int4_sym"),
+        (Arch::Qwen2, "int4_sym"),
+        (Arch::Mistral, "int4_asym"),
+    ] {
+        let model = BakedModel::open(&baked_model(arch, weights)).expect("open");
+        let reference = reference(&model);
+        for mode in [DecodeMode::Replay, DecodeMode::Launch] {
+            let plan = planned(&model, mode);
+            let what = format!("{arch:?} {weights}, {}", mode.name());
+            let mut told = false;
+            for _ in 0..5 {
+                let seed = fresh_seed();
+                let before = plan.plan_stats().expect("plan stats");
+                let tokens = one_stream(&plan, &reference, seed, &format!("{what} (seed {seed})"));
+                let work = plan.plan_stats().expect("plan stats").since(&before);
+                let steps = tokens.len() as u64;
+                match mode {
+                    DecodeMode::Replay if steps >= 2 => {
+                        assert!(work.captures >= 1, "{what}: nothing captured: {work:?}");
+                        assert!(
+                            work.replays + 2 >= steps,
+                            "{what}: {steps} decode steps but {} replays: {work:?}",
+                            work.replays
+                        );
+                    }
+                    DecodeMode::Launch => {
+                        assert_eq!((work.captures, work.replays), (0, 0), "{what}: {work:?}")
+                    }
+                    _ => {}
+                }
+                assert!(work.launches >= steps * 10, "{what}: {work:?}");
+                if !degenerate(&tokens) {
+                    told = true;
+                    break;
+                }
+                eprintln!("{what}: degenerate output from seed {seed}; another prompt");
+            }
+            assert!(told, "{what}: 5 prompts in a row gave degenerate output");
+        }
+    }
+}
+
+/// Four streams of different lengths decoded in batches of changing
+/// composition (all four, three, two, one, in shifting order), one of them
+/// reset and restarted on a new prompt midway: each stream's tokens are
+/// those of its own reference run.
+#[test]
+fn batched_streams_decode_as_each_would_alone() {
+    if !have_vulkan() {
+        return;
+    }
+    let model = BakedModel::open(&baked_model(Arch::Llama, "int4_sym")).expect("open");
+    let reference = reference(&model);
+    let plan = planned(&model, DecodeMode::Replay);
+    let vocab = model.spec().vocab_size;
+    let seed = fresh_seed();
+    let what = format!("batched (seed {seed})");
+    let mut pairs: Vec<Pair> = (0..4).map(|_| Pair::new(&plan, &reference, 256)).collect();
+    let mut next: Vec<Option<u32>> = vec![None; 4];
+    let prefill = |p: &mut Pair, prompt: &[u32], what: &str| -> Option<u32> {
+        let ours = plan.forward_tokens(prompt, &mut p.ours).expect("prefill");
+        let theirs = reference
+            .forward_tokens(prompt, &mut p.theirs)
+            .expect("prefill");
+        p.choose(ours, theirs, what)
+    };
+    for (i, p) in pairs.iter_mut().enumerate() {
+        let prompt = random_tokens(seed + i as u64, 5 + 5 * i, vocab);
+        next[i] = prefill(p, &prompt, &format!("{what} stream {i}"));
+    }
+    let before = plan.plan_stats().expect("stats");
+    let mut batched_steps = 0u64;
+    for step in 0..STEPS {
+        if step == STEPS / 2 {
+            // Stream 2 starts over on a new prompt.
+            let p = &mut pairs[2];
+            p.ours.reset();
+            p.theirs.reset();
+            p.sa = Sampler::new(SamplingParams::greedy());
+            p.sb = Sampler::new(SamplingParams::greedy());
+            p.tokens.clear();
+            p.forked = false;
+            let prompt = random_tokens(seed + 100, 7, vocab);
+            next[2] = prefill(p, &prompt, &format!("{what} stream 2 after its reset"));
+        }
+        // Which streams take part: all, then three, two, one, rotating.
+        let size = 4 - step % 4;
+        let mut chosen: Vec<usize> = (0..size)
+            .map(|j| (step + j) % 4)
+            .filter(|&i| next[i].is_some())
+            .collect();
+        chosen.sort_unstable();
+        if chosen.is_empty() {
+            continue;
+        }
+        let toks: Vec<[u32; 1]> = chosen
+            .iter()
+            .filter_map(|&i| next[i].map(|t| [t]))
+            .collect();
+        let mut items: Vec<BatchItem> = pairs
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| chosen.contains(i))
+            .zip(&toks)
+            .map(|((_, p), t)| BatchItem {
+                input: StepInput::Tokens(t),
+                stream: &mut p.ours,
+            })
+            .collect();
+        batched_steps += u64::from(items.len() > 1);
+        let ours = plan.forward_batch(&mut items).expect("batched decode");
+        drop(items);
+        for ((&i, l), t) in chosen.iter().zip(ours).zip(&toks) {
+            let p = &mut pairs[i];
+            let theirs = reference
+                .forward_tokens(t, &mut p.theirs)
+                .expect("reference decode");
+            next[i] = p.choose(l, theirs, &format!("{what} stream {i} step {step}"));
+        }
+    }
+    let work = plan.plan_stats().expect("stats").since(&before);
+    assert!(batched_steps >= STEPS as u64 / 2, "{what}: {batched_steps}");
+    assert!(work.replays > 0, "{what}: no step was replayed: {work:?}");
+    for (i, p) in pairs.iter().enumerate() {
+        assert!(
+            p.forked || p.tokens.len() >= 8,
+            "{what}: stream {i} decoded only {:?}",
+            p.tokens
+        );
+    }
+}
