@@ -12,9 +12,10 @@ mod common;
 
 use common::{baked_model, degenerate, fresh_seed};
 use hybrid_tui::bake::store::BakedModel;
-use hybrid_tui::config::ShardBSettings;
+use hybrid_tui::config::{Settings, ShardBSettings};
 use hybrid_tui::model::Arch;
-use hybrid_tui::shard_b::sampling::{Sampler, SamplingParams};
+use hybrid_tui::pipeline::{Event, GenRequest, Pipeline};
+use hybrid_tui::shard_b::sampling::{Sampler, SamplingParams, StopCriteria};
 use hybrid_tui::shard_b::{
     BatchItem, DecodeMode, Logits, ShardB, StepInput, Stream, WeightDtype, select_device,
 };
@@ -277,4 +278,133 @@ fn batched_streams_decode_as_each_would_alone() {
             p.tokens
         );
     }
+}
+
+fn pipeline_settings(k: i64) -> Settings {
+    let mut s = Settings::default();
+    s.executive.path = env!("CARGO_BIN_EXE_hybrid-executive").into();
+    s.shard_a.inference_precision = "f32".into();
+    s.shard_a.prefill_chunk = 8;
+    s.shard_a.kv_capacity = 128;
+    s.split.layers = k;
+    s.ring.slots = 4;
+    s.shard_b = settings("vulkan");
+    s
+}
+
+fn greedy(prompt: Vec<u32>, steps: usize) -> GenRequest {
+    GenRequest {
+        prompt,
+        max_new_tokens: steps,
+        sampling: SamplingParams::greedy(),
+        stop: StopCriteria {
+            ignore_eos: true,
+            ..Default::default()
+        },
+        record_logits: false,
+    }
+}
+
+/// The reference's greedy tokens and each step's logits for `prompt`.
+fn reference_run(reference: &ShardB, prompt: &[u32], steps: usize) -> (Vec<u32>, Vec<Vec<f32>>) {
+    let mut stream = reference.new_stream(128);
+    let mut sampler = Sampler::new(SamplingParams::greedy());
+    let mut logits = reference
+        .forward_tokens(prompt, &mut stream)
+        .expect("prefill");
+    let (mut toks, mut all) = (Vec::new(), Vec::new());
+    for _ in 0..steps {
+        all.push(logits.read_last().expect("read"));
+        let id = sampler.sample(logits).expect("sample");
+        toks.push(id);
+        logits = reference
+            .forward_tokens(&[id], &mut stream)
+            .expect("decode");
+    }
+    (toks, all)
+}
+
+/// `got` follows the reference's tokens, or forks from them at a near tie.
+fn follows(got: &[u32], want: &[u32], logits: &[Vec<f32>], what: &str) {
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        if a != b {
+            let r = &logits[i];
+            let range = r.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let gap = r[*b as usize] - r[*a as usize];
+            assert!(
+                gap <= 1e-5 * range,
+                "{what}: token {i} is {a}, the reference's {b} (logit gap {gap:.3e}): {got:?} vs {want:?}"
+            );
+            return;
+        }
+    }
+    assert_eq!(got.len(), want.len(), "{what}");
+}
+
+/// The pipeline with shard B on the plan (k = 1: shard A's OpenVINO runs
+/// layer 0): three streams of different lengths, whose decode steps shard
+/// B batches, each follow their reference run; and an executive killed
+/// mid-stream is restarted without changing the tokens.
+#[test]
+fn the_pipeline_batches_streams_on_the_plan_and_survives_a_restart() {
+    if !have_vulkan() {
+        return;
+    }
+    let dir = baked_model(Arch::Llama, "int4_sym");
+    let model = BakedModel::open(&dir).expect("open");
+    let reference = reference(&model);
+    let vocab = model.spec().vocab_size;
+    let seed = fresh_seed();
+    let prompts: Vec<Vec<u32>> = (0..3)
+        .map(|i| random_tokens(seed + i, 6 + 5 * i as usize, vocab - 8))
+        .collect();
+    let mut p = Pipeline::new(&pipeline_settings(1), &dir, &mut |_| {}).expect("pipeline");
+    assert_eq!(p.shard_b.decode_mode(), DecodeMode::Replay);
+    let before = p.shard_b.plan_stats().expect("stats");
+    let reports = p
+        .run(
+            prompts.iter().map(|q| greedy(q.clone(), 32)).collect(),
+            &mut |_| {},
+        )
+        .expect("run");
+    let work = p.shard_b.plan_stats().expect("stats").since(&before);
+    assert!(
+        work.segments > work.steps,
+        "no step of shard B took more than one stream: {work:?}"
+    );
+    for (i, (r, q)) in reports.iter().zip(&prompts).enumerate() {
+        let (want, logits) = reference_run(&reference, q, 32);
+        follows(
+            &r.tokens,
+            &want,
+            &logits,
+            &format!("stream {i} (seed {seed})"),
+        );
+    }
+
+    // The same prompt again, alone, with the executive killed after 10 tokens.
+    let q = prompts[0].clone();
+    let first = p.executive().expect("executive").pid;
+    p.submit(greedy(q, 32)).expect("submit");
+    let mut tokens = 0;
+    let mut killed = false;
+    while p.active() > 0 {
+        p.poll(&mut |e| {
+            if matches!(e, Event::Token { .. }) {
+                tokens += 1;
+            }
+        })
+        .expect("poll");
+        if tokens >= 10 && !killed {
+            unsafe { libc::kill(first as i32, libc::SIGKILL) };
+            killed = true;
+        }
+    }
+    let again = p.take_finished().pop().expect("report");
+    assert_eq!(p.restarts(), 1);
+    assert_eq!(
+        again.tokens, reports[0].tokens,
+        "the stream changed across the executive's restart (seed {seed})"
+    );
+    p.shutdown();
 }

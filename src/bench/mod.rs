@@ -327,6 +327,7 @@ impl Runner<'_> {
             .filter_map(|r| r.work)
             .reduce(|a, b| crate::shard_b::PlanStats {
                 steps: a.steps + b.steps,
+                segments: a.segments + b.segments,
                 launches: a.launches + b.launches,
                 captures: a.captures + b.captures,
                 replays: a.replays + b.replays,

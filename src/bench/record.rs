@@ -101,6 +101,9 @@ pub struct StepWork {
     pub host_ms_per_step: f64,
     /// Steps replayed from a capture, per step.
     pub replayed: f64,
+    /// Streams per step (above 1 when streams were batched).
+    #[serde(default)]
+    pub streams_per_step: f64,
 }
 
 impl StepWork {
@@ -113,15 +116,16 @@ impl StepWork {
                 launches_per_step: s.launches as f64 / n,
                 host_ms_per_step: s.host_ns as f64 / 1e6 / n,
                 replayed: s.replays as f64 / n,
+                streams_per_step: s.segments as f64 / n,
             }
         })
     }
 
-    /// "replay: 147 launches, 0.41 ms host / step".
+    /// "replay: 147 launches, 0.41 ms host, 1.0 streams / step".
     pub fn label(&self) -> String {
         format!(
-            "{}: {:.0} launches, {:.2} ms host / step",
-            self.decode, self.launches_per_step, self.host_ms_per_step
+            "{}: {:.0} launches, {:.2} ms host, {:.1} streams / step",
+            self.decode, self.launches_per_step, self.host_ms_per_step, self.streams_per_step
         )
     }
 }

@@ -156,6 +156,7 @@ pub fn attention(
     out: &mut [f32],
     partial: &mut [f32],
     row0: u32,
+    prow0: u32,
     nh: u32,
     rep: u32,
     cap: u32,
@@ -227,7 +228,8 @@ pub fn attention(
         sum += ml[units + i] * f32::exp(ml[i] - top);
     }
     let f = f32::exp(m - top);
-    let pbase = ((t * nh + h) * cstride + s) * comptime!(hd + 2);
+    let pt = prow0 as usize + CUBE_POS_Y as usize;
+    let pbase = ((pt * nh + h) * cstride + s) * comptime!(hd + 2);
     #[unroll]
     for c in 0..comptime!(hd / ATTN_UNITS as usize) {
         #[unroll]
@@ -264,6 +266,7 @@ pub fn attention_combine(
     partial: &[f32],
     out: &mut [f32],
     row0: u32,
+    prow0: u32,
     nh: u32,
     chunks: u32,
     cstride: u32,
@@ -271,10 +274,11 @@ pub fn attention_combine(
 ) {
     let h = CUBE_POS_X as usize;
     let t = (row0 + CUBE_POS_Y) as usize;
+    let pt = (prow0 + CUBE_POS_Y) as usize;
     let d = UNIT_POS as usize;
     let nh = nh as usize;
     let chunks = chunks as usize;
-    let base = (t * nh + h) * cstride as usize * comptime!(hd + 2);
+    let base = (pt * nh + h) * cstride as usize * comptime!(hd + 2);
     let mut top = f32::new(NO_SCORE);
     for s in 0..chunks {
         top = max(top, partial[base + s * comptime!(hd + 2)]);

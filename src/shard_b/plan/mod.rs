@@ -90,6 +90,8 @@ impl DecodeMode {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PlanStats {
     pub steps: u64,
+    /// Streams over all steps (a batched step counts each of its streams).
+    pub segments: u64,
     /// Kernel launches issued (a replayed step counts its recorded ones).
     pub launches: u64,
     pub captures: u64,
@@ -108,6 +110,7 @@ impl PlanStats {
     pub fn since(&self, earlier: &PlanStats) -> PlanStats {
         PlanStats {
             steps: self.steps.saturating_sub(earlier.steps),
+            segments: self.segments.saturating_sub(earlier.segments),
             launches: self.launches.saturating_sub(earlier.launches),
             captures: self.captures.saturating_sub(earlier.captures),
             replays: self.replays.saturating_sub(earlier.replays),
@@ -307,6 +310,8 @@ pub struct Segment<'a> {
 /// chunks.
 struct Scratch {
     rows: usize,
+    /// Rows of chunked attention (segments of up to MATVEC_MAX_TOKENS rows).
+    chunked_rows: usize,
     chunks: usize,
     partial_len: usize,
     x: Handle,
@@ -654,27 +659,31 @@ impl DecodePlan {
         self.captured.clear();
     }
 
-    /// Make sure the scratch buffers take `rows` rows over streams of up to
-    /// `chunks` attention chunks.
-    fn ensure_scratch(&mut self, rows: usize, chunks: usize) {
+    /// Make sure the scratch buffers take `rows` rows, `chunked` of them in
+    /// chunked attention over streams of up to `chunks` chunks.
+    fn ensure_scratch(&mut self, rows: usize, chunked: usize, chunks: usize) {
         if let Some(s) = &self.scratch
             && s.rows >= rows
+            && s.chunked_rows >= chunked
             && s.chunks >= chunks
         {
             return;
         }
-        let old = self.scratch.as_ref().map_or((0, 0), |s| (s.rows, s.chunks));
+        let old = self
+            .scratch
+            .as_ref()
+            .map_or((0, 0, 0), |s| (s.rows, s.chunked_rows, s.chunks));
         let rows = rows.max(old.0).next_power_of_two();
-        let chunks = chunks.max(old.1);
+        let chunked_rows = chunked.max(old.1).max(1).next_power_of_two();
+        let chunks = chunks.max(old.2);
         let s = &self.spec;
         let (h, q, kv) = (s.hidden_size, s.q_dim(), s.kv_dim());
         let inter = s.intermediate_size;
         let f = |n: usize| self.client.empty(4 * n.max(1));
-        // Chunked attention is for decode steps (≤ MATVEC_MAX_TOKENS rows).
-        let chunked_rows = rows.min(MATVEC_MAX_TOKENS);
         let partial_len = chunked_rows * s.num_heads * chunks * (s.head_dim + 2);
         self.scratch = Some(Scratch {
             rows,
+            chunked_rows,
             chunks,
             partial_len,
             x: f(rows * h),
@@ -741,7 +750,12 @@ impl DecodePlan {
             .map(|g| g.kv.capacity.div_ceil(self.attention_chunk))
             .max()
             .unwrap_or(1);
-        self.ensure_scratch(rows, chunks);
+        let chunked = segments
+            .iter()
+            .filter(|g| g.rows <= MATVEC_MAX_TOKENS)
+            .map(|g| g.rows)
+            .sum();
+        self.ensure_scratch(rows, chunked, chunks);
         self.ensure_positions(segments.iter().map(|g| g.kv.capacity).max().unwrap_or(1));
         let Some(scratch) = self.scratch.as_ref() else {
             return Err(ShardBError::Readback("no scratch buffers".into()));
@@ -824,6 +838,7 @@ impl DecodePlan {
         self.current.store(self.step, Ordering::Release);
         if let Ok(mut st) = self.stats.lock() {
             st.steps += 1;
+            st.segments += segments.len() as u64;
             st.launches += launches;
             st.captures += captures;
             st.replays += replays;
@@ -915,7 +930,7 @@ impl DecodePlan {
             norm(&sc.x, &layer.in_norm, &sc.n, rows, false);
             layer.qkv.launch(c, &sc.n, rows, &sc.qkv, false);
             launches += 2 + layer.qkv.parts.len() as u64;
-            let mut row0 = 0usize;
+            let (mut row0, mut prow0) = (0usize, 0usize);
             for g in segments {
                 let (kc, vc) = (&g.kv.keys[li], &g.kv.values[li]);
                 let cache = nkv * g.kv.capacity * hd;
@@ -953,9 +968,9 @@ impl DecodePlan {
                 } else {
                     self.attention_chunk
                 };
-                // SAFETY: as above; partial holds ≤ MATVEC_MAX_TOKENS rows
-                // × heads × the scratch's chunks × (hd + 2), and is only
-                // written when the segment has that few rows.
+                // SAFETY: as above; partial holds the step's chunked rows
+                // (prow0 counts them) × heads × the scratch's chunks ×
+                // (hd + 2), and is only written for a chunked segment.
                 unsafe {
                     kernels::attention::launch_unchecked(
                         c,
@@ -968,6 +983,7 @@ impl DecodePlan {
                         buffer(&sc.attn, rows * qd),
                         buffer(&sc.partial, sc.partial_len),
                         row0 as u32,
+                        prow0 as u32,
                         nh as u32,
                         (nh / nkv) as u32,
                         g.kv.capacity as u32,
@@ -990,6 +1006,7 @@ impl DecodePlan {
                             buffer(&sc.partial, sc.partial_len),
                             buffer(&sc.attn, rows * qd),
                             row0 as u32,
+                            prow0 as u32,
                             nh as u32,
                             chunks as u32,
                             sc.chunks as u32,
@@ -997,6 +1014,7 @@ impl DecodePlan {
                         );
                     }
                     launches += 1;
+                    prow0 += g.rows;
                 }
                 row0 += g.rows;
             }
