@@ -105,6 +105,9 @@ pub struct Pipeline {
     next_stream: u32,
     next_request: u64,
     ends: Vec<u32>,
+    /// Shard B's recent step time (an exponential mean, ns): how long a
+    /// batched step waits for the replies of other streams in flight.
+    b_step_ns: f64,
     finished: Vec<StreamReport>,
     capacity: usize,
     chunk: usize,
@@ -187,6 +190,7 @@ impl Pipeline {
             streams: BTreeMap::new(),
             next_stream: 0,
             next_request: 1,
+            b_step_ns: 0.0,
             ends: Vec::new(),
             finished: Vec::new(),
             capacity: settings.shard_a.kv_capacity,
@@ -383,13 +387,24 @@ impl Pipeline {
             return Ok(());
         };
         let mut replies: Vec<(SlotHeader, Vec<u8>)> = Vec::new();
+        let in_flight = self.streams.values().filter(|s| s.in_flight).count();
+        // Once one reply is here, the others in flight are worth waiting
+        // for a while when shard B batches (on the plan a step of several
+        // streams costs about what one does): up to half a recent step,
+        // at most 2 ms.
+        let batch_wait = match self.shard_b.decode_mode() {
+            DecodeMode::Ops => Duration::ZERO,
+            _ => Duration::from_nanos((self.b_step_ns / 2.0).min(2e6) as u64),
+        };
         let mut wait = Duration::from_millis(20);
-        while replies.len() < self.streams.len().max(1) {
+        let mut deadline = None;
+        while replies.len() < in_flight.max(1) {
             let Some(msg) = exec.acts.recv(wait).map_err(|e| e.to_string())? else {
                 break;
             };
             replies.push((msg.header, msg.payload().to_vec()));
-            wait = Duration::ZERO;
+            let until = *deadline.get_or_insert_with(|| Instant::now() + batch_wait);
+            wait = until.saturating_duration_since(Instant::now());
         }
         if replies.is_empty() {
             return Ok(());
@@ -500,6 +515,13 @@ impl Pipeline {
             }
         }
         drop(items);
+        if let Some(&(t0, t1)) = times.iter().find(|(t0, t1)| t1 > t0) {
+            let ns = t1.saturating_sub(t0) as f64;
+            self.b_step_ns = match self.b_step_ns {
+                0.0 => ns,
+                ema => 0.8 * ema + 0.2 * ns,
+            };
+        }
         let parts = work.into_iter().zip(taken).zip(outcome).zip(times);
         for ((((h, _, _, rows), (id, mut st)), out), (t0, t1)) in parts {
             let first = h.first_pos as usize;
