@@ -391,6 +391,8 @@ impl PackedOps for CubeBackend {
                 kw as u32,
                 group_words as u32,
                 groups as u32,
+                0,
+                u32::MAX,
                 bits,
             );
         }

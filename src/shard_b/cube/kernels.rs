@@ -263,6 +263,8 @@ pub fn packed_rows_kernel(
     kw: u32,
     group_words: u32,
     groups: u32,
+    start: u32,
+    part_rows: u32,
     #[comptime] bits: u32,
 ) {
     let per = comptime!((32 / bits) as usize);
@@ -272,15 +274,19 @@ pub fn packed_rows_kernel(
     if pos < n as usize * kw {
         let i = pos / kw;
         let w = pos % kw;
-        let row = ids[i] as usize;
-        let word = words[row * kw + w];
-        let g = row * (groups as usize) + w / (group_words as usize);
-        let s = scales[g];
-        let z = shifts[g];
-        #[unroll]
-        for j in 0..per {
-            let u = (word >> comptime!(j as u32 * bits)) & mask;
-            out[pos * per + j] = f32::cast_from(u) * s + z;
+        let id = ids[i];
+        // Ids of other parts are theirs to write.
+        if id >= start && id - start < part_rows {
+            let row = (id - start) as usize;
+            let word = words[row * kw + w];
+            let g = row * (groups as usize) + w / (group_words as usize);
+            let s = scales[g];
+            let z = shifts[g];
+            #[unroll]
+            for j in 0..per {
+                let u = (word >> comptime!(j as u32 * bits)) & mask;
+                out[pos * per + j] = f32::cast_from(u) * s + z;
+            }
         }
     }
 }

@@ -233,31 +233,35 @@ impl Linear {
         }
     }
 
-    /// Rows `ids` (an id buffer of `n`, each below `rows`) as f32 into `out`.
-    fn rows_into(&self, client: &Client, ids: &Handle, n: usize, out: &Handle) {
-        // The lookup table of a k = 0 shard is one part (the plan refuses
-        // others at load).
-        let part = &self.parts[0];
+    /// Rows `ids` (an id buffer of `n`, each below `rows`) as f32 into
+    /// `out`: each part writes the ids it holds. Returns the launches.
+    fn rows_into(&self, client: &Client, ids: &Handle, n: usize, out: &Handle) -> u64 {
         let units = (n * self.kw) as u32;
-        // SAFETY: ids are checked below the row count by the caller; the
-        // kernel guards positions by n × kw; out holds n × kx.
-        unsafe {
-            packed_rows_kernel::launch_unchecked(
-                client,
-                grid(units.div_ceil(256)),
-                CubeDim::new_1d(256),
-                tensor(ids, 1, n),
-                tensor(&part.words, part.rows, self.kw),
-                tensor(&part.scales, part.rows, self.groups),
-                tensor(&part.shifts, part.rows, self.groups),
-                tensor(out, n, self.kx),
-                n as u32,
-                self.kw as u32,
-                self.group_words as u32,
-                self.groups as u32,
-                self.bits,
-            );
+        for part in &self.parts {
+            // SAFETY: ids are checked below the row count by the caller and
+            // the kernel reads only the rows of this part; it guards
+            // positions by n × kw; out holds n × kx.
+            unsafe {
+                packed_rows_kernel::launch_unchecked(
+                    client,
+                    grid(units.div_ceil(256)),
+                    CubeDim::new_1d(256),
+                    tensor(ids, 1, n),
+                    tensor(&part.words, part.rows, self.kw),
+                    tensor(&part.scales, part.rows, self.groups),
+                    tensor(&part.shifts, part.rows, self.groups),
+                    tensor(out, n, self.kx),
+                    n as u32,
+                    self.kw as u32,
+                    self.group_words as u32,
+                    self.groups as u32,
+                    part.start as u32,
+                    part.rows as u32,
+                    self.bits,
+                );
+            }
         }
+        self.parts.len() as u64
     }
 }
 
@@ -357,7 +361,13 @@ pub struct PlanLogits {
     step: u64,
     current: Arc<AtomicU64>,
     stats: Arc<Mutex<PlanStats>>,
+    /// The step's greedy choices, made for all its streams by the first
+    /// that asks (one launch, one readback).
+    picks_of_step: StepChoices,
 }
+
+/// A step's greedy choices (id, non-finite) per stream, once made.
+type StepChoices = Arc<Mutex<Option<Vec<(u32, bool)>>>>;
 
 impl PlanLogits {
     fn check_current(&self) -> Result<(), ShardBError> {
@@ -403,36 +413,49 @@ impl PlanLogits {
     }
 
     /// The greedy choice, made on the device: the id and whether the row
-    /// held a NaN or an infinity.
+    /// held a NaN or an infinity. The first stream of a step to ask gets
+    /// every stream's choice made at once (one launch, one readback).
     pub fn argmax(&self) -> Result<(u32, bool), ShardBError> {
         self.check_current()?;
-        let started = std::time::Instant::now();
-        // SAFETY: logits hold rows × vocab, picks 2 × rows (the scratch's
-        // sizes for the step's streams), and row < rows.
-        unsafe {
-            kernels::argmax::launch_unchecked(
-                &self.client,
-                CubeCount::Static(1, 1, 1),
-                CubeDim::new_1d(ROW_UNITS),
-                buffer(&self.logits, self.rows * self.vocab),
-                buffer(&self.picks, 2 * self.rows),
-                self.row as u32,
-                self.vocab as u32,
+        let mut cached = self.picks_of_step.lock().unwrap_or_else(|e| e.into_inner());
+        if cached.is_none() {
+            let started = std::time::Instant::now();
+            // SAFETY: logits hold rows × vocab, picks 2 × rows (the
+            // scratch's sizes for the step's streams).
+            unsafe {
+                kernels::argmax::launch_unchecked(
+                    &self.client,
+                    CubeCount::Static(self.rows as u32, 1, 1),
+                    CubeDim::new_1d(ROW_UNITS),
+                    buffer(&self.logits, self.rows * self.vocab),
+                    buffer(&self.picks, 2 * self.rows),
+                    0,
+                    self.vocab as u32,
+                );
+            }
+            if let Ok(mut s) = self.stats.lock() {
+                s.launches += 1;
+                s.host_ns += started.elapsed().as_nanos() as u64;
+            }
+            let v = self.read_u32s(&self.picks)?;
+            if v.len() < 2 * self.rows {
+                return Err(ShardBError::Readback(format!(
+                    "{} picks, expected {}",
+                    v.len(),
+                    2 * self.rows
+                )));
+            }
+            *cached = Some(
+                v.chunks_exact(2)
+                    .take(self.rows)
+                    .map(|p| (p[0], p[1] != 0))
+                    .collect(),
             );
         }
-        if let Ok(mut s) = self.stats.lock() {
-            s.launches += 1;
-            s.host_ns += started.elapsed().as_nanos() as u64;
-        }
-        let v = self.read_u32s(&self.picks)?;
-        match v.get(2 * self.row..2 * self.row + 2) {
-            Some(&[id, bad]) => Ok((id, bad != 0)),
-            _ => Err(ShardBError::Readback(format!(
-                "{} picks, expected {}",
-                v.len(),
-                2 * self.rows
-            ))),
-        }
+        cached
+            .as_ref()
+            .and_then(|all| all.get(self.row).copied())
+            .ok_or_else(|| ShardBError::Readback("no choice for this stream".into()))
     }
 }
 
@@ -549,9 +572,6 @@ impl DecodePlan {
         } else {
             None
         };
-        if first_layer == 0 && embed.as_ref().unwrap_or(&head).parts.len() != 1 {
-            return Ok(None);
-        }
         let norm = vector("model.norm.weight")?;
         let (cos, sin) = (client.empty(4), client.empty(4));
         Ok(Some(DecodePlan {
@@ -848,6 +868,7 @@ impl DecodePlan {
         let Some(scratch) = self.scratch.as_ref() else {
             return Err(ShardBError::Readback("no scratch buffers".into()));
         };
+        let picks_of_step = Arc::new(Mutex::new(None));
         Ok((0..segments.len())
             .map(|row| PlanLogits {
                 client: self.client.clone(),
@@ -859,6 +880,7 @@ impl DecodePlan {
                 step: self.step,
                 current: self.current.clone(),
                 stats: self.stats.clone(),
+                picks_of_step: picks_of_step.clone(),
             })
             .collect())
     }
@@ -889,7 +911,11 @@ impl DecodePlan {
                 3 + parts(&l.qkv) + parts(&l.o) + parts(&l.gate_up) + parts(&l.down) + attention
             })
             .unwrap_or(0);
-        u64::from(tokens) + per_layer * self.layers.len() as u64 + 1 + parts(&self.head)
+        let table = self.embed.as_ref().unwrap_or(&self.head);
+        u64::from(tokens) * parts(table)
+            + per_layer * self.layers.len() as u64
+            + 1
+            + parts(&self.head)
     }
 
     /// Issue the step's launches; returns how many.
@@ -903,8 +929,7 @@ impl DecodePlan {
         let mut launches = 0u64;
         if tokens {
             let table = self.embed.as_ref().unwrap_or(&self.head);
-            table.rows_into(c, &sc.ids, rows, &sc.x);
-            launches += 1;
+            launches += table.rows_into(c, &sc.ids, rows, &sc.x);
         }
         let norm = |x: &Handle, w: &Handle, out: &Handle, n: usize, gather: bool| {
             // SAFETY: x and out hold ≥ n rows of h (gathered rows are
