@@ -12,6 +12,15 @@
 //!   vulkan, dtype f32 or f16 (default: cpu:f32, plus vulkan:f16 when a
 //!   Vulkan adapter exists)
 //! - HYBRID_BENCH_STEPS: decode steps measured (default 32)
+//! - HYBRID_BENCH_SPLIT: the first layer of shard B (default L/2; 0 is
+//!   the whole model)
+//! - HYBRID_BENCH_PROFILE: on the decode plan (a GPU with `packed`), the
+//!   step profiles to print as streams@fill pairs (default "1@256,4@256,1@2048"):
+//!   host and device time launched and replayed, and each kernel class's
+//!   device time.
+//!
+//! On the decode plan the decode line also gives launches and host ms per
+//! token (what the plan issued, not waiting for the device).
 
 use std::time::Instant;
 
@@ -80,7 +89,18 @@ fn main() {
     );
     let model = BakedModel::open(&baked).unwrap_or_else(|e| fail("open", e));
     let spec = model.spec().clone();
-    let k = spec.num_layers / 2;
+    let k = std::env::var("HYBRID_BENCH_SPLIT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(spec.num_layers / 2);
+    let profiles: Vec<(usize, usize)> = std::env::var("HYBRID_BENCH_PROFILE")
+        .unwrap_or_else(|_| "1@256,4@256,1@2048".into())
+        .split(',')
+        .filter_map(|p| {
+            let (a, b) = p.split_once('@')?;
+            Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+        })
+        .collect();
     for entry in backends {
         let (backend, dtype_name) = match entry.split_once(':') {
             Some((b, d)) => (b.to_string(), d.to_string()),
@@ -117,7 +137,11 @@ fn main() {
         sampler.sample(logits).unwrap_or_else(|e| fail("sample", e));
         let prefill_s = t0.elapsed().as_secs_f64();
         let mut times = Vec::new();
+        let mut work_before = None;
         for i in 0..steps + 3 {
+            if i == 3 {
+                work_before = shard.plan_stats();
+            }
             let h = hidden(1);
             let t0 = Instant::now();
             let logits = shard
@@ -148,5 +172,41 @@ fn main() {
             load_s,
             shard.resident_weight_bytes() as f64 / 1e6
         );
+        if let (Some(after), Some(before)) = (shard.plan_stats(), work_before) {
+            let w = after.since(&before);
+            let n = w.steps.max(1) as f64;
+            println!(
+                "  decode plan ({}): {:.1} launches/token, host {:.3} ms/token issuing, {:.2} replays/token, {:.1} readbacks/token",
+                shard.decode_mode().name(),
+                w.launches as f64 / n,
+                w.host_ns as f64 / 1e6 / n,
+                w.replays as f64 / n,
+                w.readbacks as f64 / n,
+            );
+        }
+        for &(streams, fill) in &profiles {
+            let Some(p) = shard.profile_decode(streams, fill, 20) else {
+                break;
+            };
+            let p = p.unwrap_or_else(|e| fail("profile", e));
+            println!(
+                "  step of {} stream(s) at fill {}: {} launches; host {:.3} ms launched, {:.3} replayed; device {:.3} ms launched, {:.3} replayed",
+                p.streams,
+                p.fill,
+                p.launches,
+                p.host_launch_ms,
+                p.host_replay_ms,
+                p.device_launch_ms,
+                p.device_replay_ms
+            );
+            let alone: f64 = p.classes.iter().map(|c| c.1).sum();
+            for (name, ms, n) in &p.classes {
+                println!("    {name:<11} {ms:8.3} ms device ({n} launches)");
+            }
+            println!(
+                "    (kernels alone {alone:.3} ms; the rest of the replayed step, {:.3} ms, is gaps between launches)",
+                p.device_replay_ms - alone
+            );
+        }
     }
 }

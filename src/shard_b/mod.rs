@@ -25,7 +25,7 @@ use crate::bake::store::{BakedModel, StoreError};
 use crate::model::ModelSpec;
 pub use device::{BackendInfo, select_device};
 pub use linear::{QuantLinear, Stacked, WeightDtype};
-pub use plan::{DecodeMode, PlanStats};
+pub use plan::{DecodeMode, PlanStats, StepProfile};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShardBError {
@@ -314,6 +314,17 @@ impl ShardB {
         if let Some(mut p) = self.plan() {
             p.set_attention_chunk(keys);
         }
+    }
+
+    /// Profile a decode step of `streams` streams attending over `fill`
+    /// positions (see [`plan::DecodePlan::profile`]); None on burn's ops.
+    pub fn profile_decode(
+        &self,
+        streams: usize,
+        fill: usize,
+        reps: usize,
+    ) -> Option<Result<plan::StepProfile, ShardBError>> {
+        self.plan().map(|mut p| p.profile(streams, fill, reps))
     }
 
     /// The plan's counters (None on burn's ops).

@@ -200,7 +200,14 @@ impl Linear {
 
     /// `out[t, ·] (+)= x[t] · Wᵀ` for `tokens` rows; `out` rows are this
     /// weight's rows wide.
-    fn launch(&self, client: &Client, x: &Handle, tokens: usize, out: &Handle, accumulate: bool) {
+    fn launch(
+        &self,
+        client: &Client,
+        x: &Handle,
+        tokens: usize,
+        out: &Handle,
+        accumulate: bool,
+    ) -> u64 {
         for part in &self.parts {
             let dims = MatmulDims {
                 tokens,
@@ -231,6 +238,7 @@ impl Linear {
                 );
             }
         }
+        self.parts.len() as u64
     }
 
     /// Rows `ids` (an id buffer of `n`, each below `rows`) as f32 into
@@ -457,6 +465,80 @@ impl PlanLogits {
             .and_then(|all| all.get(self.row).copied())
             .ok_or_else(|| ShardBError::Readback("no choice for this stream".into()))
     }
+}
+
+/// Issues a step's launches, counting them; when timing, each launch group
+/// runs in its own profiling window and its device time is added to its
+/// class (a tool: the windows serialize the step).
+struct Timer<'a> {
+    client: &'a Client,
+    launches: u64,
+    timing: bool,
+    /// Device ms and launches per class, in first-seen order.
+    classes: Vec<(&'static str, f64, u64)>,
+}
+
+impl<'a> Timer<'a> {
+    fn new(client: &'a Client, timing: bool) -> Timer<'a> {
+        Timer {
+            client,
+            launches: 0,
+            timing,
+            classes: Vec::new(),
+        }
+    }
+
+    fn run(&mut self, class: &'static str, f: impl FnOnce() -> u64) {
+        if !self.timing {
+            self.launches += f();
+            return;
+        }
+        let ms = match self.client.profile_start() {
+            Ok(window) => {
+                let n = f();
+                self.launches += n;
+                let ms = self
+                    .client
+                    .profile_end(window)
+                    .ok()
+                    .and_then(|d| super::device::block_on(d.resolve()))
+                    .map_or(f64::NAN, |t| t.duration().as_secs_f64() * 1e3);
+                (ms, n)
+            }
+            Err(_) => {
+                let n = f();
+                self.launches += n;
+                (f64::NAN, n)
+            }
+        };
+        match self.classes.iter_mut().find(|c| c.0 == class) {
+            Some(c) => {
+                c.1 += ms.0;
+                c.2 += ms.1;
+            }
+            None => self.classes.push((class, ms.0, ms.1)),
+        }
+    }
+}
+
+/// Where a decode step's time goes on the device ([`DecodePlan::profile`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepProfile {
+    /// Streams in the step (one row each) and the cache fill they attend over.
+    pub streams: usize,
+    pub fill: usize,
+    /// Launches per step.
+    pub launches: u64,
+    /// Host time to issue a step: launched anew, and replayed (ms).
+    pub host_launch_ms: f64,
+    pub host_replay_ms: f64,
+    /// Device time of a whole step: launched, and replayed (ms).
+    pub device_launch_ms: f64,
+    pub device_replay_ms: f64,
+    /// Device ms of each class of kernels over the step, each launch
+    /// timed alone (their sum leaves out the gaps between launches), with
+    /// its launches.
+    pub classes: Vec<(String, f64, u64)>,
 }
 
 /// Shard B as a launch plan on one GPU.
@@ -765,47 +847,11 @@ impl DecodePlan {
         }
         let started = std::time::Instant::now();
         self.collect_dropped();
-        let chunks = segments
-            .iter()
-            .map(|g| g.kv.capacity.div_ceil(self.attention_chunk))
-            .max()
-            .unwrap_or(1);
-        let chunked = segments
-            .iter()
-            .filter(|g| g.rows <= MATVEC_MAX_TOKENS)
-            .map(|g| g.rows)
-            .sum();
-        self.ensure_scratch(rows, chunked, chunks);
-        self.ensure_positions(segments.iter().map(|g| g.kv.capacity).max().unwrap_or(1));
+        self.prepare(input, segments);
         let Some(scratch) = self.scratch.as_ref() else {
             return Err(ShardBError::Readback("no scratch buffers".into()));
         };
-        // The step's inputs, written before its launches.
-        let mut pos = Vec::with_capacity(rows);
-        let mut sel = Vec::with_capacity(segments.len());
-        for g in segments {
-            pos.extend((g.pos..g.pos + g.rows).map(|p| p as u32));
-            sel.push((pos.len() - 1) as u32);
-        }
         let client = &self.client;
-        match input {
-            Input::Hidden(x) => client.write(
-                &scratch.x,
-                cubecl::bytes::Bytes::from_bytes_vec(f32_bytes(x).to_vec()),
-            ),
-            Input::Tokens(ids) => client.write(
-                &scratch.ids,
-                cubecl::bytes::Bytes::from_bytes_vec(u32_bytes(ids).to_vec()),
-            ),
-        }
-        client.write(
-            &scratch.pos,
-            cubecl::bytes::Bytes::from_bytes_vec(u32_bytes(&pos).to_vec()),
-        );
-        client.write(
-            &scratch.sel,
-            cubecl::bytes::Bytes::from_bytes_vec(u32_bytes(&sel).to_vec()),
-        );
         let tokens = matches!(input, Input::Tokens(_));
         let shape = Shape {
             tokens,
@@ -885,6 +931,139 @@ impl DecodePlan {
             .collect())
     }
 
+    /// Size the buffers for `segments` and write the step's inputs (rows,
+    /// positions, the rows to sample) before its launches.
+    fn prepare(&mut self, input: Input<'_>, segments: &[Segment<'_>]) {
+        let rows: usize = segments.iter().map(|g| g.rows).sum();
+        let chunks = segments
+            .iter()
+            .map(|g| g.kv.capacity.div_ceil(self.attention_chunk))
+            .max()
+            .unwrap_or(1);
+        let chunked = segments
+            .iter()
+            .filter(|g| g.rows <= MATVEC_MAX_TOKENS)
+            .map(|g| g.rows)
+            .sum();
+        self.ensure_scratch(rows, chunked, chunks);
+        self.ensure_positions(segments.iter().map(|g| g.kv.capacity).max().unwrap_or(1));
+        let Some(scratch) = self.scratch.as_ref() else {
+            return;
+        };
+        let mut pos = Vec::with_capacity(rows);
+        let mut sel = Vec::with_capacity(segments.len());
+        for g in segments {
+            pos.extend((g.pos..g.pos + g.rows).map(|p| p as u32));
+            sel.push((pos.len() - 1) as u32);
+        }
+        let client = &self.client;
+        let write = |h: &Handle, bytes: &[u8]| {
+            client.write(h, cubecl::bytes::Bytes::from_bytes_vec(bytes.to_vec()))
+        };
+        match input {
+            Input::Hidden(x) => write(&scratch.x, f32_bytes(x)),
+            Input::Tokens(ids) => write(&scratch.ids, u32_bytes(ids)),
+        }
+        write(&scratch.pos, u32_bytes(&pos));
+        write(&scratch.sel, u32_bytes(&sel));
+    }
+
+    /// Profile a decode step of `streams` streams (one row each) attending
+    /// over `fill` cached positions, `reps` times each way: host and device
+    /// time launched and replayed, and each kernel class's device time. The
+    /// caches are fresh (what they hold does not change the time).
+    pub fn profile(
+        &mut self,
+        streams: usize,
+        fill: usize,
+        reps: usize,
+    ) -> Result<StepProfile, ShardBError> {
+        let err = |e: &dyn std::fmt::Display| ShardBError::Readback(e.to_string());
+        let kvs: Vec<PlanKv> = (0..streams.max(1)).map(|_| self.new_kv(fill + 1)).collect();
+        let segments: Vec<Segment> = kvs
+            .iter()
+            .map(|kv| Segment {
+                kv,
+                pos: fill,
+                rows: 1,
+            })
+            .collect();
+        let x: Vec<f32> = (0..segments.len() * self.spec.hidden_size)
+            .map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 0.1)
+            .collect();
+        self.prepare(Input::Hidden(&x), &segments);
+        let Some(sc) = self.scratch.as_ref() else {
+            return Err(ShardBError::Readback("no scratch buffers".into()));
+        };
+        let c = &self.client;
+        let sync = || super::device::block_on(c.sync()).map_err(|e| err(&e));
+        let reps = reps.max(1);
+        let device_ms = |run: &dyn Fn()| -> Result<f64, ShardBError> {
+            let w = c.profile_start().map_err(|e| err(&e))?;
+            for _ in 0..reps {
+                run();
+            }
+            let d = c.profile_end(w).map_err(|e| err(&e))?;
+            let ticks = super::device::block_on(d.resolve())
+                .ok_or_else(|| ShardBError::Readback("no device time".into()))?;
+            Ok(ticks.duration().as_secs_f64() * 1e3 / reps as f64)
+        };
+        let host_ms = |run: &dyn Fn()| -> Result<f64, ShardBError> {
+            let mut total = 0.0;
+            for _ in 0..reps {
+                sync()?;
+                let t = std::time::Instant::now();
+                run();
+                total += t.elapsed().as_secs_f64() * 1e3;
+            }
+            sync()?;
+            Ok(total / reps as f64)
+        };
+        // Launched anew.
+        let launches = self.encode(sc, &segments, false);
+        sync()?;
+        let host_launch_ms = host_ms(&|| {
+            self.encode(sc, &segments, false);
+        })?;
+        let device_launch_ms = device_ms(&|| {
+            self.encode(sc, &segments, false);
+        })?;
+        // Captured and replayed.
+        c.graph_prepare().map_err(|e| err(&e))?;
+        self.encode(sc, &segments, false);
+        let graph = self.record(sc, &segments, false).map_err(|e| err(&e))?;
+        sync()?;
+        // SAFETY: the graph's buffers (weights, scratch, these caches) live
+        // until after its last replay below, on this thread's stream.
+        let replay = || {
+            let _ = unsafe { graph.replay() };
+        };
+        let host_replay_ms = host_ms(&replay)?;
+        let device_replay_ms = device_ms(&replay)?;
+        // Each class alone.
+        let mut t = Timer::new(c, true);
+        for _ in 0..reps {
+            self.encode_timed(sc, &segments, false, &mut t);
+        }
+        sync()?;
+        let classes = t
+            .classes
+            .into_iter()
+            .map(|(name, ms, n)| (name.to_string(), ms / reps as f64, n / reps as u64))
+            .collect();
+        drop(graph);
+        Ok(StepProfile {
+            streams: segments.len(),
+            fill,
+            launches,
+            host_launch_ms,
+            host_replay_ms,
+            device_launch_ms,
+            device_replay_ms,
+            classes,
+        })
+    }
+
     /// Record the step's launches into a graph (nothing runs).
     fn record(
         &self,
@@ -920,16 +1099,22 @@ impl DecodePlan {
 
     /// Issue the step's launches; returns how many.
     fn encode(&self, sc: &Scratch, segments: &[Segment<'_>], tokens: bool) -> u64 {
+        let mut t = Timer::new(&self.client, false);
+        self.encode_timed(sc, segments, tokens, &mut t);
+        t.launches
+    }
+
+    /// [`DecodePlan::encode`] through `t` (which may time each launch).
+    fn encode_timed(&self, sc: &Scratch, segments: &[Segment<'_>], tokens: bool, t: &mut Timer) {
         let s = &self.spec;
         let c = &self.client;
         let rows: usize = segments.iter().map(|g| g.rows).sum();
         let (h, nh, nkv, hd) = (s.hidden_size, s.num_heads, s.num_kv_heads, s.head_dim);
         let (qd, kvd, inter) = (s.q_dim(), s.kv_dim(), s.intermediate_size);
         let eps = s.rms_norm_eps as f32;
-        let mut launches = 0u64;
         if tokens {
             let table = self.embed.as_ref().unwrap_or(&self.head);
-            launches += table.rows_into(c, &sc.ids, rows, &sc.x);
+            t.run("embedding", || table.rows_into(c, &sc.ids, rows, &sc.x));
         }
         let norm = |x: &Handle, w: &Handle, out: &Handle, n: usize, gather: bool| {
             // SAFETY: x and out hold ≥ n rows of h (gathered rows are
@@ -948,13 +1133,15 @@ impl DecodePlan {
                     gather,
                 );
             }
+            1
         };
         let scale = 1.0 / (hd as f32).sqrt();
         let window = s.sliding_window.unwrap_or(0) as u32;
         for (li, layer) in self.layers.iter().enumerate() {
-            norm(&sc.x, &layer.in_norm, &sc.n, rows, false);
-            layer.qkv.launch(c, &sc.n, rows, &sc.qkv, false);
-            launches += 2 + layer.qkv.parts.len() as u64;
+            t.run("rms_norm", || {
+                norm(&sc.x, &layer.in_norm, &sc.n, rows, false)
+            });
+            t.run("qkv", || layer.qkv.launch(c, &sc.n, rows, &sc.qkv, false));
             let (mut row0, mut prow0) = (0usize, 0usize);
             for g in segments {
                 let (kc, vc) = (&g.kv.keys[li], &g.kv.values[li]);
@@ -962,7 +1149,7 @@ impl DecodePlan {
                 // SAFETY: rows row0..row0+g.rows of qkv, pos and q exist;
                 // positions are below the cache capacity (checked in
                 // `step`) and the RoPE tables' length.
-                unsafe {
+                t.run("rope_cache", || unsafe {
                     kernels::rope_cache::launch_unchecked(
                         c,
                         CubeCount::Static(g.rows as u32, 1, 1),
@@ -981,7 +1168,8 @@ impl DecodePlan {
                         g.kv.capacity as u32,
                         hd,
                     );
-                }
+                    1
+                });
                 let direct = g.rows > MATVEC_MAX_TOKENS;
                 let chunks = if direct {
                     1
@@ -996,7 +1184,7 @@ impl DecodePlan {
                 // SAFETY: as above; partial holds the step's chunked rows
                 // (prow0 counts them) × heads × the scratch's chunks ×
                 // (hd + 2), and is only written for a chunked segment.
-                unsafe {
+                t.run("attention", || unsafe {
                     kernels::attention::launch_unchecked(
                         c,
                         CubeCount::Static(nh as u32, g.rows as u32, chunks as u32),
@@ -1019,11 +1207,11 @@ impl DecodePlan {
                         hd,
                         direct,
                     );
-                }
-                launches += 2;
+                    1
+                });
                 if !direct {
                     // SAFETY: as above.
-                    unsafe {
+                    t.run("attention", || unsafe {
                         kernels::attention_combine::launch_unchecked(
                             c,
                             CubeCount::Static(nh as u32, g.rows as u32, 1),
@@ -1037,19 +1225,23 @@ impl DecodePlan {
                             sc.chunks as u32,
                             hd,
                         );
-                    }
-                    launches += 1;
+                        1
+                    });
                     prow0 += g.rows;
                 }
                 row0 += g.rows;
             }
-            layer.o.launch(c, &sc.attn, rows, &sc.x, true);
-            norm(&sc.x, &layer.post_norm, &sc.n, rows, false);
-            layer.gate_up.launch(c, &sc.n, rows, &sc.gu, false);
+            t.run("o", || layer.o.launch(c, &sc.attn, rows, &sc.x, true));
+            t.run("rms_norm", || {
+                norm(&sc.x, &layer.post_norm, &sc.n, rows, false)
+            });
+            t.run("gate_up", || {
+                layer.gate_up.launch(c, &sc.n, rows, &sc.gu, false)
+            });
             let n = (rows * inter) as u32;
             // SAFETY: gu holds rows × 2·inter, act rows × inter; the
             // kernel guards its index by n.
-            unsafe {
+            t.run("silu_mul", || unsafe {
                 kernels::silu_mul::launch_unchecked(
                     c,
                     grid(n.div_ceil(256)),
@@ -1059,16 +1251,16 @@ impl DecodePlan {
                     n,
                     inter as u32,
                 );
-            }
-            layer.down.launch(c, &sc.act, rows, &sc.x, true);
-            launches += 2
-                + layer.o.parts.len() as u64
-                + layer.gate_up.parts.len() as u64
-                + layer.down.parts.len() as u64;
+                1
+            });
+            t.run("down", || layer.down.launch(c, &sc.act, rows, &sc.x, true));
         }
-        norm(&sc.x, &self.norm, &sc.last, segments.len(), true);
-        self.head
-            .launch(c, &sc.last, segments.len(), &sc.logits, false);
-        launches + 1 + self.head.parts.len() as u64
+        t.run("rms_norm", || {
+            norm(&sc.x, &self.norm, &sc.last, segments.len(), true)
+        });
+        t.run("lm_head", || {
+            self.head
+                .launch(c, &sc.last, segments.len(), &sc.logits, false)
+        });
     }
 }
