@@ -180,6 +180,11 @@ pub fn attention(
     if window > 0 && p + 1 > window as usize {
         lo = p + 1 - window as usize;
     }
+    // Chunks past the row's position hold nothing (the combine reads
+    // none of them): the whole cube leaves.
+    if s * chunk > p {
+        terminate!();
+    }
     let k0 = max(s * chunk, lo);
     let k1 = min(s * chunk + chunk, p + 1);
 
@@ -260,15 +265,17 @@ pub fn attention(
 }
 
 /// The chunks of [`attention`] combined: cube `(h, t)`, one unit per
-/// output dimension.
+/// output dimension; the chunks up to the row's position `pos[t]`.
 #[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
 pub fn attention_combine(
     partial: &[f32],
+    pos: &[u32],
     out: &mut [f32],
     row0: u32,
     prow0: u32,
     nh: u32,
-    chunks: u32,
+    chunk: u32,
     cstride: u32,
     #[comptime] hd: usize,
 ) {
@@ -277,7 +284,7 @@ pub fn attention_combine(
     let pt = (prow0 + CUBE_POS_Y) as usize;
     let d = UNIT_POS as usize;
     let nh = nh as usize;
-    let chunks = chunks as usize;
+    let chunks = (pos[t] as usize) / (chunk as usize) + 1;
     let base = (pt * nh + h) * cstride as usize * comptime!(hd + 2);
     let mut top = f32::new(NO_SCORE);
     for s in 0..chunks {
