@@ -286,17 +286,20 @@ pub fn attention_combine(
     let nh = nh as usize;
     let chunks = (pos[t] as usize) / (chunk as usize) + 1;
     let base = (pt * nh + h) * cstride as usize * comptime!(hd + 2);
+    // One pass, rescaling as the maximum grows (an online softmax over
+    // the chunks).
     let mut top = f32::new(NO_SCORE);
-    for s in 0..chunks {
-        top = max(top, partial[base + s * comptime!(hd + 2)]);
-    }
     let mut sum = 0.0f32;
     let mut v = 0.0f32;
     for s in 0..chunks {
         let at = base + s * comptime!(hd + 2);
-        let f = f32::exp(partial[at] - top);
-        sum += partial[at + 1] * f;
-        v += partial[at + 2 + d] * f;
+        let m = partial[at];
+        let grown = max(top, m);
+        let c = f32::exp(top - grown);
+        let f = f32::exp(m - grown);
+        sum = sum * c + partial[at + 1] * f;
+        v = v * c + partial[at + 2 + d] * f;
+        top = grown;
     }
     let mut o = 0.0f32;
     if sum > 0.0 {
