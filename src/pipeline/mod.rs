@@ -35,7 +35,8 @@ use crate::ring::wait::mono_ns;
 use crate::ring::{SegmentSpec, SlotHeader, dtype, flags, kind};
 use crate::shard_b::sampling::{SamplingParams, StopCriteria};
 use crate::shard_b::{
-    BatchItem, DecodeMode, HiddenDtype, ShardB, ShardBError, StepInput, WeightDtype, select_device,
+    BatchItem, DecodeMode, HiddenDtype, LoadOptions, ShardB, ShardBError, StepInput, WeightDtype,
+    select_device,
 };
 use crate::supervisor::protocol::model_hash;
 use crate::supervisor::{Executive, StartConfig, SupervisorError, SupervisorEvent, executive_path};
@@ -141,7 +142,11 @@ impl Pipeline {
         let (device, info) = select_device(&settings.shard_b)?;
         let wdt = WeightDtype::parse(&settings.shard_b.weights_dtype).unwrap_or(WeightDtype::F32);
         let mode = DecodeMode::parse(&settings.shard_b.decode).unwrap_or_default();
-        let shard_b = ShardB::load_with(&model, split, device, info, wdt, mode)?;
+        let opts = LoadOptions {
+            decode: mode,
+            ..LoadOptions::new(wdt)
+        };
+        let shard_b = ShardB::load_with(&model, split, device, info, opts)?;
         let chunk = settings.shard_a.prefill_chunk;
         let hash = model_hash(model_dir).map_err(|source| PipelineError::Io {
             path: model_dir.join(crate::bake::store::MANIFEST),

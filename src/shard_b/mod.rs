@@ -212,6 +212,28 @@ impl Logits {
     }
 }
 
+/// How [`ShardB::load_with`] loads shard B.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadOptions {
+    pub weights_dtype: WeightDtype,
+    /// How a GPU with packed weights runs steps.
+    pub decode: DecodeMode,
+    /// The decode plan cuts weights into parts of at most this many bytes
+    /// of words (a storage binding's limit; tests cut small weights to run
+    /// the several-part paths the 1B model's lm_head takes).
+    pub max_part_bytes: usize,
+}
+
+impl LoadOptions {
+    pub fn new(weights_dtype: WeightDtype) -> LoadOptions {
+        LoadOptions {
+            weights_dtype,
+            decode: DecodeMode::default(),
+            max_part_bytes: cube::MAX_BINDING_BYTES,
+        }
+    }
+}
+
 #[allow(clippy::large_enum_variant)]
 enum Body {
     Ops(ops::OpsModel),
@@ -244,21 +266,25 @@ impl ShardB {
             first_layer,
             device,
             info,
-            weights_dtype,
-            DecodeMode::default(),
+            LoadOptions::new(weights_dtype),
         )
     }
 
-    /// [`ShardB::load`] with a decode mode: on a GPU with packed weights the
-    /// plan (replayed or launched), else burn's ops.
+    /// [`ShardB::load`] with all the options: on a GPU with packed weights
+    /// the decode plan (replayed or launched, `opts.decode`), else burn's
+    /// ops.
     pub fn load_with(
         model: &BakedModel,
         first_layer: usize,
         device: Device,
         info: BackendInfo,
-        weights_dtype: WeightDtype,
-        mode: DecodeMode,
+        opts: LoadOptions,
     ) -> Result<ShardB, ShardBError> {
+        let LoadOptions {
+            weights_dtype,
+            decode: mode,
+            max_part_bytes,
+        } = opts;
         let spec = model.spec().clone();
         if weights_dtype == WeightDtype::PackedQ8 && info.backend != "cpu" {
             return Err(ShardBError::PackedQ8OnGpu {
@@ -273,7 +299,7 @@ impl ShardB {
         }
         let planned = match (device.as_dispatch(), weights_dtype) {
             (DispatchDevice::Cube(d), WeightDtype::Packed) => {
-                plan::DecodePlan::load(model, first_layer, d.client(), mode)?
+                plan::DecodePlan::load_parts(model, first_layer, d.client(), mode, max_part_bytes)?
             }
             _ => None,
         };

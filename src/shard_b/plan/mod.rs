@@ -168,8 +168,8 @@ fn buffer(handle: &Handle, len: usize) -> BufferArg {
 
 impl Linear {
     /// None when `p` does not fit the kernels without padding.
-    fn upload(client: &Client, p: &Packed) -> Option<Linear> {
-        let host = HostParts::split(p, MAX_BINDING_BYTES)?;
+    fn upload(client: &Client, p: &Packed, max_part_bytes: usize) -> Option<Linear> {
+        let host = HostParts::split(p, max_part_bytes)?;
         if host.cols_padded != p.cols {
             return None;
         }
@@ -582,6 +582,19 @@ impl DecodePlan {
         client: Client,
         mode: DecodeMode,
     ) -> Result<Option<DecodePlan>, StoreError> {
+        Self::load_parts(model, first_layer, client, mode, MAX_BINDING_BYTES)
+    }
+
+    /// [`DecodePlan::load`] with weights cut into parts of at most
+    /// `max_part_bytes` of words (tests cut small weights to run the
+    /// several-part paths the 1B model's lm_head takes).
+    pub fn load_parts(
+        model: &BakedModel,
+        first_layer: usize,
+        client: Client,
+        mode: DecodeMode,
+        max_part_bytes: usize,
+    ) -> Result<Option<DecodePlan>, StoreError> {
         let spec = model.spec().clone();
         if mode == DecodeMode::Ops
             || !spec.head_dim.is_multiple_of(ATTN_UNITS as usize)
@@ -604,7 +617,7 @@ impl DecodePlan {
                 1 => parts.pop(),
                 _ => Packed::stack(&parts),
             };
-            Ok(stacked.and_then(|p| Linear::upload(&client, &p)))
+            Ok(stacked.and_then(|p| Linear::upload(&client, &p, max_part_bytes)))
         };
         let vector = |name: &str| -> Result<Handle, StoreError> {
             Ok(client.create_from_slice(f32_bytes(&model.f32(name)?)))
