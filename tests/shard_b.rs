@@ -17,7 +17,8 @@ use hybrid_tui::model::Arch;
 use hybrid_tui::reference::{RefCache, Reference};
 use hybrid_tui::shard_b::sampling::{Sampler, SamplingParams, StopCriteria, StopReason};
 use hybrid_tui::shard_b::{
-    HiddenDtype, QuantLinear, ShardB, ShardBError, WeightDtype, select_device,
+    DecodeMode, HiddenDtype, LoadOptions, QuantLinear, ShardB, ShardBError, WeightDtype,
+    select_device,
 };
 use rand::{Rng, SeedableRng};
 
@@ -722,7 +723,15 @@ fn packed_weights_decode_like_the_dequantized_path() {
         let model = BakedModel::open(&baked_model(arch, weights)).expect("open");
         let spec = model.spec().clone();
         let dense = load(&model, 0, backend, WeightDtype::F32);
-        let packed = load(&model, 0, backend, WeightDtype::Packed);
+        // burn's path with the GPU kernels (`cube`), not the decode plan
+        // (tests/plan.rs): burn's ops on the device between a plan's
+        // replays are a known hazard (`shard_b::plan`'s docs).
+        let (device, info) = select_device(&settings(backend)).expect("device");
+        let opts = LoadOptions {
+            decode: DecodeMode::Ops,
+            ..LoadOptions::new(WeightDtype::Packed)
+        };
+        let packed = ShardB::load_with(&model, 0, device, info, opts).expect("load packed");
         let what = format!("{arch:?} {weights} on {backend}: packed vs f32");
         // q/k/v and gate/up run as one stacked weight each when packed.
         let groups = 2 * (spec.num_layers);

@@ -394,13 +394,9 @@ impl Pipeline {
         let mut replies: Vec<(SlotHeader, Vec<u8>)> = Vec::new();
         let in_flight = self.streams.values().filter(|s| s.in_flight).count();
         // Once one reply is here, the others in flight are worth waiting
-        // for a while when shard B batches (on the plan a step of several
-        // streams costs about what one does): up to half a recent step,
-        // at most 2 ms.
-        let batch_wait = match self.shard_b.decode_mode() {
-            DecodeMode::Ops => Duration::ZERO,
-            _ => Duration::from_nanos((self.b_step_ns / 2.0).min(2e6) as u64),
-        };
+        // for a while (shard B batches them: a step of several streams reads
+        // the weights once): up to half a recent step, at most 2 ms.
+        let batch_wait = Duration::from_nanos((self.b_step_ns / 2.0).min(2e6) as u64);
         let mut wait = Duration::from_millis(20);
         let mut deadline = None;
         while replies.len() < in_flight.max(1) {
@@ -473,8 +469,7 @@ impl Pipeline {
         let stepping: Vec<usize> = (0..work.len()).filter(|&i| work[i].3 > 0).collect();
         let mut outcome: Vec<Option<Result<crate::shard_b::Logits, String>>> =
             (0..work.len()).map(|_| None).collect();
-        // Shard B's time of each stream's step: the batch's on the plan,
-        // its own on burn's ops (which run the streams one after another).
+        // Shard B's time of each stream's step: the batch's.
         let mut times: Vec<(u64, u64)> = vec![(b_start, b_start); work.len()];
         let mut items: Vec<BatchItem> = Vec::with_capacity(stepping.len());
         for (i, (_, st)) in taken.iter_mut().enumerate() {
@@ -491,7 +486,7 @@ impl Pipeline {
                 stream: &mut st.b,
             });
         }
-        let batched = self.shard_b.decode_mode() != DecodeMode::Ops && items.len() > 1;
+        let batched = items.len() > 1;
         let whole = match batched {
             true => Some(self.shard_b.forward_batch(&mut items)),
             false => None,
@@ -504,8 +499,8 @@ impl Pipeline {
                     times[i] = (b_start, t);
                 }
             }
-            // One stream at a time (burn's ops, one stream, or a batch that
-            // failed: each error is then its stream's own).
+            // One stream at a time (one stream, or a batch that failed: each
+            // error is then its stream's own).
             _ => {
                 for (&i, item) in stepping.iter().zip(items.iter_mut()) {
                     let t0 = mono_ns();

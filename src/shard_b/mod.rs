@@ -144,7 +144,7 @@ pub struct Logits(LogitsKind);
 
 enum LogitsKind {
     Tensor(Tensor<2>),
-    Plan(plan::PlanLogits, Device),
+    Plan(plan::PlanLogits),
 }
 
 impl From<Tensor<2>> for Logits {
@@ -158,7 +158,7 @@ impl Logits {
     pub fn rows(&self) -> usize {
         match &self.0 {
             LogitsKind::Tensor(t) => t.dims()[0],
-            LogitsKind::Plan(..) => 1,
+            LogitsKind::Plan(_) => 1,
         }
     }
 
@@ -166,7 +166,7 @@ impl Logits {
     pub fn read(&self) -> Result<Vec<f32>, ShardBError> {
         match &self.0 {
             LogitsKind::Tensor(t) => ShardB::read_f32(t.clone()),
-            LogitsKind::Plan(p, _) => p.read(),
+            LogitsKind::Plan(p) => p.read(),
         }
     }
 
@@ -177,23 +177,27 @@ impl Logits {
                 let r = t.dims()[0];
                 ShardB::read_f32(t.clone().narrow(0, r - 1, 1))
             }
-            LogitsKind::Plan(p, _) => p.read(),
+            LogitsKind::Plan(p) => p.read(),
         }
     }
 
-    /// The last row as a device tensor `[vocab]` (the sampler's input).
+    /// The last row as a tensor `[vocab]` (the sampler's input): on the
+    /// device for burn's logits; on the CPU backend for the plan's, so that
+    /// no burn op runs on the plan's GPU between its replays (tests/shard_b
+    /// saw burn's ops on the same device corrupt a replayed step now and
+    /// then; see `plan`'s module docs).
     pub(crate) fn last_row(self) -> Result<Tensor<1>, ShardBError> {
         match self.0 {
             LogitsKind::Tensor(t) => {
                 let [r, v] = t.dims();
                 Ok(t.narrow(0, r - 1, 1).reshape([v]))
             }
-            LogitsKind::Plan(p, device) => {
+            LogitsKind::Plan(p) => {
                 let row = p.read()?;
                 let v = row.len();
                 Ok(Tensor::<1>::from_data(
                     TensorData::new(row, [v]),
-                    (&device, DType::F32),
+                    (&Device::flex(), DType::F32),
                 ))
             }
         }
@@ -202,7 +206,7 @@ impl Logits {
     /// The greedy choice of the last row when the device makes it (the
     /// plan's argmax, with its non-finite flag); None for burn's logits.
     pub(crate) fn device_argmax(&self) -> Option<Result<u32, ShardBError>> {
-        let LogitsKind::Plan(p, _) = &self.0 else {
+        let LogitsKind::Plan(p) = &self.0 else {
             return None;
         };
         Some(p.argmax().and_then(|(id, bad)| match bad {
@@ -427,9 +431,9 @@ impl ShardB {
             .ok_or_else(|| ShardBError::Readback("a step returned no logits".into()))
     }
 
-    /// Several streams' rows as one step: on the plan each weight is read
-    /// once for all of them (their attention runs per stream); on burn's
-    /// ops they run one after the other. Inputs must all be hidden states
+    /// Several streams' rows as one step: each weight is read once for
+    /// all of them (their attention runs per stream), on the plan and on
+    /// burn's ops. Inputs must all be hidden states
     /// or all token ids. Returns each stream's logits, in order; on an
     /// error no stream has advanced.
     pub fn forward_batch(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<Logits>, ShardBError> {
@@ -468,9 +472,9 @@ impl ShardB {
             }
         }
         match &self.body {
-            Body::Ops(m) => items
-                .iter_mut()
-                .map(|item| {
+            Body::Ops(m) => {
+                let mut rows = Vec::with_capacity(items.len());
+                for item in items.iter_mut() {
                     let x = match item.input {
                         StepInput::Hidden { bytes, dtype, rows } => {
                             let dt = match dtype {
@@ -482,9 +486,25 @@ impl ShardB {
                         }
                         StepInput::Tokens(ids) => m.embed(ids, &self.device),
                     };
-                    self.forward_ops(m, x, item.stream)
-                })
-                .collect(),
+                    let (pos, capacity) = (item.stream.len, item.stream.capacity);
+                    let StreamKv::Ops(kv) = &mut item.stream.kv else {
+                        return Err(ShardBError::ForeignStream);
+                    };
+                    rows.push(ops::OpsRows {
+                        x,
+                        kv,
+                        pos,
+                        capacity,
+                    });
+                }
+                let logits = m.forward(&self.spec, &mut rows)?;
+                let added: Vec<usize> = rows.iter().map(|r| r.x.dims()[0]).collect();
+                drop(rows);
+                for (item, n) in items.iter_mut().zip(added) {
+                    item.stream.len += n;
+                }
+                Ok(logits.into_iter().map(Logits::from).collect())
+            }
             Body::Plan(p) => self.planned(p, items),
         }
     }
@@ -554,31 +574,8 @@ impl ShardB {
         }
         Ok(logits
             .into_iter()
-            .map(|l| Logits(LogitsKind::Plan(l, self.device.clone())))
+            .map(|l| Logits(LogitsKind::Plan(l)))
             .collect())
-    }
-
-    fn forward_ops(
-        &self,
-        m: &ops::OpsModel,
-        x: Tensor<2>,
-        stream: &mut Stream,
-    ) -> Result<Logits, ShardBError> {
-        let t = x.dims()[0];
-        let pos = stream.len;
-        if pos + t > stream.capacity {
-            return Err(ShardBError::CacheFull {
-                len: pos,
-                new: t,
-                capacity: stream.capacity,
-            });
-        }
-        let StreamKv::Ops(kv) = &mut stream.kv else {
-            return Err(ShardBError::ForeignStream);
-        };
-        let logits = m.forward(&self.spec, x, kv, pos, stream.capacity)?;
-        stream.len = pos + t;
-        Ok(logits.into())
     }
 
     /// Read logits back to the host (tests, reports; decoding samples on the device).

@@ -44,6 +44,14 @@ fn rope(x: Tensor<3>, cos: &Tensor<3>, sin: &Tensor<3>) -> Tensor<3> {
     x * cos.clone() + rotated * sin.clone()
 }
 
+/// One stream's rows of a step ([`OpsModel::forward`]).
+pub struct OpsRows<'a> {
+    pub x: Tensor<2>,
+    pub kv: &'a mut OpsKv,
+    pub pos: usize,
+    pub capacity: usize,
+}
+
 /// One stream's KV cache for shard B's layers, preallocated to capacity.
 pub struct OpsKv {
     keys: Vec<Tensor<3>>,
@@ -70,44 +78,77 @@ struct Attention {
 }
 
 impl Attention {
-    /// `x + o(attention(norm(x)))`, writing this step's k and v into the cache.
+    /// `x + o(attention(norm(x)))` for the rows of several streams (in
+    /// order, `ctxs[i].t` rows for stream `i`): the norm and the
+    /// projections over all rows at once (each weight read once), RoPE, the
+    /// cache write and attention per stream.
     fn forward(
         &self,
         spec: &ModelSpec,
         x: Tensor<2>,
-        ctx: &StepContext,
-        keys: &mut Tensor<3>,
-        values: &mut Tensor<3>,
+        ctxs: &[StepContext],
+        caches: &mut [(&mut Tensor<3>, &mut Tensor<3>)],
     ) -> Result<Tensor<2>, ShardBError> {
         let _span = tracing::trace_span!("attention").entered();
-        let (nh, nkv, hd) = (spec.num_heads, spec.num_kv_heads, spec.head_dim);
-        let (t, pos, span) = (ctx.t, ctx.pos, ctx.span);
-        let rep = nh / nkv;
         let n = rms_norm(x.clone(), &self.norm, spec.rms_norm_eps);
-        let heads = |y: Tensor<2>, h: usize| y.reshape([t, h, hd]).swap_dims(0, 1);
         let [q, k, v] = self.qkv.forward(n)?;
-        let q = rope(heads(q, nh), &ctx.cos, &ctx.sin);
-        let k = rope(heads(k, nkv), &ctx.cos, &ctx.sin);
-        let v = heads(v, nkv);
-        let device = x.device();
-        let range = [0..nkv, pos..pos + t, 0..hd];
-        let old = std::mem::replace(keys, Tensor::empty([0, 0, 0], &device));
-        *keys = old.slice_assign(range.clone(), k);
-        let old = std::mem::replace(values, Tensor::empty([0, 0, 0], &device));
-        *values = old.slice_assign(range, v);
-        let ks = keys.clone().slice([0..nkv, 0..span, 0..hd]);
-        let vs = values.clone().slice([0..nkv, 0..span, 0..hd]);
-        // [nh, T, hd] → [nkv, rep*T, hd]: query heads of one KV head become rows.
-        let qg = q.reshape([nkv, rep * t, hd]);
-        let scale = 1.0 / (hd as f64).sqrt();
-        let scores = qg.matmul(ks.swap_dims(1, 2)).mul_scalar(scale) + ctx.mask.clone();
-        let attn = softmax(scores, 2).matmul(vs); // [nkv, rep*T, hd]
-        let attn = attn
-            .reshape([nh, t, hd])
-            .swap_dims(0, 1)
-            .reshape([t, nh * hd]);
+        let mut outs = Vec::with_capacity(ctxs.len());
+        let mut row = 0;
+        for (ctx, (keys, values)) in ctxs.iter().zip(caches.iter_mut()) {
+            let part = |y: &Tensor<2>| y.clone().narrow(0, row, ctx.t);
+            outs.push(attend(
+                spec,
+                ctx,
+                part(&q),
+                part(&k),
+                part(&v),
+                keys,
+                values,
+            ));
+            row += ctx.t;
+        }
+        let attn = match outs.len() {
+            1 => outs.remove(0),
+            _ => Tensor::cat(outs, 0),
+        };
         Ok(x + self.o.forward(attn)?)
     }
+}
+
+/// One stream's attention: its q, k, v rows `[T, ·]` rotated, k and v
+/// written into its cache at the step's positions, softmax over the span.
+fn attend(
+    spec: &ModelSpec,
+    ctx: &StepContext,
+    q: Tensor<2>,
+    k: Tensor<2>,
+    v: Tensor<2>,
+    keys: &mut Tensor<3>,
+    values: &mut Tensor<3>,
+) -> Tensor<2> {
+    let (nh, nkv, hd) = (spec.num_heads, spec.num_kv_heads, spec.head_dim);
+    let (t, pos, span) = (ctx.t, ctx.pos, ctx.span);
+    let rep = nh / nkv;
+    let heads = |y: Tensor<2>, h: usize| y.reshape([t, h, hd]).swap_dims(0, 1);
+    let q = rope(heads(q, nh), &ctx.cos, &ctx.sin);
+    let k = rope(heads(k, nkv), &ctx.cos, &ctx.sin);
+    let v = heads(v, nkv);
+    let device = q.device();
+    let range = [0..nkv, pos..pos + t, 0..hd];
+    let old = std::mem::replace(keys, Tensor::empty([0, 0, 0], &device));
+    *keys = old.slice_assign(range.clone(), k);
+    let old = std::mem::replace(values, Tensor::empty([0, 0, 0], &device));
+    *values = old.slice_assign(range, v);
+    let ks = keys.clone().slice([0..nkv, 0..span, 0..hd]);
+    let vs = values.clone().slice([0..nkv, 0..span, 0..hd]);
+    // [nh, T, hd] → [nkv, rep*T, hd]: query heads of one KV head become rows.
+    let qg = q.reshape([nkv, rep * t, hd]);
+    let scale = 1.0 / (hd as f64).sqrt();
+    let scores = qg.matmul(ks.swap_dims(1, 2)).mul_scalar(scale) + ctx.mask.clone();
+    let attn = softmax(scores, 2).matmul(vs); // [nkv, rep*T, hd]
+    attn.reshape([nh, t, hd])
+        .swap_dims(0, 1)
+        .reshape([t, nh * hd])
 }
 
 /// The MLP: the norm before it, gate/up, SiLU·up, down.
@@ -266,44 +307,65 @@ impl OpsModel {
         self.embed.as_ref().unwrap_or(&self.head).embed(idx)
     }
 
-    /// `x` `[T, hidden]` at positions `pos..pos+T` of a stream whose cache
-    /// holds `capacity`: logits `[T, vocab]`.
+    /// Several streams' rows as one step: `items[i]` is stream `i`'s rows
+    /// `x` `[T, hidden]`, its cache, the position of its first row and its
+    /// capacity. The norms, projections and MLP run over all rows at once
+    /// (each weight read once); attention per stream. Logits `[T, vocab]`
+    /// per stream.
     pub fn forward(
         &self,
         spec: &ModelSpec,
-        mut x: Tensor<2>,
-        kv: &mut OpsKv,
-        pos: usize,
-        capacity: usize,
-    ) -> Result<Tensor<2>, ShardBError> {
-        let t = x.dims()[0];
+        items: &mut [OpsRows<'_>],
+    ) -> Result<Vec<Tensor<2>>, ShardBError> {
         let rep = spec.num_heads / spec.num_kv_heads;
-        let total = pos + t;
-        // Attention reads the cache in spans of ATTENTION_SPAN slots (masked
-        // past the fill), so kernel shapes, and the autotuning each new shape
-        // costs on a GPU, change once every ATTENTION_SPAN tokens, not every token.
-        let span = total
-            .div_ceil(ATTENTION_SPAN)
-            .saturating_mul(ATTENTION_SPAN)
-            .min(capacity);
-        let device = x.device();
-        let (cos, sin) = self.rope_tables(spec, pos, t, &device);
-        let ctx = StepContext {
-            pos,
-            t,
-            span,
-            cos,
-            sin,
-            mask: mask(spec, pos, t, rep, span, &device),
+        let mut ctxs = Vec::with_capacity(items.len());
+        let mut xs = Vec::with_capacity(items.len());
+        for item in items.iter() {
+            let t = item.x.dims()[0];
+            let total = item.pos + t;
+            // Attention reads the cache in spans of ATTENTION_SPAN slots
+            // (masked past the fill), so kernel shapes, and the autotuning
+            // each new shape costs on a GPU, change once every
+            // ATTENTION_SPAN tokens, not every token.
+            let span = total
+                .div_ceil(ATTENTION_SPAN)
+                .saturating_mul(ATTENTION_SPAN)
+                .min(item.capacity);
+            let device = item.x.device();
+            let (cos, sin) = self.rope_tables(spec, item.pos, t, &device);
+            ctxs.push(StepContext {
+                pos: item.pos,
+                t,
+                span,
+                cos,
+                sin,
+                mask: mask(spec, item.pos, t, rep, span, &device),
+            });
+            xs.push(item.x.clone());
+        }
+        let mut x = match xs.len() {
+            1 => xs.remove(0),
+            _ => Tensor::cat(xs, 0),
         };
         for (li, layer) in self.layers.iter().enumerate() {
-            x = layer
-                .attention
-                .forward(spec, x, &ctx, &mut kv.keys[li], &mut kv.values[li])?;
+            let mut caches: Vec<(&mut Tensor<3>, &mut Tensor<3>)> = items
+                .iter_mut()
+                .map(|item| (&mut item.kv.keys[li], &mut item.kv.values[li]))
+                .collect();
+            x = layer.attention.forward(spec, x, &ctxs, &mut caches)?;
             x = layer.mlp.forward(spec, x)?;
         }
         let n = rms_norm(x, &self.norm, spec.rms_norm_eps);
-        self.head.forward(n)
+        let logits = self.head.forward(n)?;
+        let mut row = 0;
+        Ok(ctxs
+            .iter()
+            .map(|ctx| {
+                let part = logits.clone().narrow(0, row, ctx.t);
+                row += ctx.t;
+                part
+            })
+            .collect())
     }
 
     /// cos and sin `[1, T, hd]` for positions `pos..pos+T`.
