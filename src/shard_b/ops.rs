@@ -92,24 +92,20 @@ impl Attention {
         let _span = tracing::trace_span!("attention").entered();
         let n = rms_norm(x.clone(), &self.norm, spec.rms_norm_eps);
         let [q, k, v] = self.qkv.forward(n)?;
-        let mut outs = Vec::with_capacity(ctxs.len());
-        let mut row = 0;
-        for (ctx, (keys, values)) in ctxs.iter().zip(caches.iter_mut()) {
-            let part = |y: &Tensor<2>| y.clone().narrow(0, row, ctx.t);
-            outs.push(attend(
-                spec,
-                ctx,
-                part(&q),
-                part(&k),
-                part(&v),
-                keys,
-                values,
-            ));
-            row += ctx.t;
-        }
-        let attn = match outs.len() {
-            1 => outs.remove(0),
-            _ => Tensor::cat(outs, 0),
+        let attn = match (ctxs, caches) {
+            // One stream: its rows are all the rows.
+            ([ctx], [(keys, values)]) => attend(spec, ctx, q, k, v, keys, values),
+            (ctxs, caches) => {
+                let mut outs = Vec::with_capacity(ctxs.len());
+                let mut row = 0;
+                for (ctx, (keys, values)) in ctxs.iter().zip(caches.iter_mut()) {
+                    let part = |y: &Tensor<2>| y.clone().narrow(0, row, ctx.t);
+                    let (qi, ki, vi) = (part(&q), part(&k), part(&v));
+                    outs.push(attend(spec, ctx, qi, ki, vi, keys, values));
+                    row += ctx.t;
+                }
+                Tensor::cat(outs, 0)
+            }
         };
         Ok(x + self.o.forward(attn)?)
     }
@@ -357,6 +353,9 @@ impl OpsModel {
         }
         let n = rms_norm(x, &self.norm, spec.rms_norm_eps);
         let logits = self.head.forward(n)?;
+        if ctxs.len() == 1 {
+            return Ok(vec![logits]);
+        }
         let mut row = 0;
         Ok(ctxs
             .iter()
