@@ -69,6 +69,10 @@ use weights::{Linear, f32_bytes, u32_bytes};
 /// keys one after another, each a chain of loads).
 pub const ATTENTION_CHUNK: usize = 32;
 
+/// Captured step shapes kept at most (each holds its pipelines' bind
+/// groups and its streams' caches alive).
+const MAX_CAPTURES: usize = 64;
+
 struct Layer {
     in_norm: Handle,
     qkv: Linear,
@@ -502,6 +506,11 @@ impl DecodePlan {
             match self.record(scratch, segments, tokens) {
                 Ok(graph) => {
                     captures = 1;
+                    // Shapes come and go with the streams' mix; past a
+                    // bound the old captures go (they are re-made on use).
+                    if self.captured.len() >= MAX_CAPTURES {
+                        self.captured.clear();
+                    }
                     let caches = segments
                         .iter()
                         .flat_map(|g| g.kv.keys.iter().chain(&g.kv.values).cloned())
