@@ -66,6 +66,8 @@ pub enum ShardBError {
     BadToken { id: u32, vocab: usize },
     #[error("reading a result back from the device: {0}")]
     Readback(String),
+    #[error("the GPU did not take a step of shard B's plan: {0}")]
+    Device(String),
     #[error("a stream made by another shard B was given to this one")]
     ForeignStream,
     #[error("a batched step takes hidden states or token ids, not both")]

@@ -460,7 +460,7 @@ impl DecodePlan {
             Input::Tokens(ids) => ids.len(),
         };
         if rows == 0 || given != rows {
-            return Err(ShardBError::Readback(format!(
+            return Err(ShardBError::Device(format!(
                 "a step of {given} input rows for segments of {rows} rows"
             )));
         }
@@ -477,7 +477,7 @@ impl DecodePlan {
         self.collect_dropped();
         self.prepare(input, segments);
         let Some(scratch) = self.scratch.as_ref() else {
-            return Err(ShardBError::Readback("no scratch buffers".into()));
+            return Err(ShardBError::Device("no scratch buffers".into()));
         };
         let client = &self.client;
         let tokens = matches!(input, Input::Tokens(_));
@@ -493,7 +493,7 @@ impl DecodePlan {
             // scratch, which a regrowth replaces only after forgetting every
             // capture; the caches, held by the capture) and are used only
             // from this plan, on this thread's stream.
-            unsafe { c.graph.replay() }.map_err(|e| ShardBError::Readback(e.to_string()))?;
+            unsafe { c.graph.replay() }.map_err(|e| ShardBError::Device(e.to_string()))?;
             launches = self.launches_per_step(segments, tokens);
             replays = 1;
         } else if replay {
@@ -501,7 +501,7 @@ impl DecodePlan {
             // launches are recorded.
             client
                 .graph_prepare()
-                .map_err(|e| ShardBError::Readback(e.to_string()))?;
+                .map_err(|e| ShardBError::Device(e.to_string()))?;
             launches += self.encode(scratch, segments, tokens);
             match self.record(scratch, segments, tokens) {
                 Ok(graph) => {
@@ -545,7 +545,7 @@ impl DecodePlan {
             st.host_ns += started.elapsed().as_nanos() as u64;
         }
         let Some(scratch) = self.scratch.as_ref() else {
-            return Err(ShardBError::Readback("no scratch buffers".into()));
+            return Err(ShardBError::Device("no scratch buffers".into()));
         };
         let picks_of_step = Arc::new(Mutex::new(None));
         Ok((0..segments.len())

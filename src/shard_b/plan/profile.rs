@@ -91,7 +91,7 @@ impl DecodePlan {
         fill: usize,
         reps: usize,
     ) -> Result<StepProfile, ShardBError> {
-        let err = |e: &dyn std::fmt::Display| ShardBError::Readback(e.to_string());
+        let err = |e: &dyn std::fmt::Display| ShardBError::Device(e.to_string());
         let kvs: Vec<PlanKv> = (0..streams.max(1)).map(|_| self.new_kv(fill + 1)).collect();
         let segments: Vec<Segment> = kvs
             .iter()
@@ -106,7 +106,7 @@ impl DecodePlan {
             .collect();
         self.prepare(Input::Hidden(&x), &segments);
         let Some(sc) = self.scratch.as_ref() else {
-            return Err(ShardBError::Readback("no scratch buffers".into()));
+            return Err(ShardBError::Device("no scratch buffers".into()));
         };
         let c = &self.client;
         let sync = || super::super::device::block_on(c.sync()).map_err(|e| err(&e));
@@ -148,11 +148,17 @@ impl DecodePlan {
         sync()?;
         // SAFETY: the graph's buffers (weights, scratch, these caches) live
         // until after its last replay below, on this thread's stream.
+        let failed = std::cell::Cell::new(None);
         let replay = || {
-            let _ = unsafe { graph.replay() };
+            if let Err(e) = unsafe { graph.replay() } {
+                failed.set(Some(e.to_string()));
+            }
         };
         let host_replay_ms = host_ms(&replay)?;
         let device_replay_ms = device_ms(&replay)?;
+        if let Some(e) = failed.take() {
+            return Err(ShardBError::Device(e));
+        }
         // Each class alone.
         let mut t = Timer::new(c, true);
         for _ in 0..reps {
