@@ -17,7 +17,6 @@ use hybrid_tui::config::Settings;
 use hybrid_tui::model::Arch;
 use hybrid_tui::pipeline::{Event, Finish, GenRequest, Pipeline, PipelineError};
 use hybrid_tui::ring::segment::list_segments;
-use hybrid_tui::shard_b::sampling::{Sampler, SamplingParams, StopCriteria};
 use hybrid_tui::shard_b::{ShardB, WeightDtype, select_device};
 use hybrid_tui::supervisor::{ExecState, SupervisorError, SupervisorEvent};
 use rand::{Rng, SeedableRng};
@@ -45,16 +44,7 @@ fn prompt(seed: u64, n: usize, vocab: usize) -> Vec<u32> {
 }
 
 fn greedy(prompt: Vec<u32>, steps: usize) -> GenRequest {
-    GenRequest {
-        prompt,
-        max_new_tokens: steps,
-        sampling: SamplingParams::greedy(),
-        stop: StopCriteria {
-            ignore_eos: true,
-            ..Default::default()
-        },
-        record_logits: true,
-    }
+    common::greedy_request(prompt, steps, true)
 }
 
 /// Single-device burn: tokens and per-step logits.
@@ -62,18 +52,7 @@ fn baseline(model: &BakedModel, prompt: &[u32], steps: usize) -> (Vec<u32>, Vec<
     let s = Settings::default();
     let (device, info) = select_device(&s.shard_b).expect("device");
     let b = ShardB::load(model, 0, device, info, WeightDtype::F32).expect("load");
-    let mut stream = b.new_stream(128);
-    let mut sampler = Sampler::new(SamplingParams::greedy());
-    let mut logits = b.forward_tokens(prompt, &mut stream).expect("prefill");
-    let mut toks = Vec::new();
-    let mut all = Vec::new();
-    for _ in 0..steps {
-        all.push(logits.read_last().expect("read"));
-        let id = sampler.sample(logits).expect("sample");
-        toks.push(id);
-        logits = b.forward_tokens(&[id], &mut stream).expect("decode");
-    }
-    (toks, all)
+    common::greedy_tokens(&b, prompt, steps)
 }
 
 fn check_split(arch: Arch, k: i64, streams: usize) {

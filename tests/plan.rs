@@ -10,12 +10,12 @@
 
 mod common;
 
-use common::{baked_model, degenerate, fresh_seed};
+use common::{baked_model, degenerate, fresh_seed, greedy_request, greedy_tokens};
 use hybrid_tui::bake::store::BakedModel;
 use hybrid_tui::config::{Settings, ShardBSettings};
 use hybrid_tui::model::Arch;
-use hybrid_tui::pipeline::{Event, GenRequest, Pipeline};
-use hybrid_tui::shard_b::sampling::{Sampler, SamplingParams, StopCriteria};
+use hybrid_tui::pipeline::{Event, Pipeline};
+use hybrid_tui::shard_b::sampling::{Sampler, SamplingParams};
 use hybrid_tui::shard_b::{
     BatchItem, DecodeMode, LoadOptions, Logits, ShardB, StepInput, Stream, WeightDtype,
     select_device,
@@ -344,38 +344,6 @@ fn pipeline_settings(k: i64) -> Settings {
     s
 }
 
-fn greedy(prompt: Vec<u32>, steps: usize) -> GenRequest {
-    GenRequest {
-        prompt,
-        max_new_tokens: steps,
-        sampling: SamplingParams::greedy(),
-        stop: StopCriteria {
-            ignore_eos: true,
-            ..Default::default()
-        },
-        record_logits: false,
-    }
-}
-
-/// The reference's greedy tokens and each step's logits for `prompt`.
-fn reference_run(reference: &ShardB, prompt: &[u32], steps: usize) -> (Vec<u32>, Vec<Vec<f32>>) {
-    let mut stream = reference.new_stream(128);
-    let mut sampler = Sampler::new(SamplingParams::greedy());
-    let mut logits = reference
-        .forward_tokens(prompt, &mut stream)
-        .expect("prefill");
-    let (mut toks, mut all) = (Vec::new(), Vec::new());
-    for _ in 0..steps {
-        all.push(logits.read_last().expect("read"));
-        let id = sampler.sample(logits).expect("sample");
-        toks.push(id);
-        logits = reference
-            .forward_tokens(&[id], &mut stream)
-            .expect("decode");
-    }
-    (toks, all)
-}
-
 /// `got` follows the reference's tokens, or forks from them at a near tie.
 fn follows(got: &[u32], want: &[u32], logits: &[Vec<f32>], what: &str) {
     for (i, (a, b)) in got.iter().zip(want).enumerate() {
@@ -415,7 +383,10 @@ fn the_pipeline_batches_streams_on_the_plan_and_survives_a_restart() {
     let before = p.shard_b.plan_stats().expect("stats");
     let reports = p
         .run(
-            prompts.iter().map(|q| greedy(q.clone(), 32)).collect(),
+            prompts
+                .iter()
+                .map(|q| greedy_request(q.clone(), 32, false))
+                .collect(),
             &mut |_| {},
         )
         .expect("run");
@@ -425,7 +396,7 @@ fn the_pipeline_batches_streams_on_the_plan_and_survives_a_restart() {
         "no step of shard B took more than one stream: {work:?}"
     );
     for (i, (r, q)) in reports.iter().zip(&prompts).enumerate() {
-        let (want, logits) = reference_run(&reference, q, 32);
+        let (want, logits) = greedy_tokens(&reference, q, 32);
         follows(
             &r.tokens,
             &want,
@@ -437,7 +408,7 @@ fn the_pipeline_batches_streams_on_the_plan_and_survives_a_restart() {
     // The same prompt again, alone, with the executive killed after 10 tokens.
     let q = prompts[0].clone();
     let first = p.executive().expect("executive").pid;
-    p.submit(greedy(q, 32)).expect("submit");
+    p.submit(greedy_request(q, 32, false)).expect("submit");
     let mut tokens = 0;
     let mut killed = false;
     while p.active() > 0 {

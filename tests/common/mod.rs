@@ -169,3 +169,43 @@ pub fn degenerate(tokens: &[u32]) -> bool {
             .len()
             <= 4
 }
+
+/// A greedy request for `steps` tokens, eos ignored.
+pub fn greedy_request(
+    prompt: Vec<u32>,
+    steps: usize,
+    record_logits: bool,
+) -> hybrid_tui::pipeline::GenRequest {
+    use hybrid_tui::shard_b::sampling::{SamplingParams, StopCriteria};
+    hybrid_tui::pipeline::GenRequest {
+        prompt,
+        max_new_tokens: steps,
+        sampling: SamplingParams::greedy(),
+        stop: StopCriteria {
+            ignore_eos: true,
+            ..Default::default()
+        },
+        record_logits,
+    }
+}
+
+/// Greedy decoding of `prompt` on a whole shard B (k = 0): the tokens and
+/// each step's logits.
+pub fn greedy_tokens(
+    b: &hybrid_tui::shard_b::ShardB,
+    prompt: &[u32],
+    steps: usize,
+) -> (Vec<u32>, Vec<Vec<f32>>) {
+    use hybrid_tui::shard_b::sampling::{Sampler, SamplingParams};
+    let mut stream = b.new_stream(128);
+    let mut sampler = Sampler::new(SamplingParams::greedy());
+    let mut logits = b.forward_tokens(prompt, &mut stream).expect("prefill");
+    let (mut toks, mut all) = (Vec::new(), Vec::new());
+    for _ in 0..steps {
+        all.push(logits.read_last().expect("read"));
+        let id = sampler.sample(logits).expect("sample");
+        toks.push(id);
+        logits = b.forward_tokens(&[id], &mut stream).expect("decode");
+    }
+    (toks, all)
+}

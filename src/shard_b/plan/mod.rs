@@ -453,10 +453,10 @@ impl DecodePlan {
         input: Input<'_>,
         segments: &[Segment<'_>],
     ) -> Result<Vec<PlanLogits>, ShardBError> {
-        let s = self.spec.clone();
+        let (hidden, vocab) = (self.spec.hidden_size, self.spec.vocab_size);
         let rows: usize = segments.iter().map(|g| g.rows).sum();
         let given = match input {
-            Input::Hidden(x) => x.len() / s.hidden_size.max(1),
+            Input::Hidden(x) => x.len() / hidden.max(1),
             Input::Tokens(ids) => ids.len(),
         };
         if rows == 0 || given != rows {
@@ -555,7 +555,7 @@ impl DecodePlan {
                 picks: scratch.picks.clone(),
                 rows: segments.len(),
                 row,
-                vocab: s.vocab_size,
+                vocab,
                 step: self.step,
                 current: self.current.clone(),
                 stats: self.stats.clone(),
