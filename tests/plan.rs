@@ -229,10 +229,16 @@ fn weights_in_several_parts_decode_alike() {
 }
 
 /// Four streams of different lengths decoded in batches of changing
-/// composition (all four, three, two, one, in shifting order), one of them
-/// reset and restarted on a new prompt midway: each stream's tokens are
-/// those of its own reference run. On the plan (Vulkan) and on the CPU
-/// backend with packed weights (burn's ops, batched the same way).
+/// composition (all four, three, two, one, in shifting order): each
+/// stream's tokens are those of its own reference run. Streams 2 and 3
+/// join after 8 steps (on the plan their cache slots grow the pool while
+/// the others' caches hold tokens; stream 3 asks for more positions, so
+/// every slot is moved), stream 2 is reset and restarted on a new prompt
+/// midway, and stream 1 is dropped and replaced by a new stream (which
+/// takes its slot) at three quarters. On the plan (Vulkan) with the
+/// caches in one bank and, with banks cut to 4 KiB, in a bank per stream;
+/// and on the CPU backend with packed weights (burn's ops, batched the
+/// same way).
 #[test]
 fn batched_streams_decode_as_each_would_alone() {
     let model = BakedModel::open(&baked_model(Arch::Llama, "int4_sym")).expect("open");
@@ -244,6 +250,14 @@ fn batched_streams_decode_as_each_would_alone() {
     if have_vulkan() {
         let plan = planned(&model, DecodeMode::Replay);
         check_batched(&plan, &reference, "batched on the plan");
+        let (device, info) = select_device(&settings("vulkan")).expect("vulkan");
+        let opts = LoadOptions {
+            max_part_bytes: 4096,
+            ..LoadOptions::new(WeightDtype::Packed)
+        };
+        let banks = ShardB::load_with(&model, 0, device, info, opts).expect("load");
+        banks.set_attention_chunk(CHUNK);
+        check_batched(&banks, &reference, "batched on the plan, a bank per stream");
     }
 }
 
@@ -251,7 +265,7 @@ fn check_batched(plan: &ShardB, reference: &ShardB, what: &str) {
     let vocab = plan.spec.vocab_size;
     let seed = fresh_seed();
     let what = format!("{what} (seed {seed})");
-    let mut pairs: Vec<Pair> = (0..4).map(|_| Pair::new(plan, reference, 256)).collect();
+    let mut pairs: Vec<Pair> = Vec::new();
     let mut next: Vec<Option<u32>> = vec![None; 4];
     let prefill = |p: &mut Pair, prompt: &[u32], what: &str| -> Option<u32> {
         let ours = plan.forward_tokens(prompt, &mut p.ours).expect("prefill");
@@ -260,13 +274,30 @@ fn check_batched(plan: &ShardB, reference: &ShardB, what: &str) {
             .expect("prefill");
         p.choose(ours, theirs, what)
     };
-    for (i, p) in pairs.iter_mut().enumerate() {
+    let join = |pairs: &mut Vec<Pair>, next: &mut Vec<Option<u32>>, capacity: usize| {
+        let i = pairs.len();
+        let mut p = Pair::new(plan, reference, capacity);
         let prompt = random_tokens(seed + i as u64, 5 + 5 * i, vocab);
-        next[i] = prefill(p, &prompt, &format!("{what} stream {i}"));
-    }
+        next[i] = prefill(&mut p, &prompt, &format!("{what} stream {i}"));
+        pairs.push(p);
+    };
+    join(&mut pairs, &mut next, 256);
+    join(&mut pairs, &mut next, 256);
     let before = plan.plan_stats();
     let mut batched_steps = 0u64;
     for step in 0..STEPS {
+        if step == 8 {
+            join(&mut pairs, &mut next, 256);
+            join(&mut pairs, &mut next, 320);
+        }
+        if step == 3 * STEPS / 4 {
+            // Stream 1 ends; a new one takes its place (and its slot).
+            drop(pairs.remove(1));
+            let mut p = Pair::new(plan, reference, 256);
+            let prompt = random_tokens(seed + 200, 9, vocab);
+            next[1] = prefill(&mut p, &prompt, &format!("{what} stream 1 replaced"));
+            pairs.insert(1, p);
+        }
         if step == STEPS / 2 {
             // Stream 2 starts over on a new prompt.
             let p = &mut pairs[2];

@@ -224,9 +224,10 @@ pub struct LoadOptions {
     pub weights_dtype: WeightDtype,
     /// How a GPU with packed weights runs steps.
     pub decode: DecodeMode,
-    /// The decode plan cuts weights into parts of at most this many bytes
-    /// of words (a storage binding's limit; tests cut small weights to run
-    /// the several-part paths the 1B model's lm_head takes).
+    /// The decode plan cuts weights into parts, and its banks of cache
+    /// slots, of at most this many bytes (a storage binding's limit; tests
+    /// cut small ones to run the several-part paths the 1B model's lm_head
+    /// takes, and a bank per stream).
     pub max_part_bytes: usize,
 }
 

@@ -57,7 +57,11 @@ pub fn packed_matvec(
     let mut wv = Array::<V4<u32>>::new(comptime!(steps * rpu));
     let mut sc = Array::<f32>::new(rpu);
     let mut sh = Array::<f32>::new(rpu);
-    let mut xs = Array::<V4<f32>>::new(xv_per_step);
+    // One activation vector of every token, their sums (the shift's
+    // term), and the step's dot products per row and token.
+    let mut xq = Array::<V4<f32>>::new(tokens);
+    let mut xsum = Array::<V4<f32>>::new(tokens);
+    let mut dots = Array::<f32>::new(comptime!(tokens * rpu));
     let mut i = part * lanes + lane;
     while i < kw4 {
         // The rows' words for `steps` steps first (lanes apart), so a
@@ -85,33 +89,48 @@ pub fn packed_matvec(
                     sh[r] = shifts[row * groups + g];
                 }
                 #[unroll]
+                for k in 0..comptime!(tokens * rpu) {
+                    dots[k] = 0.0;
+                }
+                #[unroll]
                 for t in 0..tokens {
-                    let base = t * kx4 + iu * xv_per_step;
-                    let mut sum = V4::<f32>::broadcast(0.0);
+                    xsum[t] = V4::<f32>::broadcast(0.0);
+                }
+                // Each weight element is unpacked once and used for
+                // every token.
+                #[unroll]
+                for q in 0..xv_per_step {
                     #[unroll]
-                    for q in 0..xv_per_step {
-                        xs[q] = x[base + q];
-                        sum += xs[q];
+                    for t in 0..tokens {
+                        xq[t] = x[t * kx4 + iu * xv_per_step + q];
+                        xsum[t] += xq[t];
                     }
-                    let total = sum.extract(0usize)
-                        + sum.extract(1usize)
-                        + sum.extract(2usize)
-                        + sum.extract(3usize);
                     #[unroll]
                     for r in 0..rpu {
                         let w = wv[s * rpu + r];
-                        let mut dot = 0.0f32;
                         #[unroll]
-                        for q in 0..xv_per_step {
+                        for c in 0..4usize {
+                            let e = comptime!(q * 4 + c);
+                            let word = w.extract(comptime!(e / per));
+                            let u = (word >> comptime!(((e % per) as u32) * bits)) & mask;
+                            let v = f32::cast_from(u);
                             #[unroll]
-                            for c in 0..4usize {
-                                let e = comptime!(q * 4 + c);
-                                let word = w.extract(comptime!(e / per));
-                                let u = (word >> comptime!(((e % per) as u32) * bits)) & mask;
-                                dot += f32::cast_from(u) * xs[q].extract(c);
+                            for t in 0..tokens {
+                                dots[r * tokens + t] += v * xq[t].extract(c);
                             }
                         }
-                        acc[r * tokens + t] += sc[r] * dot + sh[r] * total;
+                    }
+                }
+                #[unroll]
+                for t in 0..tokens {
+                    let v = xsum[t];
+                    let total = v.extract(0usize)
+                        + v.extract(1usize)
+                        + v.extract(2usize)
+                        + v.extract(3usize);
+                    #[unroll]
+                    for r in 0..rpu {
+                        acc[r * tokens + t] += sc[r] * dots[r * tokens + t] + sh[r] * total;
                     }
                 }
             }

@@ -3,20 +3,17 @@
 use cubecl::prelude::{CubeCount, CubeDim};
 use cubecl::server::Handle;
 
-use super::super::cube::{MATVEC_MAX_TOKENS, grid};
+use super::super::cube::grid;
 use super::kernels::{self, ATTN_UNITS, ROW_UNITS};
 use super::profile::Timer;
 use super::weights::{Linear, buffer};
-use super::{DecodePlan, Scratch, Segment};
+use super::{DecodePlan, Layout, Scratch};
 
 impl DecodePlan {
     /// Launches one step takes.
-    pub(super) fn launches_per_step(&self, segments: &[Segment<'_>], tokens: bool) -> u64 {
+    pub(super) fn launches_per_step(&self, layout: &Layout) -> u64 {
         let parts = |l: &Linear| l.parts.len() as u64;
-        let attention = segments
-            .iter()
-            .map(|g| if g.rows > MATVEC_MAX_TOKENS { 2 } else { 3 })
-            .sum::<u64>();
+        let attention = layout.banks.len() as u64 * if layout.chunked() { 3 } else { 2 };
         let per_layer: u64 = self
             .layers
             .first()
@@ -25,34 +22,28 @@ impl DecodePlan {
             })
             .unwrap_or(0);
         let table = self.embed.as_ref().unwrap_or(&self.head);
-        u64::from(tokens) * parts(table)
+        u64::from(layout.tokens) * parts(table)
             + per_layer * self.layers.len() as u64
             + 1
             + parts(&self.head)
     }
 
     /// Issue the step's launches; returns how many.
-    pub(super) fn encode(&self, sc: &Scratch, segments: &[Segment<'_>], tokens: bool) -> u64 {
+    pub(super) fn encode(&self, sc: &Scratch, layout: &Layout) -> u64 {
         let mut t = Timer::new(&self.client, false);
-        self.encode_timed(sc, segments, tokens, &mut t);
+        self.encode_timed(sc, layout, &mut t);
         t.launches
     }
 
     /// [`DecodePlan::encode`] through `t` (which may time each launch).
-    pub(super) fn encode_timed(
-        &self,
-        sc: &Scratch,
-        segments: &[Segment<'_>],
-        tokens: bool,
-        t: &mut Timer,
-    ) {
+    pub(super) fn encode_timed(&self, sc: &Scratch, layout: &Layout, t: &mut Timer) {
         let s = &self.spec;
         let c = &self.client;
-        let rows: usize = segments.iter().map(|g| g.rows).sum();
+        let (rows, segments) = (layout.rows, layout.segments);
         let (h, nh, nkv, hd) = (s.hidden_size, s.num_heads, s.num_kv_heads, s.head_dim);
         let (qd, kvd, inter) = (s.q_dim(), s.kv_dim(), s.intermediate_size);
         let eps = s.rms_norm_eps as f32;
-        if tokens {
+        if layout.tokens {
             let table = self.embed.as_ref().unwrap_or(&self.head);
             t.run("embedding", || table.rows_into(c, &sc.ids, rows, &sc.x));
         }
@@ -66,7 +57,7 @@ impl DecodePlan {
                     CubeDim::new_1d(ROW_UNITS),
                     buffer(x, rows * h),
                     buffer(w, h),
-                    buffer(&sc.sel, segments.len()),
+                    buffer(&sc.sel, segments),
                     buffer(out, n * h),
                     h as u32,
                     eps,
@@ -77,69 +68,70 @@ impl DecodePlan {
         };
         let scale = 1.0 / (hd as f32).sqrt();
         let window = s.sliding_window.unwrap_or(0) as u32;
+        let cap = self.pool.capacity;
+        let direct = !layout.chunked();
+        let (chunks, chunk) = if direct {
+            (1, cap)
+        } else {
+            (cap.div_ceil(self.attention_chunk), self.attention_chunk)
+        };
         for (li, layer) in self.layers.iter().enumerate() {
             t.run("rms_norm", || {
                 norm(&sc.x, &layer.in_norm, &sc.n, rows, false)
             });
             t.run("qkv", || layer.qkv.launch(c, &sc.n, rows, &sc.qkv, false));
-            let (mut row0, mut prow0) = (0usize, 0usize);
-            for g in segments {
-                let (kc, vc) = (&g.kv.keys[li], &g.kv.values[li]);
-                let cache = nkv * g.kv.capacity * hd;
-                // SAFETY: rows row0..row0+g.rows of qkv, pos and q exist;
-                // positions are below the cache capacity (checked in
-                // `step`) and the RoPE tables' length.
+            let mut list0 = 0usize;
+            for &(bank, n) in &layout.banks {
+                let bank = &self.pool.banks[bank];
+                let (kc, vc) = (&bank.keys[li], &bank.values[li]);
+                let cache = bank.slots * nkv * cap * hd;
+                // SAFETY: order lists rows below the step's rows; each
+                // row's slot is below its bank's slots and its position
+                // below the pool's capacity (checked in `step`) and the
+                // RoPE tables' length.
                 t.run("rope_cache", || unsafe {
                     kernels::rope_cache::launch_unchecked(
                         c,
-                        CubeCount::Static(g.rows as u32, 1, 1),
+                        CubeCount::Static(n as u32, 1, 1),
                         CubeDim::new_1d(ROW_UNITS),
                         buffer(&sc.qkv, rows * (qd + 2 * kvd)),
                         buffer(&layer.qkv_bias, qd + 2 * kvd),
                         buffer(&sc.pos, rows),
+                        buffer(&sc.order, rows),
+                        buffer(&sc.slots, rows),
                         buffer(&self.cos, self.positions * hd / 2),
                         buffer(&self.sin, self.positions * hd / 2),
                         buffer(&sc.q, rows * qd),
                         buffer(kc, cache),
                         buffer(vc, cache),
-                        row0 as u32,
+                        list0 as u32,
                         nh as u32,
                         nkv as u32,
-                        g.kv.capacity as u32,
+                        cap as u32,
                         hd,
                     );
                     1
                 });
-                let direct = g.rows > MATVEC_MAX_TOKENS;
-                let chunks = if direct {
-                    1
-                } else {
-                    g.kv.capacity.div_ceil(self.attention_chunk)
-                };
-                let chunk = if direct {
-                    g.kv.capacity
-                } else {
-                    self.attention_chunk
-                };
-                // SAFETY: as above; partial holds the step's chunked rows
-                // (prow0 counts them) × heads × the scratch's chunks ×
-                // (hd + 2), and is only written for a chunked segment.
+                // SAFETY: as above; partial holds the step's rows × heads
+                // × the scratch's chunks × (hd + 2) when chunked, and is
+                // only written then.
                 t.run("attention", || unsafe {
                     kernels::attention::launch_unchecked(
                         c,
-                        CubeCount::Static(nh as u32, g.rows as u32, chunks as u32),
+                        CubeCount::Static(nh as u32, n as u32, chunks as u32),
                         CubeDim::new_1d(ATTN_UNITS),
                         buffer(&sc.q, rows * qd),
                         buffer(&sc.pos, rows),
+                        buffer(&sc.order, rows),
+                        buffer(&sc.slots, rows),
                         buffer(kc, cache),
                         buffer(vc, cache),
                         buffer(&sc.attn, rows * qd),
                         buffer(&sc.partial, sc.partial_len),
-                        row0 as u32,
-                        prow0 as u32,
+                        list0 as u32,
                         nh as u32,
                         (nh / nkv) as u32,
-                        g.kv.capacity as u32,
+                        cap as u32,
                         window,
                         chunk as u32,
                         sc.chunks as u32,
@@ -154,13 +146,13 @@ impl DecodePlan {
                     t.run("attention", || unsafe {
                         kernels::attention_combine::launch_unchecked(
                             c,
-                            CubeCount::Static(nh as u32, g.rows as u32, 1),
+                            CubeCount::Static(nh as u32, n as u32, 1),
                             CubeDim::new_1d(hd as u32),
                             buffer(&sc.partial, sc.partial_len),
                             buffer(&sc.pos, rows),
+                            buffer(&sc.order, rows),
                             buffer(&sc.attn, rows * qd),
-                            row0 as u32,
-                            prow0 as u32,
+                            list0 as u32,
                             nh as u32,
                             chunk as u32,
                             sc.chunks as u32,
@@ -168,9 +160,8 @@ impl DecodePlan {
                         );
                         1
                     });
-                    prow0 += g.rows;
                 }
-                row0 += g.rows;
+                list0 += n;
             }
             t.run("o", || layer.o.launch(c, &sc.attn, rows, &sc.x, true));
             t.run("rms_norm", || {
@@ -197,11 +188,10 @@ impl DecodePlan {
             t.run("down", || layer.down.launch(c, &sc.act, rows, &sc.x, true));
         }
         t.run("rms_norm", || {
-            norm(&sc.x, &self.norm, &sc.last, segments.len(), true)
+            norm(&sc.x, &self.norm, &sc.last, segments, true)
         });
         t.run("lm_head", || {
-            self.head
-                .launch(c, &sc.last, segments.len(), &sc.logits, false)
+            self.head.launch(c, &sc.last, segments, &sc.logits, false)
         });
     }
 }

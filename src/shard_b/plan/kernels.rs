@@ -73,31 +73,35 @@ pub fn rms_norm(
     }
 }
 
-/// Row `r` of the q/k/v projection `qkv` `[T, (nh + 2·nkv)·hd]` (plus
-/// `bias`): q rotated into `q` `[T, nh·hd]`, k rotated and v written into
-/// the cache `[nkv, cap, hd]` at the row's position `pos[r]`. Rotation is
+/// Row `r = order[list0 + cube]` of the q/k/v projection `qkv`
+/// `[T, (nh + 2·nkv)·hd]` (plus `bias`): q rotated into `q` `[T, nh·hd]`,
+/// k rotated and v written into the row's cache slot `slots[r]` of the
+/// bank `[slots, nkv, cap, hd]` at its position `pos[r]`. Rotation is
 /// Hugging Face's rotate_half with `cos`, `sin` `[positions, hd/2]`. One
-/// cube per row.
+/// cube per row of the bank.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn rope_cache(
     qkv: &[f32],
     bias: &[f32],
     pos: &[u32],
+    order: &[u32],
+    slots: &[u32],
     cos: &[f32],
     sin: &[f32],
     q: &mut [f32],
     k_cache: &mut [f32],
     v_cache: &mut [f32],
-    row0: u32,
+    list0: u32,
     nh: u32,
     nkv: u32,
     cap: u32,
     #[comptime] hd: usize,
 ) {
-    let r = (row0 + CUBE_POS_X) as usize;
+    let r = order[(list0 + CUBE_POS_X) as usize] as usize;
     let half = comptime!(hd / 2);
     let (nh, nkv, cap) = (nh as usize, nkv as usize, cap as usize);
+    let sbase = slots[r] as usize * nkv * cap * hd;
     let qd = nh * hd;
     let kvd = nkv * hd;
     let width = qd + 2 * kvd;
@@ -120,9 +124,9 @@ pub fn rope_cache(
             q[r * qd + at + half] = rb;
         } else {
             let kh = head - nh;
-            let slot = (kh * cap + p) * hd + j;
-            k_cache[slot] = ra;
-            k_cache[slot + half] = rb;
+            let at = sbase + (kh * cap + p) * hd + j;
+            k_cache[at] = ra;
+            k_cache[at + half] = rb;
         }
         i += comptime!(ROW_UNITS as usize);
     }
@@ -131,7 +135,7 @@ pub fn rope_cache(
         let kh = i / hd;
         let d = i % hd;
         let at = qd + kvd + i;
-        v_cache[(kh * cap + p) * hd + d] = qkv[base + at] + bias[at];
+        v_cache[sbase + (kh * cap + p) * hd + d] = qkv[base + at] + bias[at];
         i += comptime!(ROW_UNITS as usize);
     }
 }
@@ -139,8 +143,9 @@ pub fn rope_cache(
 /// Attention of row `t`'s query head `h` over the keys `[lo, pos[t]]` of
 /// its KV head (`lo` from the sliding `window`, 0 for none) that fall in
 /// key chunk `s` (`chunk` keys each; `cstride` chunks per row and head in
-/// `partial`). Rows are counted from `row0` (a stream's rows in a batch).
-/// Cube `(h, t, s)` of `ATTN_UNITS`
+/// `partial`), in the row's cache slot `slots[t]` of the bank `[slots,
+/// nh / rep, cap, hd]`. Cube `(h, i, s)` takes row `t = order[list0 + i]`
+/// (a bank's rows in a batch); it has `ATTN_UNITS`
 /// units; unit `u` takes keys `u, u + 32, …` with an online softmax, and
 /// the units meet in shared memory. With `direct` (one chunk) the
 /// normalized output goes to `out` `[T, nh·hd]`; otherwise the chunk's
@@ -151,12 +156,13 @@ pub fn rope_cache(
 pub fn attention(
     q: &[f32],
     pos: &[u32],
+    order: &[u32],
+    slots: &[u32],
     k_cache: &[f32],
     v_cache: &[f32],
     out: &mut [f32],
     partial: &mut [f32],
-    row0: u32,
-    prow0: u32,
+    list0: u32,
     nh: u32,
     rep: u32,
     cap: u32,
@@ -169,12 +175,13 @@ pub fn attention(
 ) {
     let units = comptime!(ATTN_UNITS as usize);
     let h = CUBE_POS_X as usize;
-    let t = (row0 + CUBE_POS_Y) as usize;
+    let t = order[(list0 + CUBE_POS_Y) as usize] as usize;
     let s = CUBE_POS_Z as usize;
     let cstride = cstride as usize;
     let u = UNIT_POS as usize;
     let (nh, cap, chunk) = (nh as usize, cap as usize, chunk as usize);
     let kh = h / rep as usize;
+    let sbase = slots[t] as usize * (nh / rep as usize) * cap * hd;
     let p = pos[t] as usize;
     let mut lo = 0usize;
     if window > 0 && p + 1 > window as usize {
@@ -200,7 +207,7 @@ pub fn attention(
     let mut l = 0.0f32;
     let mut j = k0 + u;
     while j < k1 {
-        let kb = (kh * cap + j) * hd;
+        let kb = sbase + (kh * cap + j) * hd;
         let mut score = 0.0f32;
         #[unroll]
         for d in 0..hd {
@@ -233,8 +240,7 @@ pub fn attention(
         sum += ml[units + i] * f32::exp(ml[i] - top);
     }
     let f = f32::exp(m - top);
-    let pt = prow0 as usize + CUBE_POS_Y as usize;
-    let pbase = ((pt * nh + h) * cstride + s) * comptime!(hd + 2);
+    let pbase = ((t * nh + h) * cstride + s) * comptime!(hd + 2);
     #[unroll]
     for c in 0..comptime!(hd / ATTN_UNITS as usize) {
         #[unroll]
@@ -264,28 +270,28 @@ pub fn attention(
     }
 }
 
-/// The chunks of [`attention`] combined: cube `(h, t)`, one unit per
-/// output dimension; the chunks up to the row's position `pos[t]`.
+/// The chunks of [`attention`] combined: cube `(h, i)` for row `t =
+/// order[list0 + i]`, one unit per output dimension; the chunks up to the
+/// row's position `pos[t]`.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn attention_combine(
     partial: &[f32],
     pos: &[u32],
+    order: &[u32],
     out: &mut [f32],
-    row0: u32,
-    prow0: u32,
+    list0: u32,
     nh: u32,
     chunk: u32,
     cstride: u32,
     #[comptime] hd: usize,
 ) {
     let h = CUBE_POS_X as usize;
-    let t = (row0 + CUBE_POS_Y) as usize;
-    let pt = (prow0 + CUBE_POS_Y) as usize;
+    let t = order[(list0 + CUBE_POS_Y) as usize] as usize;
     let d = UNIT_POS as usize;
     let nh = nh as usize;
     let chunks = (pos[t] as usize) / (chunk as usize) + 1;
-    let base = (pt * nh + h) * cstride as usize * comptime!(hd + 2);
+    let base = (t * nh + h) * cstride as usize * comptime!(hd + 2);
     // One pass, rescaling as the maximum grows (an online softmax over
     // the chunks).
     let mut top = f32::new(NO_SCORE);
@@ -320,6 +326,18 @@ pub fn silu_mul(gu: &[f32], out: &mut [f32], n: u32, inter: u32) {
         let g = gu[t * 2 * inter + c];
         let up = gu[t * 2 * inter + inter + c];
         out[i] = g / (1.0f32 + f32::exp(-g)) * up;
+    }
+}
+
+/// A cache slot copied into a slot with more positions: word `i` of
+/// `src` from `src0` (heads of `from` words each) to `dst` from `dst0`
+/// (heads of `to` words each, the same offset in its head).
+#[cube(launch_unchecked)]
+pub fn copy_cache(src: &[f32], dst: &mut [f32], src0: u32, dst0: u32, from: u32, to: u32, n: u32) {
+    let i = ((CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) * CUBE_DIM_X + UNIT_POS_X) as usize;
+    if i < n as usize {
+        let (from, to) = (from as usize, to as usize);
+        dst[dst0 as usize + (i / from) * to + i % from] = src[src0 as usize + i];
     }
 }
 

@@ -22,8 +22,11 @@
 //! ([`DecodeMode::Launch`]).
 //!
 //! Several streams in one step (a batch) share the projections — each
-//! weight is read once for all their rows — and have their own RoPE/cache
-//! and attention launches, each bound to its stream's cache.
+//! weight is read once for all their rows — and their caches are slots of
+//! shared buffers ([`pool`]), so the RoPE/cache write and the attention
+//! are one launch each for all of them (per bank of slots). A step's
+//! launches depend on its rows and their streams' banks, not on which
+//! streams they are: one capture serves every mix of the same shape.
 //!
 //! The plan takes a model whose every projection packs in the GPU kernels'
 //! layout with no padding (widths multiples of 32) and whose head dimension
@@ -39,11 +42,13 @@ mod encode;
 mod kernels;
 mod logits;
 mod mode;
+mod pool;
 mod profile;
 mod weights;
 
 pub use logits::PlanLogits;
 pub use mode::{DecodeMode, PlanStats};
+pub use pool::PlanKv;
 pub use profile::StepProfile;
 
 use std::collections::HashMap;
@@ -84,25 +89,6 @@ struct Layer {
     down: Linear,
 }
 
-/// One stream's KV cache in the plan: per layer `[kv_heads, capacity,
-/// head_dim]` keys and values.
-pub struct PlanKv {
-    id: u64,
-    keys: Vec<Handle>,
-    values: Vec<Handle>,
-    capacity: usize,
-    dropped: Arc<Mutex<Vec<u64>>>,
-}
-
-impl Drop for PlanKv {
-    fn drop(&mut self) {
-        // The plan forgets the steps it captured over this cache.
-        if let Ok(mut d) = self.dropped.lock() {
-            d.push(self.id);
-        }
-    }
-}
-
 /// A step's rows: hidden states (f32, `[T, hidden]`) or token ids.
 #[derive(Clone, Copy)]
 pub enum Input<'a> {
@@ -122,7 +108,7 @@ pub struct Segment<'a> {
 /// chunks.
 struct Scratch {
     rows: usize,
-    /// Rows of chunked attention (segments of up to MATVEC_MAX_TOKENS rows).
+    /// Rows of chunked attention (steps of up to MATVEC_MAX_TOKENS rows).
     chunked_rows: usize,
     chunks: usize,
     partial_len: usize,
@@ -135,6 +121,9 @@ struct Scratch {
     gu: Handle,
     act: Handle,
     pos: Handle,
+    /// The step's rows grouped by bank, and each row's slot in its bank.
+    order: Handle,
+    slots: Handle,
     ids: Handle,
     sel: Handle,
     last: Handle,
@@ -142,18 +131,24 @@ struct Scratch {
     picks: Handle,
 }
 
-/// The step shape a capture is for: the rows, the input kind, and each
-/// segment's stream and rows.
+/// What a step's launches depend on (a capture is for one layout): the
+/// input kind, the rows, the segments (one sampled row each) and each
+/// bank in use with its rows' count, in the order `Scratch::order` lists
+/// the rows.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Shape {
+pub(super) struct Layout {
     tokens: bool,
-    segments: Vec<(u64, usize)>,
+    rows: usize,
+    segments: usize,
+    banks: Vec<(usize, usize)>,
 }
 
-struct Captured {
-    graph: Graph,
-    /// The streams' caches it writes, kept alive as long as it is.
-    _caches: Vec<Handle>,
+impl Layout {
+    /// Attention in key chunks (then combined) for decode-sized steps;
+    /// longer steps (prefill) take one cube per head and row over all keys.
+    fn chunked(&self) -> bool {
+        self.rows <= MATVEC_MAX_TOKENS
+    }
 }
 
 /// Shard B as a launch plan on one GPU.
@@ -172,9 +167,8 @@ pub struct DecodePlan {
     sin: Handle,
     positions: usize,
     scratch: Option<Scratch>,
-    captured: HashMap<Shape, Captured>,
-    dropped: Arc<Mutex<Vec<u64>>>,
-    next_kv: u64,
+    captured: HashMap<Layout, Graph>,
+    pool: pool::KvPool,
     step: u64,
     current: Arc<AtomicU64>,
     stats: Arc<Mutex<PlanStats>>,
@@ -197,9 +191,10 @@ impl DecodePlan {
         Self::load_parts(model, first_layer, client, mode, MAX_BINDING_BYTES)
     }
 
-    /// [`DecodePlan::load`] with weights cut into parts of at most
-    /// `max_part_bytes` of words (tests cut small weights to run the
-    /// several-part paths the 1B model's lm_head takes).
+    /// [`DecodePlan::load`] with weights cut into parts, and cache banks,
+    /// of at most `max_part_bytes` (tests cut small ones to run the
+    /// several-part paths the 1B model's lm_head takes, and a bank per
+    /// stream).
     pub fn load_parts(
         model: &BakedModel,
         first_layer: usize,
@@ -286,6 +281,12 @@ impl DecodePlan {
         let (cos, sin) = (client.empty(4), client.empty(4));
         Ok(Some(DecodePlan {
             client,
+            pool: pool::KvPool::new(
+                layers.len(),
+                spec.num_kv_heads,
+                spec.head_dim,
+                max_part_bytes,
+            ),
             spec,
             mode,
             layers,
@@ -297,8 +298,6 @@ impl DecodePlan {
             positions: 0,
             scratch: None,
             captured: HashMap::new(),
-            dropped: Arc::new(Mutex::new(Vec::new())),
-            next_kv: 0,
             step: 0,
             current: Arc::new(AtomicU64::new(0)),
             stats: Arc::new(Mutex::new(PlanStats::default())),
@@ -344,23 +343,14 @@ impl DecodePlan {
             + h
     }
 
-    /// A new stream's cache with room for `capacity` tokens.
+    /// A new stream's cache with room for `capacity` tokens (a slot of
+    /// the pool, which grows when it has none free).
     pub fn new_kv(&mut self, capacity: usize) -> PlanKv {
-        let s = &self.spec;
-        let bytes = s.num_kv_heads * capacity * s.head_dim * 4;
-        let make = || {
-            (0..self.layers.len())
-                .map(|_| self.client.empty(bytes))
-                .collect::<Vec<_>>()
-        };
-        let kv = PlanKv {
-            id: self.next_kv,
-            keys: make(),
-            values: make(),
-            capacity,
-            dropped: self.dropped.clone(),
-        };
-        self.next_kv += 1;
+        let (kv, replaced) = self.pool.take(&self.client, capacity);
+        if replaced {
+            // Captured steps bind the pool's old buffers.
+            self.captured.clear();
+        }
         kv
     }
 
@@ -425,6 +415,8 @@ impl DecodePlan {
             gu: f(rows * 2 * inter),
             act: f(rows * inter),
             pos: f(rows),
+            order: f(rows),
+            slots: f(rows),
             ids: f(rows),
             sel: f(rows),
             last: f(rows * h),
@@ -432,18 +424,6 @@ impl DecodePlan {
             picks: f(2 * rows),
         });
         self.captured.clear();
-    }
-
-    /// Forget the captures over caches that are gone.
-    fn collect_dropped(&mut self) {
-        let gone: Vec<u64> = match self.dropped.lock() {
-            Ok(mut d) => std::mem::take(&mut *d),
-            Err(_) => return,
-        };
-        if !gone.is_empty() {
-            self.captured
-                .retain(|shape, _| !shape.segments.iter().any(|(id, _)| gone.contains(id)));
-        }
     }
 
     /// Run one step over `segments` (their rows in order make up `input`)
@@ -474,54 +454,38 @@ impl DecodePlan {
             }
         }
         let started = std::time::Instant::now();
-        self.collect_dropped();
-        self.prepare(input, segments);
+        let layout = self.prepare(input, segments)?;
         let Some(scratch) = self.scratch.as_ref() else {
             return Err(ShardBError::Device("no scratch buffers".into()));
         };
         let client = &self.client;
-        let tokens = matches!(input, Input::Tokens(_));
-        let shape = Shape {
-            tokens,
-            segments: segments.iter().map(|g| (g.kv.id, g.rows)).collect(),
-        };
         let replay = self.mode() == DecodeMode::Replay && rows <= MATVEC_MAX_TOKENS;
         let mut launches = 0u64;
         let (mut captures, mut replays) = (0u64, 0u64);
-        if replay && let Some(c) = self.captured.get(&shape) {
-            // SAFETY: the graph's buffers are alive (the plan's weights and
-            // scratch, which a regrowth replaces only after forgetting every
-            // capture; the caches, held by the capture) and are used only
-            // from this plan, on this thread's stream.
-            unsafe { c.graph.replay() }.map_err(|e| ShardBError::Device(e.to_string()))?;
-            launches = self.launches_per_step(segments, tokens);
+        if replay && let Some(graph) = self.captured.get(&layout) {
+            // SAFETY: the graph's buffers are alive (the plan's weights,
+            // scratch and cache pool, which a regrowth replaces only after
+            // forgetting every capture) and are used only from this plan,
+            // on this thread's stream.
+            unsafe { graph.replay() }.map_err(|e| ShardBError::Device(e.to_string()))?;
+            launches = self.launches_per_step(&layout);
             replays = 1;
         } else if replay {
-            // The first step of this shape runs for real, then the same
+            // The first step of this layout runs for real, then the same
             // launches are recorded.
             client
                 .graph_prepare()
                 .map_err(|e| ShardBError::Device(e.to_string()))?;
-            launches += self.encode(scratch, segments, tokens);
-            match self.record(scratch, segments, tokens) {
+            launches += self.encode(scratch, &layout);
+            match self.record(scratch, &layout) {
                 Ok(graph) => {
                     captures = 1;
-                    // Shapes come and go with the streams' mix; past a
+                    // Layouts come and go with the streams' mix; past a
                     // bound the old captures go (they are re-made on use).
                     if self.captured.len() >= MAX_CAPTURES {
                         self.captured.clear();
                     }
-                    let caches = segments
-                        .iter()
-                        .flat_map(|g| g.kv.keys.iter().chain(&g.kv.values).cloned())
-                        .collect();
-                    self.captured.insert(
-                        shape,
-                        Captured {
-                            graph,
-                            _caches: caches,
-                        },
-                    );
+                    self.captured.insert(layout, graph);
                 }
                 Err(e) => {
                     tracing::warn!(
@@ -531,7 +495,7 @@ impl DecodePlan {
                 }
             }
         } else {
-            launches += self.encode(scratch, segments, tokens);
+            launches += self.encode(scratch, &layout);
         }
         self.step += 1;
         self.current.store(self.step, Ordering::Release);
@@ -565,29 +529,59 @@ impl DecodePlan {
     }
 
     /// Size the buffers for `segments` and write the step's inputs (rows,
-    /// positions, the rows to sample) before its launches.
-    fn prepare(&mut self, input: Input<'_>, segments: &[Segment<'_>]) {
+    /// positions, the rows to sample, each row's cache slot) before its
+    /// launches; returns the step's layout.
+    fn prepare(
+        &mut self,
+        input: Input<'_>,
+        segments: &[Segment<'_>],
+    ) -> Result<Layout, ShardBError> {
+        self.pool.collect_released();
         let rows: usize = segments.iter().map(|g| g.rows).sum();
-        let chunks = segments
-            .iter()
-            .map(|g| g.kv.capacity.div_ceil(self.attention_chunk))
-            .max()
-            .unwrap_or(1);
-        let chunked = segments
-            .iter()
-            .filter(|g| g.rows <= MATVEC_MAX_TOKENS)
-            .map(|g| g.rows)
-            .sum();
+        let mut places = Vec::with_capacity(segments.len());
+        for g in segments {
+            places.push(self.pool.place(g.kv.id).ok_or(ShardBError::ForeignStream)?);
+        }
+        let mut layout = Layout {
+            tokens: matches!(input, Input::Tokens(_)),
+            rows,
+            segments: segments.len(),
+            banks: Vec::new(),
+        };
+        let chunks = self.pool.capacity.div_ceil(self.attention_chunk);
+        let chunked = if layout.chunked() { rows } else { 0 };
         self.ensure_scratch(rows, chunked, chunks);
-        self.ensure_positions(segments.iter().map(|g| g.kv.capacity).max().unwrap_or(1));
+        self.ensure_positions(self.pool.capacity);
         let Some(scratch) = self.scratch.as_ref() else {
-            return;
+            return Err(ShardBError::Device("no scratch buffers".into()));
         };
         let mut pos = Vec::with_capacity(rows);
         let mut sel = Vec::with_capacity(segments.len());
-        for g in segments {
+        let mut slots = Vec::with_capacity(rows);
+        for (g, place) in segments.iter().zip(&places) {
             pos.extend((g.pos..g.pos + g.rows).map(|p| p as u32));
+            slots.extend(std::iter::repeat_n(place.slot as u32, g.rows));
             sel.push((pos.len() - 1) as u32);
+        }
+        // The rows, bank by bank (in the order of the banks' first rows).
+        let mut order = Vec::with_capacity(rows);
+        let mut row0 = 0;
+        let mut starts = Vec::with_capacity(segments.len());
+        for g in segments {
+            starts.push(row0);
+            row0 += g.rows;
+        }
+        let mut banks: Vec<usize> = places.iter().map(|p| p.bank).collect();
+        banks.sort_unstable();
+        banks.dedup();
+        for bank in banks {
+            let before = order.len();
+            for ((g, place), &start) in segments.iter().zip(&places).zip(&starts) {
+                if place.bank == bank {
+                    order.extend((start..start + g.rows).map(|r| r as u32));
+                }
+            }
+            layout.banks.push((bank, order.len() - before));
         }
         let client = &self.client;
         let write = |h: &Handle, bytes: &[u8]| {
@@ -599,17 +593,15 @@ impl DecodePlan {
         }
         write(&scratch.pos, u32_bytes(&pos));
         write(&scratch.sel, u32_bytes(&sel));
+        write(&scratch.order, u32_bytes(&order));
+        write(&scratch.slots, u32_bytes(&slots));
+        Ok(layout)
     }
 
     /// Record the step's launches into a graph (nothing runs).
-    fn record(
-        &self,
-        scratch: &Scratch,
-        segments: &[Segment<'_>],
-        tokens: bool,
-    ) -> Result<Graph, String> {
+    fn record(&self, scratch: &Scratch, layout: &Layout) -> Result<Graph, String> {
         self.client.start_capture().map_err(|e| e.to_string())?;
-        self.encode(scratch, segments, tokens);
+        self.encode(scratch, layout);
         self.client.stop_capture().map_err(|e| e.to_string())
     }
 }

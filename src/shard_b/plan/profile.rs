@@ -104,7 +104,7 @@ impl DecodePlan {
         let x: Vec<f32> = (0..segments.len() * self.spec.hidden_size)
             .map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 0.1)
             .collect();
-        self.prepare(Input::Hidden(&x), &segments);
+        let layout = self.prepare(Input::Hidden(&x), &segments)?;
         let Some(sc) = self.scratch.as_ref() else {
             return Err(ShardBError::Device("no scratch buffers".into()));
         };
@@ -133,20 +133,20 @@ impl DecodePlan {
             Ok(total / reps as f64)
         };
         // Launched anew.
-        let launches = self.encode(sc, &segments, false);
+        let launches = self.encode(sc, &layout);
         sync()?;
         let host_launch_ms = host_ms(&|| {
-            self.encode(sc, &segments, false);
+            self.encode(sc, &layout);
         })?;
         let device_launch_ms = device_ms(&|| {
-            self.encode(sc, &segments, false);
+            self.encode(sc, &layout);
         })?;
         // Captured and replayed.
         c.graph_prepare().map_err(|e| err(&e))?;
-        self.encode(sc, &segments, false);
-        let graph = self.record(sc, &segments, false).map_err(|e| err(&e))?;
+        self.encode(sc, &layout);
+        let graph = self.record(sc, &layout).map_err(|e| err(&e))?;
         sync()?;
-        // SAFETY: the graph's buffers (weights, scratch, these caches) live
+        // SAFETY: the graph's buffers (weights, scratch, the cache pool) live
         // until after its last replay below, on this thread's stream.
         let failed = std::cell::Cell::new(None);
         let replay = || {
@@ -162,7 +162,7 @@ impl DecodePlan {
         // Each class alone.
         let mut t = Timer::new(c, true);
         for _ in 0..reps {
-            self.encode_timed(sc, &segments, false, &mut t);
+            self.encode_timed(sc, &layout, &mut t);
         }
         sync()?;
         let classes = t
