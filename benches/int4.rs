@@ -28,7 +28,9 @@
 //! would check every SIMD load of the CPU kernel). HYBRID_BENCH_ITERS sets
 //! the repetitions per shape (default 30, after 3 warm-up calls);
 //! HYBRID_BENCH_DEVICE = cpu | gpu | all (default: all, the GPU part only
-//! where a Vulkan adapter exists).
+//! where a Vulkan adapter exists). HYBRID_BENCH_TOKENS (default 1) sets the
+//! GPU part's tokens per call, e.g. 4 for a decode step of four streams
+//! (the µs are per call; the GB/s count the weight once).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -171,7 +173,12 @@ fn main() {
         cpu(iters);
     }
     if which == "gpu" || which == "all" {
-        gpu(iters, which == "gpu");
+        let tokens: usize = std::env::var("HYBRID_BENCH_TOKENS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1)
+            .clamp(1, hybrid_tui::shard_b::cube::MATVEC_MAX_TOKENS);
+        gpu(iters, tokens, which == "gpu");
     }
 }
 
@@ -345,7 +352,7 @@ fn device_copy_bandwidth(device: &Device, bytes: usize) -> f64 {
     median(v)
 }
 
-fn gpu(iters: usize, required: bool) {
+fn gpu(iters: usize, tokens: usize, required: bool) {
     if hybrid_tui::shard_b::device::vulkan_adapters().is_empty() {
         assert!(!required, "HYBRID_BENCH_DEVICE=gpu but no Vulkan adapter");
         println!("GPU: no Vulkan adapter, skipped");
@@ -367,7 +374,7 @@ fn gpu(iters: usize, required: bool) {
     let copy = device_copy_bandwidth(&device, copy_mib << 20);
     let busy = Busy::new(&device);
     println!(
-        "GPU kernels on {} ({}) · device copy {copy:.1} GB/s ({copy_mib} MiB read + {copy_mib} MiB written, median of 7) · queued behind 4096² f32 products of {:.2} ms · each shape cycles over copies of ≥ {} MiB in all",
+        "GPU kernels on {} ({}) · {tokens} token(s) per call · device copy {copy:.1} GB/s ({copy_mib} MiB read + {copy_mib} MiB written, median of 7) · queued behind 4096² f32 products of {:.2} ms · each shape cycles over copies of ≥ {} MiB in all",
         info.name,
         info.backend,
         busy.seconds * 1e3,
@@ -422,10 +429,10 @@ fn gpu(iters: usize, required: bool) {
         let turn = AtomicUsize::new(0);
         let x = Tensor::<2>::from_data(
             TensorData::new(
-                (0..cols)
+                (0..tokens * cols)
                     .map(|_| rng.random_range(-1.0f32..1.0))
                     .collect::<Vec<_>>(),
-                [1, cols],
+                [tokens, cols],
             ),
             (&device, DType::F32),
         );
@@ -434,6 +441,8 @@ fn gpu(iters: usize, required: bool) {
         // earlier runs), 1 or 2 steps loaded ahead (4 was slower), 1, 2 or
         // 4 lane groups per row.
         let shapes = [
+            Matvec::new(2, 1, 1),
+            Matvec::new(2, 1, 2),
             Matvec::new(4, 1, 1),
             Matvec::new(4, 2, 1),
             Matvec::new(4, 1, 2),
@@ -442,6 +451,7 @@ fn gpu(iters: usize, required: bool) {
             Matvec::new(8, 1, 1),
             Matvec::new(8, 1, 2),
             Matvec::new(8, 1, 4),
+            Matvec::new(8, 2, 1),
         ];
         for mv in shapes {
             let t = time_gpu(

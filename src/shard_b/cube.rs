@@ -59,15 +59,15 @@ pub const ROWS_PER_UNIT: u32 = 4;
 /// How the matrix-vector kernel (decode) walks a weight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Matvec {
-    /// Rows each unit takes (1, 2, 4; 8 for 1-2 tokens): the activations
+    /// Rows each unit takes (1, 2, 4; 8 for 1-4 tokens): the activations
     /// are loaded once for all of them.
     pub rows_per_unit: u32,
     /// 4-word steps along its rows a unit loads before it computes (1, 2
     /// or 4; at most 16 rows' words held): loads from memory in flight.
     pub steps: u32,
     /// Groups of 32 lanes sharing a unit's rows along their length (1, 2
-    /// or 4, at most the rows per unit; 1-2 tokens): more units for
-    /// weights with few, long rows.
+    /// or 4, at most the rows per unit; 4 for 1-2 tokens, 2 for 3-4, 1 for
+    /// more): more units for weights with few, long rows.
     pub split: u32,
 }
 
@@ -82,7 +82,10 @@ impl Matvec {
 }
 
 /// Rows at least this long take 8 rows per unit and 4 lane groups per
-/// row (1-2 tokens; more take 4 rows and one group): H100, queued device
+/// row (1-2 tokens; 2 groups for 3-4, 4 rows and one group for more; a
+/// 4-token step of four streams: H200, `down` 2048×8192 21.7 µs against
+/// 26.0 with 4 rows and one group, `benches/int4` HYBRID_BENCH_TOKENS=4,
+/// 2026-11-30): H100, queued device
 /// time, one loan, two runs: `down` 2048×8192 10.8 µs against 13.5 with 2
 /// steps ahead (the previous default) and 15.1 with 4 rows, 1 step; the 8B
 /// `down` 4096×14336 22.1 against 27.6 and 28.4. More steps ahead, 4, were
@@ -137,7 +140,9 @@ pub trait PackedOps: Backend {
 /// The matrix-vector kernel's shape for a weight of `rows` rows of
 /// `cols_padded` columns: long rows take 8 rows per unit and 4 lane groups
 /// per row, tall weights (lm_head) 8 rows per unit, others
-/// [`ROWS_PER_UNIT`] (the kernel takes 8 only for 1-2 tokens).
+/// [`ROWS_PER_UNIT`] (the kernel takes 8 only for 1-4 tokens: at 4
+/// tokens on the H200 the stacked gate/up 16384×2048 took 34.1 µs with 8
+/// against 43.5 with 4, the int4 lm_head 196 against 306).
 pub(crate) fn matvec_for(rows: usize, cols_padded: usize) -> Matvec {
     if cols_padded >= LONG_ROWS {
         Matvec::new(8, 1, 4)
@@ -215,8 +220,9 @@ pub(crate) unsafe fn launch_matmul(
         let rpu = match rows_per_unit {
             0 | 1 => 1,
             2 | 3 => 2,
-            // 8 rows only for 1-2 tokens (8 × tokens accumulators).
-            r if r < 8 || tokens > 2 => 4,
+            // 8 rows only for 1-4 tokens (rows × tokens accumulators, and
+            // as many dot products, per unit).
+            r if r < 8 || tokens > 4 => 4,
             _ => 8,
         };
         // At most 16 rows' words held per unit (steps × rows).
@@ -226,15 +232,15 @@ pub(crate) unsafe fn launch_matmul(
             _ => 4,
         }
         .min(16 / rpu);
-        // Units per row along K: ≤ 256 units a cube, and for 1-2 tokens
-        // only (shared memory: 32 × 8 × tokens × split floats).
+        // Units per row along K: ≤ 256 units a cube, and shared memory
+        // of 32 × 8 × tokens × split floats ≤ 8 KiB (tokens × split ≤ 8).
         let split = match split {
             0 | 1 => 1,
             2 | 3 => 2,
             _ => 4,
         }
         .min(rpu)
-        .min(if tokens <= 2 { 4 } else { 1 });
+        .min((8 / tokens.max(1)).max(1) as u32);
         let cubes = (rows as u32).div_ceil(ROWS_PER_CUBE);
         // SAFETY: the caller's contract; rows past the end are read
         // clamped and not written.
