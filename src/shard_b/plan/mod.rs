@@ -120,8 +120,14 @@ struct Scratch {
     partial: Handle,
     gu: Handle,
     act: Handle,
+    /// The step's small tables, written at once (one write a step): each
+    /// row's position, the rows grouped by bank, each row's slot in its
+    /// bank, and the rows to sample, `stride` words apart (a multiple of
+    /// 64: bindings start at 256-byte offsets). `pos`, `order`, `slots`
+    /// and `sel` bind its parts.
+    meta: Handle,
+    stride: usize,
     pos: Handle,
-    /// The step's rows grouped by bank, and each row's slot in its bank.
     order: Handle,
     slots: Handle,
     ids: Handle,
@@ -401,6 +407,9 @@ impl DecodePlan {
         let inter = s.intermediate_size;
         let f = |n: usize| self.client.empty(4 * n.max(1));
         let partial_len = chunked_rows * s.num_heads * chunks * (s.head_dim + 2);
+        let stride = rows.next_multiple_of(64);
+        let meta = f(4 * stride);
+        let part = |k: usize| meta.clone().offset_start((4 * k * stride) as u64);
         self.scratch = Some(Scratch {
             rows,
             chunked_rows,
@@ -414,11 +423,13 @@ impl DecodePlan {
             partial: f(partial_len),
             gu: f(rows * 2 * inter),
             act: f(rows * inter),
-            pos: f(rows),
-            order: f(rows),
-            slots: f(rows),
+            pos: part(0),
+            order: part(1),
+            slots: part(2),
+            sel: part(3),
+            meta,
+            stride,
             ids: f(rows),
-            sel: f(rows),
             last: f(rows * h),
             logits: f(rows * s.vocab_size),
             picks: f(2 * rows),
@@ -505,7 +516,7 @@ impl DecodePlan {
             st.launches += launches;
             st.captures += captures;
             st.replays += replays;
-            st.uploads += 3;
+            st.uploads += 2;
             st.host_ns += started.elapsed().as_nanos() as u64;
         }
         let Some(scratch) = self.scratch.as_ref() else {
@@ -591,10 +602,12 @@ impl DecodePlan {
             Input::Hidden(x) => write(&scratch.x, f32_bytes(x)),
             Input::Tokens(ids) => write(&scratch.ids, u32_bytes(ids)),
         }
-        write(&scratch.pos, u32_bytes(&pos));
-        write(&scratch.sel, u32_bytes(&sel));
-        write(&scratch.order, u32_bytes(&order));
-        write(&scratch.slots, u32_bytes(&slots));
+        let stride = scratch.stride;
+        let mut meta = vec![0u32; 4 * stride];
+        for (k, part) in [&pos, &order, &slots, &sel].into_iter().enumerate() {
+            meta[k * stride..k * stride + part.len()].copy_from_slice(part);
+        }
+        write(&scratch.meta, u32_bytes(&meta));
         Ok(layout)
     }
 

@@ -42,7 +42,8 @@ pub struct PlanStats {
     pub launches: u64,
     pub captures: u64,
     pub replays: u64,
-    /// Host-to-device writes (inputs, positions, rows to sample).
+    /// Host-to-device writes (the input rows, and the step's tables of
+    /// positions, slots and rows to sample in one write).
     pub uploads: u64,
     /// Device-to-host reads (sampled ids, logits).
     pub readbacks: u64,

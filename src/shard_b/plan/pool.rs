@@ -9,7 +9,9 @@
 //! come — the buffers are replaced and the live slots copied — and every
 //! slot has the pool's one capacity: a stream asking for more grows them
 //! all. Growth is rare (the app's streams share one capacity and come at
-//! start); the plan forgets its captures when it happens.
+//! start); the plan forgets its captures when it happens. Banks never
+//! shrink: a dropped stream's slot waits for the next stream (the most
+//! streams ever open at once set the memory held).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
