@@ -177,6 +177,11 @@ pub(crate) struct MatmulDims {
     pub out_col0: usize,
     /// Add to the output (a residual) instead of writing it.
     pub accumulate: bool,
+    /// The activations are in the spread order ([`kernels::spread`]:
+    /// what a lane of the matrix-vector kernel reads, its neighbours read
+    /// beside it); only the matrix-vector kernel takes it (≤
+    /// [`MATVEC_MAX_TOKENS`] tokens).
+    pub spread: bool,
 }
 
 /// `out[t, col0 + r] (+)= x[t] · w[r]`: the matrix-vector kernel for up to
@@ -210,6 +215,7 @@ pub(crate) unsafe fn launch_matmul(
         out_cols,
         out_col0,
         accumulate,
+        spread,
     } = d;
     if tokens <= MATVEC_MAX_TOKENS {
         let Matvec {
@@ -267,9 +273,11 @@ pub(crate) unsafe fn launch_matmul(
                 steps as usize,
                 split as usize,
                 accumulate,
+                spread,
             );
         }
     } else {
+        debug_assert!(!spread, "the tiled kernel reads activations in order");
         let count = CubeCount::Static(
             (rows as u32).div_ceil(TILE),
             (tokens as u32).div_ceil(TILE),
@@ -340,6 +348,7 @@ impl PackedOps for CubeBackend {
             out_cols: rows,
             out_col0: 0,
             accumulate: false,
+            spread: false,
         };
         // SAFETY: every size checked above (rows × kw words, rows × groups
         // scales, tokens × kx activations, tokens × rows outputs); kx and

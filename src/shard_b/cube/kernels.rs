@@ -8,6 +8,24 @@ use cubecl::prelude::*;
 /// Four floats, or four words: the widest vector the kernels use.
 pub type V4<T> = Vector<T, Const<4>>;
 
+/// Where column `col` of a `width`-wide activation row goes in the spread
+/// order that [`packed_matvec`] reads with `spread` for weights of `per`
+/// columns a word (8 for 4 bits, 4 for 8): a lane takes the 4-word vector
+/// `iu` (columns `32·iu …` for 4 bits) as `per` 4-column pieces `q`, so
+/// piece `q` of every vector is stored together, `[q][iu]`; `per` 0 keeps
+/// the order.
+#[cube]
+pub fn spread(col: usize, width: usize, #[comptime] per: u32) -> usize {
+    if comptime!(per == 0) {
+        col
+    } else {
+        let per = comptime!(per as usize);
+        let v = col / 4;
+        let vectors = width / (4 * per);
+        ((v % per) * vectors + v / per) * 4 + col % 4
+    }
+}
+
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn packed_matvec(
@@ -29,6 +47,7 @@ pub fn packed_matvec(
     #[comptime] steps: usize,
     #[comptime] split: usize,
     #[comptime] accumulate: bool,
+    #[comptime] spread: bool,
 ) {
     let lanes = comptime!(LANES as usize);
     // Units `split` apart along y share rows and take every split-th
@@ -102,7 +121,15 @@ pub fn packed_matvec(
                 for q in 0..xv_per_step {
                     #[unroll]
                     for t in 0..tokens {
-                        xq[t] = x[t * kx4 + iu * xv_per_step + q];
+                        // In the spread order the lanes' vectors lie side
+                        // by side: one load of a warp reads a few cache
+                        // lines instead of one per lane.
+                        let at = if comptime!(spread) {
+                            t * kx4 + q * kw4 + iu
+                        } else {
+                            t * kx4 + iu * xv_per_step + q
+                        };
+                        xq[t] = x[at];
                         xsum[t] += xq[t];
                     }
                     #[unroll]

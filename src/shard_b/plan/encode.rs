@@ -3,7 +3,7 @@
 use cubecl::prelude::{CubeCount, CubeDim};
 use cubecl::server::Handle;
 
-use super::super::cube::grid;
+use super::super::cube::{MATVEC_MAX_TOKENS, grid};
 use super::kernels::{self, ATTN_UNITS, ROW_UNITS};
 use super::profile::Timer;
 use super::weights::{Linear, buffer};
@@ -47,7 +47,10 @@ impl DecodePlan {
             let table = self.embed.as_ref().unwrap_or(&self.head);
             t.run("embedding", || table.rows_into(c, &sc.ids, rows, &sc.x));
         }
-        let norm = |x: &Handle, w: &Handle, out: &Handle, n: usize, gather: bool| {
+        // Decode-sized steps take the matrix-vector kernel, which reads its
+        // activations in the spread order their producers write.
+        let spread = layout.chunked();
+        let norm = |x: &Handle, w: &Handle, out: &Handle, n: usize, gather: bool, per: u32| {
             // SAFETY: x and out hold ≥ n rows of h (gathered rows are
             // indices below the step's rows), w holds h.
             unsafe {
@@ -62,6 +65,7 @@ impl DecodePlan {
                     h as u32,
                     eps,
                     gather,
+                    per,
                 );
             }
             1
@@ -76,10 +80,14 @@ impl DecodePlan {
             (cap.div_ceil(self.attention_chunk), self.attention_chunk)
         };
         for (li, layer) in self.layers.iter().enumerate() {
+            let per = layer.qkv.per(spread);
             t.run("rms_norm", || {
-                norm(&sc.x, &layer.in_norm, &sc.n, rows, false)
+                norm(&sc.x, &layer.in_norm, &sc.n, rows, false, per)
             });
-            t.run("qkv", || layer.qkv.launch(c, &sc.n, rows, &sc.qkv, false));
+            t.run("qkv", || {
+                layer.qkv.launch(c, &sc.n, rows, &sc.qkv, false, spread)
+            });
+            let attn_per = layer.o.per(spread);
             let mut list0 = 0usize;
             for &(bank, n) in &layout.banks {
                 let bank = &self.pool.banks[bank];
@@ -138,6 +146,7 @@ impl DecodePlan {
                         scale,
                         hd,
                         direct,
+                        attn_per,
                     );
                     1
                 });
@@ -157,18 +166,22 @@ impl DecodePlan {
                             chunk as u32,
                             sc.chunks as u32,
                             hd,
+                            attn_per,
                         );
                         1
                     });
                 }
                 list0 += n;
             }
-            t.run("o", || layer.o.launch(c, &sc.attn, rows, &sc.x, true));
+            t.run("o", || {
+                layer.o.launch(c, &sc.attn, rows, &sc.x, true, spread)
+            });
+            let per = layer.gate_up.per(spread);
             t.run("rms_norm", || {
-                norm(&sc.x, &layer.post_norm, &sc.n, rows, false)
+                norm(&sc.x, &layer.post_norm, &sc.n, rows, false, per)
             });
             t.run("gate_up", || {
-                layer.gate_up.launch(c, &sc.n, rows, &sc.gu, false)
+                layer.gate_up.launch(c, &sc.n, rows, &sc.gu, false, spread)
             });
             let n = (rows * inter) as u32;
             // SAFETY: gu holds rows × 2·inter, act rows × inter; the
@@ -182,16 +195,23 @@ impl DecodePlan {
                     buffer(&sc.act, rows * inter),
                     n,
                     inter as u32,
+                    layer.down.per(spread),
                 );
                 1
             });
-            t.run("down", || layer.down.launch(c, &sc.act, rows, &sc.x, true));
+            t.run("down", || {
+                layer.down.launch(c, &sc.act, rows, &sc.x, true, spread)
+            });
         }
+        // The last rows are few even after a prefill chunk.
+        let head_spread = segments <= MATVEC_MAX_TOKENS;
+        let per = self.head.per(head_spread);
         t.run("rms_norm", || {
-            norm(&sc.x, &self.norm, &sc.last, segments, true)
+            norm(&sc.x, &self.norm, &sc.last, segments, true, per)
         });
         t.run("lm_head", || {
-            self.head.launch(c, &sc.last, segments, &sc.logits, false)
+            self.head
+                .launch(c, &sc.last, segments, &sc.logits, false, head_spread)
         });
     }
 }

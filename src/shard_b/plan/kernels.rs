@@ -9,6 +9,8 @@
 
 use cubecl::prelude::*;
 
+use super::super::cube::kernels::spread;
+
 /// Units per cube of the row-wise kernels (norms, RoPE, argmax).
 pub const ROW_UNITS: u32 = 256;
 /// Units per cube of the attention kernel (one cube per head, row and key
@@ -38,7 +40,8 @@ fn cube_sum(v: f32, shared: &mut Shared<[f32]>) -> f32 {
 }
 
 /// RMS norm of row `sel[r]` (or `r` without `gather`) of `x` `[·, h]`,
-/// times `w`, into row `r` of `out`. One cube per output row.
+/// times `w`, into row `r` of `out` (in the spread order for weights of
+/// `per` columns a word, 0 for none). One cube per output row.
 #[cube(launch_unchecked)]
 pub fn rms_norm(
     x: &[f32],
@@ -48,6 +51,7 @@ pub fn rms_norm(
     h: u32,
     eps: f32,
     #[comptime] gather: bool,
+    #[comptime] per: u32,
 ) {
     let r = CUBE_POS_X as usize;
     let h = h as usize;
@@ -68,7 +72,7 @@ pub fn rms_norm(
     let inv = 1.0f32 / f32::sqrt(total / f32::cast_from(h as u32) + eps);
     let mut i = UNIT_POS as usize;
     while i < h {
-        out[r * h + i] = x[src * h + i] * inv * w[i];
+        out[r * h + spread(i, h, per)] = x[src * h + i] * inv * w[i];
         i += comptime!(ROW_UNITS as usize);
     }
 }
@@ -172,6 +176,7 @@ pub fn attention(
     scale: f32,
     #[comptime] hd: usize,
     #[comptime] direct: bool,
+    #[comptime] per: u32,
 ) {
     let units = comptime!(ATTN_UNITS as usize);
     let h = CUBE_POS_X as usize;
@@ -258,7 +263,7 @@ pub fn attention(
             if sum > 0.0 {
                 o = v / sum;
             }
-            out[qbase + d] = o;
+            out[t * nh * hd + spread(h * hd + d, nh * hd, per)] = o;
         } else {
             partial[pbase + 2 + d] = v;
         }
@@ -285,6 +290,7 @@ pub fn attention_combine(
     chunk: u32,
     cstride: u32,
     #[comptime] hd: usize,
+    #[comptime] per: u32,
 ) {
     let h = CUBE_POS_X as usize;
     let t = order[(list0 + CUBE_POS_Y) as usize] as usize;
@@ -311,13 +317,13 @@ pub fn attention_combine(
     if sum > 0.0 {
         o = v / sum;
     }
-    out[(t * nh + h) * hd + d] = o;
+    out[t * nh * hd + spread(h * hd + d, nh * hd, per)] = o;
 }
 
 /// `silu(gate) · up` of `gu` `[T, 2·inter]` (gate then up) into `out`
-/// `[T, inter]`.
+/// `[T, inter]` (in the spread order for weights of `per` columns a word).
 #[cube(launch_unchecked)]
-pub fn silu_mul(gu: &[f32], out: &mut [f32], n: u32, inter: u32) {
+pub fn silu_mul(gu: &[f32], out: &mut [f32], n: u32, inter: u32, #[comptime] per: u32) {
     let i = ((CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) * CUBE_DIM_X + UNIT_POS_X) as usize;
     if i < n as usize {
         let inter = inter as usize;
@@ -325,7 +331,7 @@ pub fn silu_mul(gu: &[f32], out: &mut [f32], n: u32, inter: u32) {
         let c = i % inter;
         let g = gu[t * 2 * inter + c];
         let up = gu[t * 2 * inter + inter + c];
-        out[i] = g / (1.0f32 + f32::exp(-g)) * up;
+        out[t * inter + spread(c, inter, per)] = g / (1.0f32 + f32::exp(-g)) * up;
     }
 }
 

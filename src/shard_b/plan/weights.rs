@@ -83,12 +83,19 @@ impl Linear {
         })
     }
 
+    /// Columns a word holds: what the producer of this weight's
+    /// activations writes the spread order for (0 when not spread).
+    pub(super) fn per(&self, spread: bool) -> u32 {
+        if spread { 32 / self.bits } else { 0 }
+    }
+
     pub(super) fn resident_bytes(&self) -> usize {
         self.rows * (self.kw * 4 + self.groups * 8)
     }
 
     /// `out[t, ·] (+)= x[t] · Wᵀ` for `tokens` rows; `out` rows are this
-    /// weight's rows wide.
+    /// weight's rows wide. With `spread` (≤ `MATVEC_MAX_TOKENS` tokens)
+    /// `x` is in the spread order for this weight's bits ([`Linear::per`]).
     pub(super) fn launch(
         &self,
         client: &Client,
@@ -96,6 +103,7 @@ impl Linear {
         tokens: usize,
         out: &Handle,
         accumulate: bool,
+        spread: bool,
     ) -> u64 {
         for part in &self.parts {
             let dims = MatmulDims {
@@ -109,6 +117,7 @@ impl Linear {
                 out_cols: self.rows,
                 out_col0: part.start,
                 accumulate,
+                spread,
             };
             // SAFETY: `x` holds tokens × kx, `out` tokens × rows (the
             // plan's buffers are sized for the rows it launches), the part
