@@ -140,10 +140,7 @@ pub fn packed_matvec(
                             let e = comptime!(q * 4 + c);
                             let word = w.extract(comptime!(e / per));
                             let u = (word >> comptime!(((e % per) as u32) * bits)) & mask;
-                            // u as a float without a conversion (a slow
-                            // instruction on some GPUs): 2²³ + u has u in
-                            // its mantissa, and taking 2²³ away is exact.
-                            let v = f32::reinterpret(u | 0x4B00_0000u32) - 8_388_608.0f32;
+                            let v = f32::cast_from(u);
                             #[unroll]
                             for t in 0..tokens {
                                 dots[r * tokens + t] += v * xq[t].extract(c);
