@@ -574,26 +574,13 @@ impl DecodePlan {
             slots.extend(std::iter::repeat_n(place.slot as u32, g.rows));
             sel.push((pos.len() - 1) as u32);
         }
-        // The rows, bank by bank (in the order of the banks' first rows).
-        let mut order = Vec::with_capacity(rows);
-        let mut row0 = 0;
-        let mut starts = Vec::with_capacity(segments.len());
-        for g in segments {
-            starts.push(row0);
-            row0 += g.rows;
-        }
-        let mut banks: Vec<usize> = places.iter().map(|p| p.bank).collect();
-        banks.sort_unstable();
-        banks.dedup();
-        for bank in banks {
-            let before = order.len();
-            for ((g, place), &start) in segments.iter().zip(&places).zip(&starts) {
-                if place.bank == bank {
-                    order.extend((start..start + g.rows).map(|r| r as u32));
-                }
-            }
-            layout.banks.push((bank, order.len() - before));
-        }
+        let shares: Vec<(pool::Place, usize)> = places
+            .iter()
+            .zip(segments)
+            .map(|(&p, g)| (p, g.rows))
+            .collect();
+        let (order, banks) = pool::bank_order(&shares);
+        layout.banks = banks;
         let client = &self.client;
         let write = |h: &Handle, bytes: &[u8]| {
             client.write(h, cubecl::bytes::Bytes::from_bytes_vec(bytes.to_vec()))

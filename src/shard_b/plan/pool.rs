@@ -41,6 +41,33 @@ impl Drop for PlanKv {
     }
 }
 
+/// A step's rows bank by bank (banks in order, each bank's rows in step
+/// order), given each segment's place and rows in step order; and each
+/// bank in use with its rows' count.
+pub(super) fn bank_order(segments: &[(Place, usize)]) -> (Vec<u32>, Vec<(usize, usize)>) {
+    let mut starts = Vec::with_capacity(segments.len());
+    let mut row0 = 0;
+    for &(_, rows) in segments {
+        starts.push(row0);
+        row0 += rows;
+    }
+    let mut banks: Vec<usize> = segments.iter().map(|(p, _)| p.bank).collect();
+    banks.sort_unstable();
+    banks.dedup();
+    let mut order = Vec::with_capacity(row0);
+    let mut counts = Vec::with_capacity(banks.len());
+    for bank in banks {
+        let before = order.len();
+        for (&(place, rows), &start) in segments.iter().zip(&starts) {
+            if place.bank == bank {
+                order.extend((start..start + rows).map(|r| r as u32));
+            }
+        }
+        counts.push((bank, order.len() - before));
+    }
+    (order, counts)
+}
+
 /// A stream's place: its bank and slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Place {
@@ -267,5 +294,21 @@ impl KvPool {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Place, bank_order};
+
+    #[test]
+    fn rows_are_grouped_by_bank_in_step_order() {
+        let at = |bank, slot| Place { bank, slot };
+        // Rows 0-1 (bank 1), 2 (bank 0), 3-5 (bank 1), 6 (bank 2).
+        let segments = [(at(1, 0), 2), (at(0, 3), 1), (at(1, 1), 3), (at(2, 0), 1)];
+        let (order, banks) = bank_order(&segments);
+        assert_eq!(order, vec![2, 0, 1, 3, 4, 5, 6]);
+        assert_eq!(banks, vec![(0, 1), (1, 5), (2, 1)]);
+        assert_eq!(bank_order(&[]), (vec![], vec![]));
     }
 }
