@@ -74,8 +74,9 @@ use weights::{Linear, f32_bytes, u32_bytes};
 /// keys one after another, each a chain of loads).
 pub const ATTENTION_CHUNK: usize = 32;
 
-/// Captured step shapes kept at most (each holds its pipelines' bind
-/// groups and its streams' caches alive).
+/// Captured step layouts kept at most (each holds its pipelines' bind
+/// groups alive; a layout is a step's rows, segments and banks, so a few
+/// serve any mix of streams).
 const MAX_CAPTURES: usize = 64;
 
 struct Layer {
@@ -491,8 +492,9 @@ impl DecodePlan {
             match self.record(scratch, &layout) {
                 Ok(graph) => {
                     captures = 1;
-                    // Layouts come and go with the streams' mix; past a
-                    // bound the old captures go (they are re-made on use).
+                    // Layouts come and go with the rows per stream (a
+                    // prefill chunk beside decode rows); past a bound the
+                    // old captures go (they are re-made on use).
                     if self.captured.len() >= MAX_CAPTURES {
                         self.captured.clear();
                     }
