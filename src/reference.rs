@@ -7,6 +7,8 @@
 //! the store's dequantized weights (to judge INT4), with its own RoPE and
 //! Llama 3 scaling code and its own attention with the sliding window.
 
+pub mod bert;
+
 use std::collections::HashMap;
 
 use crate::bake::store::{BakedModel, StoreError};

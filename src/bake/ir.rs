@@ -43,6 +43,7 @@ use std::fmt::Write as _;
 use super::quant::Scheme;
 use super::store::{BakedModel, StoreError, StoredTensor};
 
+pub mod encoder;
 mod graph;
 use graph::*;
 
@@ -96,6 +97,14 @@ pub enum IrError {
         "static shapes need chunk ≥ 1 and capacity ≥ 1 (got chunk={chunk}, capacity={capacity})"
     )]
     StaticShape { chunk: usize, capacity: usize },
+    #[error(
+        "the encoder's static shape needs embed.batch ≥ 1 and 1 ≤ embed.max_length ≤ {max} (the model's positions); got batch={batch}, max_length={length}"
+    )]
+    EncoderShape {
+        batch: usize,
+        length: usize,
+        max: usize,
+    },
 }
 
 fn f32_bytes(model: &BakedModel, name: &str) -> Result<Vec<u8>, StoreError> {

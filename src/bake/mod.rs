@@ -13,6 +13,7 @@
 //! after the new one is complete). The store's layout is in [`store`], the
 //! quantization in [`quant`] and `plan.rs`, shard A's IR in [`ir`].
 
+pub mod encoder;
 pub mod ir;
 mod plan;
 pub mod quant;
@@ -232,6 +233,46 @@ struct TempDir {
     keep: bool,
 }
 
+impl TempDir {
+    /// `.<out>.partial-<pid>/` beside `out`, empty.
+    fn beside(out: &Path) -> Result<TempDir, BakeError> {
+        let parent = out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+        let leaf = out
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "baked".into());
+        let tmp = TempDir {
+            path: parent.join(format!(".{leaf}.partial-{}", std::process::id())),
+            keep: false,
+        };
+        let _ = std::fs::remove_dir_all(&tmp.path);
+        Ok(tmp)
+    }
+
+    /// Rename the finished directory to `out`: an existing output (with
+    /// --force) is removed only once the new one is complete.
+    fn swap_into(mut self, out: &Path) -> Result<(), BakeError> {
+        if out.exists() {
+            let old = self.path.with_file_name(format!(
+                ".{}.old-{}",
+                out.file_name().unwrap_or_default().to_string_lossy(),
+                std::process::id()
+            ));
+            std::fs::rename(out, &old).map_err(io_err(out))?;
+            std::fs::rename(&self.path, out).map_err(io_err(out))?;
+            let _ = std::fs::remove_dir_all(&old);
+        } else {
+            std::fs::rename(&self.path, out).map_err(io_err(out))?;
+        }
+        self.keep = true;
+        Ok(())
+    }
+}
+
 impl Drop for TempDir {
     fn drop(&mut self) {
         if !self.keep {
@@ -283,6 +324,16 @@ pub fn bake(
             opts.group_size
         )));
     }
+    if crate::model::bert::is_bert_dir(src) {
+        return encoder::bake_encoder(
+            src,
+            out,
+            opts.weights,
+            opts.force,
+            opts.allow_non_finite,
+            progress,
+        );
+    }
     if out.exists() && !opts.force {
         return Err(BakeError::Exists {
             path: out.to_path_buf(),
@@ -294,39 +345,12 @@ pub fn bake(
     ckpt.validate(&expected)?;
     let tpl = template::find_chat_template(src)?;
     let tokens = template::token_info(src, &spec)?;
-    let tok_path = src.join("tokenizer.json");
-    if !tok_path.exists() {
-        return Err(ModelError::BadFile {
-            path: tok_path,
-            message: "missing: the tokenizer is required to bake a model".into(),
-        }
-        .into());
-    }
-    // Loaded now, so a broken tokenizer fails the bake, not a later chat.
-    tokenizers::Tokenizer::from_file(&tok_path).map_err(|e| ModelError::BadFile {
-        path: tok_path.clone(),
-        message: format!(
-            "not a tokenizer the tokenizers library can load ({e}); copy the model's own tokenizer.json here"
-        ),
-    })?;
+    check_tokenizer(src)?;
 
     let plan = plan(&spec, &ckpt, opts)?;
 
     // Write aside, then rename.
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(io_err(parent))?;
-    let leaf = out
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "baked".into());
-    let tmp = TempDir {
-        path: parent.join(format!(".{leaf}.partial-{}", std::process::id())),
-        keep: false,
-    };
-    let _ = std::fs::remove_dir_all(&tmp.path);
+    let tmp = TempDir::beside(out)?;
     std::fs::create_dir_all(tmp.path.join("weights")).map_err(io_err(&tmp.path))?;
 
     // Group tensors by output file, in model order.
@@ -463,17 +487,7 @@ pub fn bake(
     }
 
     // Side files: tokenizer, template, configs.
-    let mut sha = BTreeMap::new();
-    for f in SIDE_FILES {
-        let p = src.join(f);
-        if p.exists() {
-            std::fs::copy(&p, tmp.path.join(f)).map_err(io_err(&p))?;
-            sha.insert(f.to_string(), sha256_file(&p)?);
-        }
-    }
-    for name in ckpt_files(src)? {
-        sha.insert(name.clone(), sha256_file(&src.join(&name))?);
-    }
+    let source = copy_side_files(src, &tmp.path, SIDE_FILES)?;
     let template_file = match &tpl {
         Some(t) => {
             let p = tmp.path.join("chat_template.jinja");
@@ -500,33 +514,13 @@ pub fn bake(
             eos_token_ids: tokens.1,
             chat_template_file: template_file,
         },
-        source: SourceInfo {
-            path: src.display().to_string(),
-            sha256: sha,
-        },
+        source,
         tensors: entries,
     };
-    let text = toml::to_string_pretty(&manifest).map_err(|e| BakeError::Write {
-        path: tmp.path.join(MANIFEST),
-        message: e.to_string(),
-    })?;
-    let mpath = tmp.path.join(MANIFEST);
-    let mut f = std::fs::File::create(&mpath).map_err(io_err(&mpath))?;
-    f.write_all(text.as_bytes()).map_err(io_err(&mpath))?;
-    f.sync_all().map_err(io_err(&mpath))?;
+    write_manifest(&tmp.path, &manifest)?;
 
     let bytes_after = dir_size(&tmp.path.join("weights"))?;
-    // Swap into place: an existing output (with --force) is removed only once the new one is complete.
-    if out.exists() {
-        let old = parent.join(format!(".{leaf}.old-{}", std::process::id()));
-        std::fs::rename(out, &old).map_err(io_err(out))?;
-        std::fs::rename(&tmp.path, out).map_err(io_err(out))?;
-        let _ = std::fs::remove_dir_all(&old);
-    } else {
-        std::fs::rename(&tmp.path, out).map_err(io_err(out))?;
-    }
-    let mut tmp = tmp;
-    tmp.keep = true;
+    tmp.swap_into(out)?;
 
     Ok(BakeReport {
         out: out.to_path_buf(),
@@ -541,6 +535,64 @@ pub fn bake(
             0.0
         },
     })
+}
+
+/// `src/tokenizer.json` loaded, so a broken tokenizer fails the bake with
+/// its path, not a later chat or index.
+fn check_tokenizer(src: &Path) -> Result<(), BakeError> {
+    let tok_path = src.join("tokenizer.json");
+    if !tok_path.exists() {
+        return Err(ModelError::BadFile {
+            path: tok_path,
+            message: "missing: the tokenizer is required to bake a model".into(),
+        }
+        .into());
+    }
+    tokenizers::Tokenizer::from_file(&tok_path).map_err(|e| ModelError::BadFile {
+        path: tok_path.clone(),
+        message: format!(
+            "not a tokenizer the tokenizers library can load ({e}); copy the model's own tokenizer.json here"
+        ),
+    })?;
+    Ok(())
+}
+
+/// Copy the source's `files` that exist (paths relative to `src`) into
+/// `dir`; the source's description with the sha256 of each and of every
+/// checkpoint file.
+fn copy_side_files(src: &Path, dir: &Path, files: &[&str]) -> Result<SourceInfo, BakeError> {
+    let mut sha = BTreeMap::new();
+    for f in files {
+        let p = src.join(f);
+        if p.exists() {
+            let to = dir.join(f);
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+            }
+            std::fs::copy(&p, &to).map_err(io_err(&p))?;
+            sha.insert(f.to_string(), sha256_file(&p)?);
+        }
+    }
+    for name in ckpt_files(src)? {
+        sha.insert(name.clone(), sha256_file(&src.join(&name))?);
+    }
+    Ok(SourceInfo {
+        path: src.display().to_string(),
+        sha256: sha,
+    })
+}
+
+/// `dir/manifest.toml`, synced.
+fn write_manifest(dir: &Path, manifest: &impl Serialize) -> Result<(), BakeError> {
+    let mpath = dir.join(MANIFEST);
+    let text = toml::to_string_pretty(manifest).map_err(|e| BakeError::Write {
+        path: mpath.clone(),
+        message: e.to_string(),
+    })?;
+    let mut f = std::fs::File::create(&mpath).map_err(io_err(&mpath))?;
+    f.write_all(text.as_bytes()).map_err(io_err(&mpath))?;
+    f.sync_all().map_err(io_err(&mpath))?;
+    Ok(())
 }
 
 fn ckpt_files(src: &Path) -> Result<Vec<String>, BakeError> {

@@ -188,44 +188,80 @@ struct MappedFile {
     meta: Metadata,
 }
 
+/// The tensors of a baked directory, its files mapped: what a decoder's and
+/// an encoder's store share.
+pub struct TensorStore {
+    dir: PathBuf,
+    entries: BTreeMap<String, TensorEntry>,
+    files: HashMap<String, MappedFile>,
+}
+
 /// A baked model directory opened for reading.
 pub struct BakedModel {
     pub dir: PathBuf,
     pub manifest: Manifest,
-    files: HashMap<String, MappedFile>,
+    store: TensorStore,
+}
+
+/// The `[encoder]` table that tells an embedding model's manifest apart.
+const ENCODER_KEY: &str = "encoder";
+
+/// `dir/manifest.toml` as text, with its path.
+pub(crate) fn read_manifest_text(dir: &Path) -> Result<(PathBuf, String), StoreError> {
+    let path = dir.join(MANIFEST);
+    let text = std::fs::read_to_string(&path).map_err(|e| StoreError::Io {
+        path: path.clone(),
+        source: e,
+    })?;
+    Ok((path, text))
+}
+
+/// True when the manifest text is an embedding model's.
+pub(crate) fn is_encoder_manifest(text: &str) -> bool {
+    toml::from_str::<toml::Table>(text).is_ok_and(|t| t.contains_key(ENCODER_KEY))
+}
+
+/// The store's format version, checked.
+pub(crate) fn check_version(path: &Path, version: u32) -> Result<(), StoreError> {
+    if version != FORMAT_VERSION {
+        return Err(StoreError::Bad {
+            path: path.to_path_buf(),
+            message: format!(
+                "store format version {version} is not the supported version {FORMAT_VERSION}"
+            ),
+        });
+    }
+    Ok(())
 }
 
 impl Manifest {
     /// `dir/manifest.toml`, parsed and of the supported format version. The
-    /// one reader of manifests.
+    /// one reader of decoder manifests.
     pub fn read(dir: &Path) -> Result<Manifest, StoreError> {
-        let path = dir.join(MANIFEST);
-        let text = std::fs::read_to_string(&path).map_err(|e| StoreError::Io {
-            path: path.clone(),
-            source: e,
-        })?;
+        let (path, text) = read_manifest_text(dir)?;
+        if is_encoder_manifest(&text) {
+            return Err(StoreError::Bad {
+                path,
+                message: "this is an embedding model (an encoder), not a chat model; name it in the setting embed.model, and choose a decoder (llama, qwen2, mistral) as model.source".into(),
+            });
+        }
         let manifest: Manifest = toml::from_str(&text).map_err(|e| StoreError::Bad {
             path: path.clone(),
             message: format!("not a valid manifest: {e}"),
         })?;
-        if manifest.format_version != FORMAT_VERSION {
-            return Err(StoreError::Bad {
-                path,
-                message: format!(
-                    "store format version {} is not the supported version {FORMAT_VERSION}",
-                    manifest.format_version
-                ),
-            });
-        }
+        check_version(&path, manifest.format_version)?;
         Ok(manifest)
     }
 }
 
-impl BakedModel {
-    pub fn open(dir: &Path) -> Result<BakedModel, StoreError> {
-        let manifest = Manifest::read(dir)?;
+impl TensorStore {
+    /// Map the files that hold `entries` (each file once).
+    pub fn open(
+        dir: &Path,
+        entries: &BTreeMap<String, TensorEntry>,
+    ) -> Result<TensorStore, StoreError> {
         let mut files = HashMap::new();
-        for entry in manifest.tensors.values() {
+        for entry in entries.values() {
             if files.contains_key(&entry.file) {
                 continue;
             }
@@ -253,15 +289,11 @@ impl BakedModel {
                 },
             );
         }
-        Ok(BakedModel {
+        Ok(TensorStore {
             dir: dir.to_path_buf(),
-            manifest,
+            entries: entries.clone(),
             files,
         })
-    }
-
-    pub fn spec(&self) -> &ModelSpec {
-        &self.manifest.model
     }
 
     fn bytes(&self, file: &str, name: &str) -> Result<(&[u8], Dtype, &[usize]), StoreError> {
@@ -275,13 +307,17 @@ impl BakedModel {
         })?;
         let start = 8 + f.header_len + info.data_offsets.0;
         let end = 8 + f.header_len + info.data_offsets.1;
-        Ok((&f.map[start..end], info.dtype, &info.shape))
+        let path = || self.dir.join(file);
+        let data = f.map.get(start..end).ok_or_else(|| StoreError::Bad {
+            path: path(),
+            message: format!("tensor '{name}' lies past the end of the file; it is truncated"),
+        })?;
+        Ok((data, info.dtype, &info.shape))
     }
 
     pub fn tensor(&self, name: &str) -> Result<StoredTensor<'_>, StoreError> {
         let entry = self
-            .manifest
-            .tensors
+            .entries
             .get(name)
             .ok_or_else(|| StoreError::Missing(name.to_string()))?;
         let file = entry.file.as_str();
@@ -324,6 +360,36 @@ impl BakedModel {
     /// Bytes of every stored file (weights as they sit on disk).
     pub fn stored_bytes(&self) -> u64 {
         self.files.values().map(|f| f.map.len() as u64).sum()
+    }
+}
+
+impl BakedModel {
+    pub fn open(dir: &Path) -> Result<BakedModel, StoreError> {
+        let manifest = Manifest::read(dir)?;
+        let store = TensorStore::open(dir, &manifest.tensors)?;
+        Ok(BakedModel {
+            dir: dir.to_path_buf(),
+            manifest,
+            store,
+        })
+    }
+
+    pub fn spec(&self) -> &ModelSpec {
+        &self.manifest.model
+    }
+
+    pub fn tensor(&self, name: &str) -> Result<StoredTensor<'_>, StoreError> {
+        self.store.tensor(name)
+    }
+
+    /// A tensor dequantized to f32, exactly as the IR's decompression computes it.
+    pub fn f32(&self, name: &str) -> Result<Vec<f32>, StoreError> {
+        self.store.f32(name)
+    }
+
+    /// Bytes of every stored file (weights as they sit on disk).
+    pub fn stored_bytes(&self) -> u64 {
+        self.store.stored_bytes()
     }
 
     /// Name of the output projection weight (lm_head, or the tied embedding).

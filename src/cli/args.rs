@@ -227,12 +227,15 @@ pub struct GenerateArgs {
 
 #[derive(Args, Debug)]
 pub struct MakeTestModelArgs {
-    /// llama, qwen2 or mistral.
+    /// llama, qwen2, mistral, or bert (an embedding model).
     #[arg(long, default_value = "llama")]
     pub arch: String,
-    /// tiny, small, llama-3.2-1b or qwen2.5-0.5b.
+    /// tiny, small, llama-3.2-1b or qwen2.5-0.5b; for bert: tiny, small or bge-small.
     #[arg(long, default_value = "tiny")]
     pub preset: String,
+    /// bert only: the pooling its sentence-transformers files name, cls or mean.
+    #[arg(long, default_value = "cls")]
+    pub pooling: String,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Weight dtype: bf16, f16 or f32.
@@ -253,9 +256,9 @@ pub struct BakeArgs {
     /// Output directory (written aside, then renamed into place).
     #[arg(long)]
     pub out: PathBuf,
-    /// int4_sym, int4_asym, int8_asym, int8_sym or f16.
-    #[arg(long, default_value = "int4_sym")]
-    pub weights: String,
+    /// int4_sym, int4_asym, int8_asym, int8_sym or f16 [default: int4_sym for a chat model, int8_asym for an embedding model].
+    #[arg(long)]
+    pub weights: Option<String>,
     /// Group size of 4-bit weights: 128 (default), another divisor of the input size, or -1 per channel.
     #[arg(long, default_value_t = 128, allow_negative_numbers = true)]
     pub group_size: i64,

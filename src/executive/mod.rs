@@ -1,7 +1,8 @@
 //! Shard A: the OpenVINO side. `runtime` finds and loads the OpenVINO
 //! library, `session` compiles shard A's IR on a device and runs it, `probe`
-//! describes the runtime and its devices.
+//! describes the runtime and its devices, `encoder` runs the embedding model.
 
+pub mod encoder;
 pub mod hostmem;
 pub mod kv;
 pub mod probe;

@@ -9,7 +9,7 @@ use crate::bake::ir::{ShapeMode, ShardIr};
 use crate::config::ShardASettings;
 use crate::model::ModelSpec;
 
-fn ov(context: &str) -> impl FnOnce(openvino::InferenceError) -> RuntimeError + '_ {
+pub(crate) fn ov(context: &str) -> impl FnOnce(openvino::InferenceError) -> RuntimeError + '_ {
     move |e| RuntimeError::Call(format!("{context}: {e}"))
 }
 
@@ -94,7 +94,77 @@ pub struct ShardASession {
     pub compile_time: Duration,
 }
 
-fn tensor_from<T: Copy>(et: ElementType, dims: &[i64], data: &[T]) -> Result<Tensor, RuntimeError> {
+/// Set `props` on the devices `device` names, read the IR from memory and
+/// compile it: an infer request and the compile time. `what` names the
+/// model in errors.
+pub(crate) fn compile_ir(
+    core: &mut Core,
+    xml: &str,
+    bin: &[u8],
+    device: &str,
+    props: &DeviceProps,
+    what: &str,
+) -> Result<(InferRequest, Duration), RuntimeError> {
+    for d in underlying_devices(device) {
+        let dt = DeviceType::from(d.as_str());
+        let mut set = |key: RwPropertyKey, value: &str| -> Result<(), RuntimeError> {
+            if value.is_empty() {
+                return Ok(());
+            }
+            core.set_property(&dt, &key, value).map_err(|e| {
+                RuntimeError::Call(format!(
+                    "setting {}={value} on device {d}: {e}",
+                    key.as_ref()
+                ))
+            })
+        };
+        set(RwPropertyKey::HintPerformanceMode, &props.performance_hint)?;
+        set(
+            RwPropertyKey::HintInferencePrecision,
+            &props.inference_precision,
+        )?;
+        set(RwPropertyKey::CacheDir, &props.cache_dir)?;
+        if d == "CPU" && props.num_threads > 0 {
+            set(
+                RwPropertyKey::Other("INFERENCE_NUM_THREADS".into()),
+                &props.num_threads.to_string(),
+            )?;
+        }
+        if d == "CPU" && props.pin_threads {
+            set(RwPropertyKey::Other("ENABLE_CPU_PINNING".into()), "YES")?;
+        }
+        if props.exact && d == "CPU" {
+            set(
+                RwPropertyKey::Other("DYNAMIC_QUANTIZATION_GROUP_SIZE".into()),
+                "0",
+            )?;
+        }
+    }
+    let shape = Shape::new(&[bin.len() as i64]).map_err(ov("weights shape"))?;
+    let mut weights = Tensor::new(ElementType::U8, &shape).map_err(ov("weights tensor"))?;
+    weights
+        .get_raw_data_mut()
+        .map_err(ov("weights tensor"))?
+        .copy_from_slice(bin);
+    let model = core
+        .read_model_from_buffer(xml.as_bytes(), Some(&weights))
+        .map_err(|e| RuntimeError::Call(format!("reading {what}'s IR: {e}")))?;
+    let t0 = Instant::now();
+    let mut compiled = core
+        .compile_model(&model, DeviceType::from(device))
+        .map_err(|e| RuntimeError::Call(format!("compiling {what} on {device}: {e}")))?;
+    let compile_time = t0.elapsed();
+    let request = compiled
+        .create_infer_request()
+        .map_err(ov("creating an infer request"))?;
+    Ok((request, compile_time))
+}
+
+pub(crate) fn tensor_from<T: Copy>(
+    et: ElementType,
+    dims: &[i64],
+    data: &[T],
+) -> Result<Tensor, RuntimeError> {
     let shape = Shape::new(dims).map_err(ov("shape"))?;
     let mut t = Tensor::new(et, &shape).map_err(ov("tensor"))?;
     let dst = t.get_data_mut::<T>().map_err(ov("tensor data"))?;
@@ -118,58 +188,7 @@ impl ShardASession {
         device: &str,
         props: &DeviceProps,
     ) -> Result<ShardASession, RuntimeError> {
-        for d in underlying_devices(device) {
-            let dt = DeviceType::from(d.as_str());
-            let mut set = |key: RwPropertyKey, value: &str| -> Result<(), RuntimeError> {
-                if value.is_empty() {
-                    return Ok(());
-                }
-                core.set_property(&dt, &key, value).map_err(|e| {
-                    RuntimeError::Call(format!(
-                        "setting {}={value} on device {d}: {e}",
-                        key.as_ref()
-                    ))
-                })
-            };
-            set(RwPropertyKey::HintPerformanceMode, &props.performance_hint)?;
-            set(
-                RwPropertyKey::HintInferencePrecision,
-                &props.inference_precision,
-            )?;
-            set(RwPropertyKey::CacheDir, &props.cache_dir)?;
-            if d == "CPU" && props.num_threads > 0 {
-                set(
-                    RwPropertyKey::Other("INFERENCE_NUM_THREADS".into()),
-                    &props.num_threads.to_string(),
-                )?;
-            }
-            if d == "CPU" && props.pin_threads {
-                set(RwPropertyKey::Other("ENABLE_CPU_PINNING".into()), "YES")?;
-            }
-            if props.exact && d == "CPU" {
-                set(
-                    RwPropertyKey::Other("DYNAMIC_QUANTIZATION_GROUP_SIZE".into()),
-                    "0",
-                )?;
-            }
-        }
-        let shape = Shape::new(&[ir.bin.len() as i64]).map_err(ov("weights shape"))?;
-        let mut weights = Tensor::new(ElementType::U8, &shape).map_err(ov("weights tensor"))?;
-        weights
-            .get_raw_data_mut()
-            .map_err(ov("weights tensor"))?
-            .copy_from_slice(&ir.bin);
-        let model = core
-            .read_model_from_buffer(ir.xml.as_bytes(), Some(&weights))
-            .map_err(ov("reading shard A's IR"))?;
-        let t0 = Instant::now();
-        let mut compiled = core
-            .compile_model(&model, DeviceType::from(device))
-            .map_err(|e| RuntimeError::Call(format!("compiling shard A on {device}: {e}")))?;
-        let compile_time = t0.elapsed();
-        let request = compiled
-            .create_infer_request()
-            .map_err(ov("creating an infer request"))?;
+        let (request, compile_time) = compile_ir(core, &ir.xml, &ir.bin, device, props, "shard A")?;
         Ok(ShardASession {
             request,
             spec: spec.clone(),

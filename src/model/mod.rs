@@ -1,9 +1,12 @@
 //! Hugging Face model directories: config, safetensors, tokenizer files,
 //! chat templates, and the test-model maker.
 
+pub mod bert;
+pub mod bert_tokens;
 pub mod chat;
 pub mod spec;
 pub mod template;
+pub mod test_bert;
 pub mod test_model;
 pub mod weights;
 

@@ -113,6 +113,11 @@ impl ModelSpec {
     pub(crate) fn from_hf_json(text: &str) -> Result<ModelSpec, String> {
         let c: HfConfig = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
         let model_type = c.model_type.clone().ok_or("missing key 'model_type'")?;
+        if model_type == "bert" {
+            return Err(
+                "model_type='bert' is an embedding model, not a chat model: name it in the setting embed.model, and give model.source a llama, qwen2 or mistral model".into(),
+            );
+        }
         let arch = Arch::parse(&model_type).ok_or_else(|| {
             format!(
                 "unsupported architecture model_type='{model_type}' (architectures={:?}); supported: llama, qwen2, mistral",

@@ -77,7 +77,7 @@ impl WeightDtype {
             _ => None,
         }
     }
-    fn torch_name(self) -> &'static str {
+    pub(super) fn torch_name(self) -> &'static str {
         match self {
             WeightDtype::Bf16 => "bfloat16",
             WeightDtype::F16 => "float16",
@@ -270,7 +270,7 @@ fn init(name: &str, shape: &[usize], tied: bool) -> (f32, f32) {
 const CHUNK: usize = 1 << 20;
 const EMBED_STD_TIED: f32 = 0.02;
 
-fn random_tensor(seed: u64, index: u64, n: usize, std: f32, mean: f32) -> Vec<f32> {
+pub(super) fn random_tensor(seed: u64, index: u64, n: usize, std: f32, mean: f32) -> Vec<f32> {
     let mut out = vec![0.0f32; n];
     out.par_chunks_mut(CHUNK)
         .enumerate()
@@ -287,7 +287,7 @@ fn random_tensor(seed: u64, index: u64, n: usize, std: f32, mean: f32) -> Vec<f3
     out
 }
 
-fn encode(values: &[f32], dtype: WeightDtype) -> (Dtype, Vec<u8>) {
+pub(super) fn encode(values: &[f32], dtype: WeightDtype) -> (Dtype, Vec<u8>) {
     match dtype {
         WeightDtype::Bf16 => (
             Dtype::BF16,
@@ -310,14 +310,14 @@ fn encode(values: &[f32], dtype: WeightDtype) -> (Dtype, Vec<u8>) {
     }
 }
 
-fn write(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
+pub(super) fn write(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
     std::fs::write(path, bytes).map_err(|e| ModelError::Io {
         path: path.to_path_buf(),
         source: e,
     })
 }
 
-fn write_shard(
+pub(super) fn write_shard(
     path: &Path,
     tensors: &[(String, Vec<usize>, Dtype, Vec<u8>)],
 ) -> Result<(), ModelError> {
