@@ -195,6 +195,10 @@ impl HubOptions {
 
 /// Is this file one a bake needs?
 pub fn wanted(name: &str) -> bool {
+    // An embedding model's pooling (sentence-transformers).
+    if name == "1_Pooling/config.json" {
+        return true;
+    }
     if name.contains('/') {
         return false;
     }
@@ -208,6 +212,10 @@ pub fn wanted(name: &str) -> bool {
             | "chat_template.jinja"
             | "chat_template.json"
             | "model.safetensors.index.json"
+            | "vocab.txt"
+            | "modules.json"
+            | "config_sentence_transformers.json"
+            | "sentence_bert_config.json"
     ) || name.ends_with(".safetensors")
 }
 
@@ -411,6 +419,8 @@ mod tests {
             "model.safetensors.index.json",
             "generation_config.json",
             "chat_template.jinja",
+            "modules.json",
+            "1_Pooling/config.json",
         ] {
             assert!(wanted(f), "{f}");
         }

@@ -15,6 +15,7 @@ pub mod bake;
 pub mod bench;
 pub mod catalog;
 pub mod config;
+pub mod embed;
 pub mod engine;
 pub mod executive;
 pub mod generate;

@@ -86,6 +86,8 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Models(a)) => cli::models::cmd_models(a),
         Some(Command::Bench(a)) => cli::bench::cmd_bench(&loaded, &cli.global, a, bench_screen),
         Some(Command::Serve(a)) => cli::serve::cmd_serve(&loaded, a),
+        Some(Command::Index(a)) => cli::index::cmd_index(&loaded, a),
+        Some(Command::Search(a)) => cli::index::cmd_search(&loaded, a),
         None if workbench => cli::start::cmd_workbench(&loaded),
         None => cli::start::cmd_first_run(&loaded),
         Some(_) => Ok(()),

@@ -6,8 +6,10 @@
 use std::path::{Path, PathBuf};
 
 use super::{CatalogError, CatalogEvent};
+use crate::bake::quant::Scheme;
 use crate::bake::store::MANIFEST;
 use crate::bake::{BakeOptions, bake};
+use crate::model::bert::is_bert_dir;
 
 /// A Hugging Face snapshot path back to its id: `.../models--org--name/snapshots/<commit>`.
 pub fn hub_id_of(path: &str) -> Option<String> {
@@ -61,7 +63,8 @@ pub fn bake_cache_dir(source: &Path) -> Option<PathBuf> {
 }
 
 /// A baked directory for `dir`: itself when baked; a Hugging Face directory
-/// is baked (int4_sym g128) into the cache on first use and reused after.
+/// is baked into the cache on first use and reused after: a chat model
+/// int4_sym g128, an embedding model (BERT) int8_asym per channel.
 pub fn baked_dir_for(
     dir: &Path,
     sink: &mut dyn FnMut(CatalogEvent),
@@ -84,8 +87,20 @@ pub fn baked_dir_for(
         )));
         return Ok(cache);
     }
+    let opts = if is_bert_dir(dir) {
+        BakeOptions {
+            weights: Scheme::Int8Asym,
+            ..Default::default()
+        }
+    } else {
+        BakeOptions::default()
+    };
+    let how = match opts.weights {
+        Scheme::Int8Asym => "int8_asym, per channel",
+        _ => "int4_sym, group 128",
+    };
     sink(CatalogEvent::Step(format!(
-        "baking {} (int4_sym, group 128) into {} on first use",
+        "baking {} ({how}) into {} on first use",
         dir.display(),
         cache.display()
     )));
@@ -95,7 +110,7 @@ pub fn baked_dir_for(
             source,
         })?;
     }
-    let r = bake(dir, &cache, &BakeOptions::default(), &mut |_| {})?;
+    let r = bake(dir, &cache, &opts, &mut |_| {})?;
     sink(CatalogEvent::Step(format!(
         "baked: {:.1} MB → {:.1} MB in {:.1}s",
         r.bytes_before as f64 / 1e6,

@@ -63,8 +63,48 @@ pub enum Command {
     Bench(BenchArgs),
     /// Check the hardware (NPU, GPUs, drivers, OpenVINO, shared memory, memory, disk) and recommend a profile. Live screen on a terminal; text otherwise; exit code 1 when a check fails.
     Check(CheckArgs),
+    /// Index files for retrieval: walk PATHs (respecting .gitignore), chunk, embed on embed.device, store under $XDG_DATA_HOME/hybrid-tui/index/NAME.sqlite. Incremental; --watch keeps it current.
+    Index(IndexArgs),
+    /// Search an index: the top-k chunks for a query, with file, lines and score.
+    Search(SearchArgs),
     /// Serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models, /health, /metrics), headless, one log line per request.
     Serve(ServeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct IndexArgs {
+    /// Folders or files to index.
+    pub paths: Vec<PathBuf>,
+    /// The index's name [default: the first PATH's folder name].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Keep indexing as files change, until Ctrl-C.
+    #[arg(long)]
+    pub watch: bool,
+    /// Drop what the index holds and embed everything again (e.g. after changing embed.model).
+    #[arg(long)]
+    pub rebuild: bool,
+    /// List the indexes instead.
+    #[arg(long)]
+    pub list: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SearchArgs {
+    /// What to look for.
+    pub query: String,
+    /// The index to search [default: the only one].
+    #[arg(long)]
+    pub index: Option<String>,
+    /// How many chunks [default: embed.top_k].
+    #[arg(short, long)]
+    pub k: Option<usize>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

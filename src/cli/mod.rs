@@ -6,6 +6,7 @@ pub mod bake;
 pub mod bench;
 pub mod check;
 pub mod generate;
+pub mod index;
 pub mod model;
 pub mod models;
 pub mod serve;

@@ -28,6 +28,10 @@ pub use sections::*;
 /// offline, the demo model stands in for it.
 pub const DEFAULT_MODEL: &str = "Qwen/Qwen2.5-0.5B-Instruct";
 
+/// The embedding model `embed.model` names by default (fetched and baked
+/// on first use; offline it must already be in the Hugging Face cache).
+pub const DEFAULT_EMBED_MODEL: &str = "BAAI/bge-small-en-v1.5";
+
 /// Environment variable that picks the profile when `--profile` is absent.
 pub const PROFILE_ENV: &str = "HYBRID_TUI_PROFILE";
 /// Prefix of environment variables that set keys (`HYBRID_TUI__SHARD_A__DEVICE`).
@@ -227,6 +231,17 @@ impl Settings {
         } else {
             self.split.layers as usize
         }
+    }
+}
+
+impl Settings {
+    /// `[embed]` with its device resolved: "" is shard A's device.
+    pub fn embed_resolved(&self) -> EmbedSettings {
+        let mut e = self.embed.clone();
+        if e.device.trim().is_empty() {
+            e.device = self.shard_a.device.clone();
+        }
+        e
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{DEFAULT_MODEL, keys};
+use super::{DEFAULT_EMBED_MODEL, DEFAULT_MODEL, keys};
 
 /// All settings. Field docs are the user documentation of each key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -22,6 +22,7 @@ pub struct Settings {
     pub openvino: OpenVinoSettings,
     pub log: LogSettings,
     pub server: ServerSettings,
+    pub embed: EmbedSettings,
 }
 
 /// The workbench's keys: "ctrl+r", "alt+enter", "f1", "pageup", "?"...
@@ -211,6 +212,44 @@ pub struct ServerSettings {
     pub drain_s: f64,
 }
 
+/// The embedding model (retrieval: `index`, `search`, chat with an index,
+/// `/v1/embeddings`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedSettings {
+    /// A BERT-family embedding model: a Hub id (fetched and baked, INT8, on
+    /// first use; offline, a model not in the Hugging Face cache is an error
+    /// that says how to get it), a Hugging Face directory or a baked one.
+    pub model: String,
+    /// OpenVINO device of the encoder; "" = shard A's device (the NPU in
+    /// the Core Ultra profiles).
+    pub device: String,
+    /// Texts per encoder call (the static batch on an NPU).
+    pub batch: usize,
+    /// Tokens per text, [CLS] and [SEP] included (longer texts are cut;
+    /// the static length on an NPU).
+    pub max_length: usize,
+    /// Compile the encoder for a fixed [batch, max_length] (the NPU's way);
+    /// false lets shapes follow the texts.
+    pub static_shapes: bool,
+    /// OpenVINO CACHE_DIR for the compiled encoder; "" disables caching.
+    pub cache_dir: String,
+    /// OpenVINO INFERENCE_PRECISION_HINT of the encoder: f32, f16, bf16, or "" for the device default.
+    pub inference_precision: String,
+    /// The prompt put before a search query: "auto" = the model's own
+    /// (config_sentence_transformers.json, e.g. bge's "Represent this
+    /// sentence for searching relevant passages: "), "" = none, else the text.
+    pub query_instruction: String,
+    /// Tokens per indexed chunk (the embedding model's tokens).
+    pub chunk_tokens: usize,
+    /// Tokens shared by neighbouring chunks.
+    pub chunk_overlap: usize,
+    /// Files larger than this (KiB) are not indexed.
+    pub max_file_kib: u64,
+    /// Chunks retrieved per question (search's -k default, chat with an index).
+    pub top_k: usize,
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
@@ -263,6 +302,20 @@ impl Default for Settings {
                 queue: 64,
                 max_body_kib: 1024,
                 drain_s: 10.0,
+            },
+            embed: EmbedSettings {
+                model: DEFAULT_EMBED_MODEL.into(),
+                device: String::new(),
+                batch: 8,
+                max_length: 512,
+                static_shapes: false,
+                cache_dir: String::new(),
+                inference_precision: String::new(),
+                query_instruction: "auto".into(),
+                chunk_tokens: 400,
+                chunk_overlap: 50,
+                max_file_kib: 1024,
+                top_k: 5,
             },
         }
     }

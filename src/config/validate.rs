@@ -89,6 +89,52 @@ impl Settings {
                 });
             }
         }
+        one_of(
+            "embed.inference_precision",
+            &self.embed.inference_precision,
+            &["", "f32", "f16", "bf16"],
+        )?;
+        for (key, v) in [
+            ("embed.batch", self.embed.batch),
+            ("embed.max_length", self.embed.max_length),
+            ("embed.chunk_tokens", self.embed.chunk_tokens),
+            ("embed.top_k", self.embed.top_k),
+        ] {
+            if v == 0 {
+                return Err(SettingsError::BadValue {
+                    origin: origin(key),
+                    key: key.into(),
+                    message: "must be at least 1".into(),
+                });
+            }
+        }
+        if self.embed.max_length < 3 {
+            return Err(SettingsError::BadValue {
+                origin: origin("embed.max_length"),
+                key: "embed.max_length".into(),
+                message: "must be at least 3 ([CLS], a token, [SEP])".into(),
+            });
+        }
+        if self.embed.chunk_overlap >= self.embed.chunk_tokens {
+            return Err(SettingsError::BadValue {
+                origin: origin("embed.chunk_overlap"),
+                key: "embed.chunk_overlap".into(),
+                message: format!(
+                    "{} must be below embed.chunk_tokens ({})",
+                    self.embed.chunk_overlap, self.embed.chunk_tokens
+                ),
+            });
+        }
+        if self.embed.model.trim().is_empty() {
+            return Err(SettingsError::BadValue {
+                origin: origin("embed.model"),
+                key: "embed.model".into(),
+                message: format!(
+                    "empty: give a Hub id (e.g. {}), a Hugging Face directory or a baked one",
+                    super::DEFAULT_EMBED_MODEL
+                ),
+            });
+        }
         if self.split.layers < -1 {
             return Err(SettingsError::BadValue {
                 origin: origin("split.layers"),

@@ -2,6 +2,7 @@
 //! library, `session` compiles shard A's IR on a device and runs it, `probe`
 //! describes the runtime and its devices, `encoder` runs the embedding model.
 
+pub mod embed_serve;
 pub mod encoder;
 pub mod hostmem;
 pub mod kv;

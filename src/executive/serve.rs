@@ -18,8 +18,8 @@ use crate::bake::store::BakedModel;
 use crate::ring::wait::mono_ns;
 use crate::ring::{RingId, Segment, SlotHeader, dtype, flags, kind};
 use crate::supervisor::protocol::{
-    Capacities, ControlLine, ExecStats, FromExecutive, HEARTBEAT, PROTOCOL_VERSION, StartRequest,
-    ToExecutive, encode, model_hash, read_control_line,
+    Capacities, ControlLine, ExecStats, FromExecutive, HEARTBEAT, PROTOCOL_VERSION, Role,
+    StartRequest, ToExecutive, encode, model_hash, read_control_line,
 };
 
 /// Exit codes.
@@ -33,10 +33,10 @@ pub const EXIT_NO_PARENT: i32 = 5;
 
 /// stdout shared by the main loop and the heartbeat thread.
 #[derive(Clone)]
-struct Out(Arc<Mutex<std::io::Stdout>>);
+pub(super) struct Out(Arc<Mutex<std::io::Stdout>>);
 
 impl Out {
-    fn send(&self, msg: &FromExecutive) {
+    pub(super) fn send(&self, msg: &FromExecutive) {
         if let Ok(mut o) = self.0.lock() {
             // A closed stdout means the parent is gone; stdin EOF ends us.
             let _ = o.write_all(encode(msg).as_bytes());
@@ -60,7 +60,7 @@ fn tie_to_parent(parent: Option<u32>) -> Result<(), u32> {
     }
 }
 
-fn fail(out: &Out, code: i32, message: String) -> i32 {
+pub(super) fn fail(out: &Out, code: i32, message: String) -> i32 {
     tracing::error!("{message}");
     out.send(&FromExecutive::Error {
         message,
@@ -104,20 +104,22 @@ pub fn serve(parent: Option<u32>) -> i32 {
             ),
         );
     }
-    match run(&start, &out) {
+    let ran = match start.role {
+        Role::ShardA => run(&start, &out),
+        Role::Embed => super::embed_serve::run(&start, &out),
+    };
+    match ran {
         Ok(()) => EXIT_OK,
         Err((code, message)) => fail(&out, code, message),
     }
 }
 
-fn run(start: &StartRequest, out: &Out) -> Result<(), (i32, String)> {
-    let started = Instant::now();
+/// An exit code and the message sent before exiting.
+pub(super) type Exit = (i32, String);
+
+/// The model's hash checked against the parent's, and the segment opened.
+pub(super) fn open_checked(start: &StartRequest) -> Result<(String, Arc<Segment>), Exit> {
     let startup = |m: String| (EXIT_START_FAILED, m);
-    let s = &start.shard_a;
-    let cores = crate::affinity::parse_cpu_list(&s.cpu_cores)
-        .map_err(|e| startup(format!("shard_a.cpu_cores: {e}")))?;
-    crate::affinity::pin_current_thread(&cores)
-        .map_err(|e| startup(format!("shard_a.cpu_cores: {e}")))?;
     let hash = model_hash(&start.model_dir)
         .map_err(|e| startup(format!("{}: {e}", start.model_dir.display())))?;
     if hash != start.model_hash {
@@ -128,6 +130,91 @@ fn run(start: &StartRequest, out: &Out) -> Result<(), (i32, String)> {
         )));
     }
     let segment = Segment::open(&start.segment).map_err(|e| startup(e.to_string()))?;
+    Ok((hash, segment))
+}
+
+/// The counters the heartbeat sends, and since when (CLOCK_MONOTONIC ns,
+/// 0 = idle) the call in progress runs.
+pub(super) struct Heartbeat {
+    shared: Arc<Mutex<ExecStats>>,
+    pub(super) busy_since: Arc<AtomicU64>,
+}
+
+impl Heartbeat {
+    /// One heartbeat thread for the whole life of the process: it says we
+    /// are alive while compiling (minutes on an NPU) and during long calls,
+    /// and how long the current call has been running, so the parent can
+    /// tell a slow call from a stuck one.
+    pub(super) fn spawn(out: &Out, started: Instant) -> Heartbeat {
+        let shared = Arc::new(Mutex::new(ExecStats {
+            phase: "compiling".into(),
+            ..Default::default()
+        }));
+        let busy_since = Arc::new(AtomicU64::new(0));
+        let (out, sh, busy) = (out.clone(), shared.clone(), busy_since.clone());
+        std::thread::spawn(move || {
+            loop {
+                let mut st = match sh.lock() {
+                    Ok(s) => s.clone(),
+                    Err(_) => return,
+                };
+                st.uptime_ms = started.elapsed().as_millis() as u64;
+                let since = busy.load(Ordering::Relaxed);
+                st.busy_ms = if since == 0 {
+                    0
+                } else {
+                    mono_ns().saturating_sub(since) / 1_000_000
+                };
+                out.send(&FromExecutive::Stats(st));
+                std::thread::sleep(HEARTBEAT);
+            }
+        });
+        Heartbeat { shared, busy_since }
+    }
+
+    pub(super) fn publish(&self, stats: &ExecStats) {
+        if let Ok(mut s) = self.shared.lock() {
+            *s = stats.clone();
+        }
+    }
+}
+
+/// Watch stdin once running: shutdown sets the returned flag, EOF (the
+/// parent is gone) exits; anything else breaks the protocol: say so and exit.
+pub(super) fn watch_control(out: &Out) -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (flag, out) = (stop.clone(), out.clone());
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        loop {
+            match read_control_line::<ToExecutive>(&mut stdin.lock()) {
+                ControlLine::Eof => std::process::exit(EXIT_OK),
+                ControlLine::Msg(ToExecutive::Shutdown) => flag.store(true, Ordering::SeqCst),
+                ControlLine::Msg(ToExecutive::Start(_)) => std::process::exit(fail(
+                    &out,
+                    EXIT_PROTOCOL,
+                    "a second start request: this executive is already running".into(),
+                )),
+                ControlLine::Bad { what } => std::process::exit(fail(
+                    &out,
+                    EXIT_PROTOCOL,
+                    format!("expected shutdown, got {what}"),
+                )),
+            }
+        }
+    });
+    stop
+}
+
+fn run(start: &StartRequest, out: &Out) -> Result<(), Exit> {
+    let started = Instant::now();
+    let startup = |m: String| (EXIT_START_FAILED, m);
+    let s = &start.shard_a;
+    let cores = crate::affinity::parse_cpu_list(&s.cpu_cores)
+        .map_err(|e| startup(format!("shard_a.cpu_cores: {e}")))?;
+    crate::affinity::pin_current_thread(&cores)
+        .map_err(|e| startup(format!("shard_a.cpu_cores: {e}")))?;
+    let (hash, segment) = open_checked(start)?;
     let model = BakedModel::open(&start.model_dir).map_err(|e| startup(e.to_string()))?;
     let mut core = new_core(&start.runtime_dir).map_err(|e| startup(e.to_string()))?;
     let opts = ShardAOptions {
@@ -149,35 +236,7 @@ fn run(start: &StartRequest, out: &Out) -> Result<(), (i32, String)> {
         }
         .into(),
     });
-    // One heartbeat thread for the whole life of the process: it says we
-    // are alive while compiling (minutes on an NPU) and during long calls,
-    // and how long the current call has been running, so the parent can
-    // tell a slow call from a stuck one.
-    let shared = Arc::new(Mutex::new(ExecStats {
-        phase: "compiling".into(),
-        ..Default::default()
-    }));
-    let busy_since = Arc::new(AtomicU64::new(0));
-    {
-        let (out, shared, busy_since) = (out.clone(), shared.clone(), busy_since.clone());
-        std::thread::spawn(move || {
-            loop {
-                let mut st = match shared.lock() {
-                    Ok(s) => s.clone(),
-                    Err(_) => return,
-                };
-                st.uptime_ms = started.elapsed().as_millis() as u64;
-                let since = busy_since.load(Ordering::Relaxed);
-                st.busy_ms = if since == 0 {
-                    0
-                } else {
-                    mono_ns().saturating_sub(since) / 1_000_000
-                };
-                out.send(&FromExecutive::Stats(st));
-                std::thread::sleep(HEARTBEAT);
-            }
-        });
-    }
+    let beat = Heartbeat::spawn(out, started);
     let mut shard =
         ShardA::compile(&mut core, &model, &opts).map_err(|e| startup(format!("shard A: {e}")))?;
     let act_slot = segment.slot_bytes(RingId::Activations);
@@ -206,31 +265,7 @@ fn run(start: &StartRequest, out: &Out) -> Result<(), (i32, String)> {
         },
     });
 
-    // stdin: shutdown, or EOF when the parent is gone. Anything else breaks
-    // the protocol: say so and exit.
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let (stop, out) = (stop.clone(), out.clone());
-        std::thread::spawn(move || {
-            let stdin = std::io::stdin();
-            loop {
-                match read_control_line::<ToExecutive>(&mut stdin.lock()) {
-                    ControlLine::Eof => std::process::exit(EXIT_OK),
-                    ControlLine::Msg(ToExecutive::Shutdown) => stop.store(true, Ordering::SeqCst),
-                    ControlLine::Msg(ToExecutive::Start(_)) => std::process::exit(fail(
-                        &out,
-                        EXIT_PROTOCOL,
-                        "a second start request: this executive is already running".into(),
-                    )),
-                    ControlLine::Bad { what } => std::process::exit(fail(
-                        &out,
-                        EXIT_PROTOCOL,
-                        format!("expected shutdown, got {what}"),
-                    )),
-                }
-            }
-        });
-    }
+    let stop = watch_control(out);
 
     let mut tokens_rx = segment.consumer(RingId::Tokens);
     let mut acts_tx = segment.producer(RingId::Activations);
@@ -239,11 +274,7 @@ fn run(start: &StartRequest, out: &Out) -> Result<(), (i32, String)> {
         phase: "running".into(),
         ..Default::default()
     };
-    let publish = |stats: &ExecStats| {
-        if let Ok(mut s) = shared.lock() {
-            *s = stats.clone();
-        }
-    };
+    let publish = |stats: &ExecStats| beat.publish(stats);
     publish(&stats);
     let h = shard.spec.hidden_size;
     while !stop.load(Ordering::SeqCst) {
@@ -265,7 +296,7 @@ fn run(start: &StartRequest, out: &Out) -> Result<(), (i32, String)> {
             continue;
         }
         let t_start = mono_ns();
-        busy_since.store(t_start, Ordering::Relaxed);
+        beat.busy_since.store(t_start, Ordering::Relaxed);
         // Reply slot first: shard A writes into it directly.
         let mut slot = loop {
             if let Some(r) = acts_tx.reserve(Duration::from_millis(100)) {
@@ -334,7 +365,7 @@ fn run(start: &StartRequest, out: &Out) -> Result<(), (i32, String)> {
             }
         }
         reply.t_done_ns = mono_ns();
-        busy_since.store(0, Ordering::Relaxed);
+        beat.busy_since.store(0, Ordering::Relaxed);
         stats.streams = streams.len();
         publish(&stats);
         slot.publish(reply)

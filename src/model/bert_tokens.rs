@@ -34,6 +34,8 @@ impl TokenBatch {
 /// The encoder's tokenizer: a model's tokenizer.json with truncation.
 pub struct BertTokenizer {
     tok: Tokenizer,
+    /// The same without truncation: counts a text's tokens (chunking).
+    counter: Tokenizer,
     max_length: usize,
     pad: u32,
     /// `[CLS] [SEP]`: the content of a padding row of a static batch.
@@ -53,6 +55,11 @@ impl BertTokenizer {
                 "not a tokenizer the tokenizers library can load ({e}); copy the model's own tokenizer.json here"
             ))
         })?;
+        let mut counter = tok.clone();
+        counter
+            .with_truncation(None)
+            .map_err(|e| bad(format!("turning truncation off: {e}")))?;
+        counter.with_padding(None);
         let max_length = max_length.max(2);
         tok.with_truncation(Some(TruncationParams {
             max_length,
@@ -68,6 +75,7 @@ impl BertTokenizer {
             .to_vec();
         Ok(BertTokenizer {
             tok,
+            counter,
             max_length,
             pad,
             empty,
@@ -76,6 +84,15 @@ impl BertTokenizer {
 
     pub fn max_length(&self) -> usize {
         self.max_length
+    }
+
+    /// Tokens of a text, without the specials and not cut (0 when the
+    /// tokenizer cannot encode it).
+    pub fn count(&self, text: &str) -> usize {
+        self.counter
+            .encode(text, false)
+            .map(|e| e.len())
+            .unwrap_or(0)
     }
 
     /// One text's ids, with the specials, at most `max_length` of them.

@@ -151,6 +151,7 @@ impl Pipeline {
             source,
         })?;
         let start = StartConfig {
+            role: crate::supervisor::protocol::Role::ShardA,
             program: executive_path(&settings.executive.path)?,
             model_dir: model_dir
                 .canonicalize()

@@ -27,7 +27,7 @@
 //! executive, ring 1 hidden states back.
 //!
 //! A slot header (128 bytes): magic `SLOT`, kind (1 tokens, 2 activations, 3
-//! error text), stream id, flags (NEW 1, RESET 2, END 4), first position,
+//! error text; an embedding executive's 4 token batch and 5 vectors), stream id, flags (NEW 1, RESET 2, END 4), first position,
 //! count (tokens or rows), dtype (u32, f32, f16, utf8), payload length (u64),
 //! seq (the `head` value it was published at), the request id (echoed), and
 //! CLOCK_MONOTONIC timestamps: parent submitted, executive started,
@@ -100,6 +100,12 @@ pub mod kind {
     pub const ACTIVATIONS: u32 = 2;
     /// Shard A failed on this stream's request; the payload is UTF-8 text.
     pub const ERROR: u32 = 3;
+    /// A batch for the embedding model: `count` rows padded to `first_pos`
+    /// tokens, the payload `count × first_pos` u32 ids then `count` u32
+    /// real lengths (the mask).
+    pub const EMBED_TOKENS: u32 = 4;
+    /// The batch's vectors: `count` rows of f32.
+    pub const EMBEDDINGS: u32 = 5;
 }
 
 /// Flags of a token message.
@@ -471,8 +477,8 @@ impl Consumer {
             )));
         }
         let kinds: &[u32] = match v.id {
-            RingId::Tokens => &[kind::TOKENS],
-            RingId::Activations => &[kind::ACTIVATIONS, kind::ERROR],
+            RingId::Tokens => &[kind::TOKENS, kind::EMBED_TOKENS],
+            RingId::Activations => &[kind::ACTIVATIONS, kind::EMBEDDINGS, kind::ERROR],
         };
         if !kinds.contains(&header.kind) {
             return Err(bad(format!("kind {}", header.kind)));

@@ -36,8 +36,8 @@ use serde::Serialize;
 use crate::config::Settings;
 use crate::ring::{Consumer, Producer, RingError, RingId, Segment, SegmentSpec};
 use protocol::{
-    Capacities, ControlLine, ExecStats, FromExecutive, PROTOCOL_VERSION, StartRequest, ToExecutive,
-    encode,
+    Capacities, ControlLine, ExecStats, FromExecutive, PROTOCOL_VERSION, Role, StartRequest,
+    ToExecutive, encode,
 };
 
 /// What the executive is doing, as the status line shows it.
@@ -196,6 +196,9 @@ pub fn executive_path(setting: &str) -> Result<PathBuf, SupervisorError> {
 #[derive(Debug, Clone)]
 pub struct StartConfig {
     pub program: PathBuf,
+    /// Shard A, or the embedding model (its settings from `settings.embed`,
+    /// an empty device meaning shard A's).
+    pub role: Role,
     pub model_dir: PathBuf,
     pub model_hash: String,
     pub split: usize,
@@ -334,7 +337,10 @@ impl Executive {
                 max_out_bytes: 0,
             },
             pid,
-            device: cfg.settings.shard_a.device.clone(),
+            device: match cfg.role {
+                Role::ShardA => cfg.settings.shard_a.device.clone(),
+                Role::Embed => cfg.settings.embed_resolved().device,
+            },
             compile_ms: 0.0,
             stats: ExecStats::default(),
             last_heard: Instant::now(),
@@ -369,6 +375,8 @@ impl Executive {
         }
         exec.send(&ToExecutive::Start(Box::new(StartRequest {
             protocol: PROTOCOL_VERSION,
+            role: cfg.role,
+            embed: (cfg.role == Role::Embed).then(|| cfg.settings.embed_resolved()),
             model_dir: cfg.model_dir.clone(),
             model_hash: cfg.model_hash.clone(),
             split: cfg.split,

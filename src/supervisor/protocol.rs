@@ -1,8 +1,8 @@
 //! The control channel: JSON lines over the executive's stdin/stdout.
 //!
 //! ```text
-//! executive → parent   {"type":"hello","protocol":1,"pid":..,"version":".."}
-//! parent → executive   {"type":"start","protocol":1,"model_dir":..,"model_hash":..,"split":k,"segment":"hybrid-tui.<pid>.<rand>","shard_a":{..},"runtime_dir":..}
+//! executive → parent   {"type":"hello","protocol":2,"pid":..,"version":".."}
+//! parent → executive   {"type":"start","protocol":2,"role":"shard_a"|"embed","model_dir":..,"model_hash":..,"split":k,"segment":"hybrid-tui.<pid>.<rand>","shard_a":{..},"runtime_dir":..}
 //! executive → parent   {"type":"compiling",..} then heartbeats {"type":"stats",..}
 //! executive → parent   {"type":"ready","model_hash":..,"device":..,"compile_ms":..,"capacities":{..}}
 //!                      or {"type":"error","message":..,"fatal":true}
@@ -34,10 +34,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::ShardASettings;
+use crate::config::{EmbedSettings, ShardASettings};
 
 /// Bumped on any incompatible change of these messages or of the ring layout.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// How often the executive says it is alive.
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
 
@@ -110,9 +110,25 @@ pub enum ToExecutive {
     Shutdown,
 }
 
+/// What an executive runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Shard A of the LLM (the token and activation rings).
+    #[default]
+    ShardA,
+    /// The embedding model (batches of token rows in, vectors out).
+    Embed,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StartRequest {
     pub protocol: u32,
+    #[serde(default)]
+    pub role: Role,
+    /// The embedding model's settings (role embed; its device resolved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embed: Option<EmbedSettings>,
     pub model_dir: PathBuf,
     /// [`model_hash`] of the model the parent loaded shard B from.
     pub model_hash: String,
@@ -123,7 +139,9 @@ pub struct StartRequest {
     pub runtime_dir: String,
 }
 
-/// What the executive can take, reported when ready.
+/// What the executive can take, reported when ready. An embedding
+/// executive reports its rows per batch as `chunk`, its longest row as
+/// `kv_capacity` and its vector length as `hidden`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Capacities {
     /// KV capacity per stream, tokens.
