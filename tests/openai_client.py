@@ -24,11 +24,12 @@ def check(name, cond, detail=""):
     print(f"openai-client: ok: {name}")
 
 
-# Models: one, with the fields clients read.
+# Models: the chat model first, then the embedding model, with the fields clients read.
 models = client.models.list().data
-check("models.list has one model", len(models) == 1, models)
+check("models.list has the chat and the embedding model", len(models) == 2, models)
 model = models[0].id
-check("the model has owned_by and created", models[0].owned_by == "hybrid-tui" and models[0].created > 0, models[0])
+embed_model = models[1].id
+check("the models have owned_by and created", all(m.owned_by == "hybrid-tui" and m.created > 0 for m in models), models)
 
 messages = [
     {"role": "system", "content": "You are brief."},
@@ -130,5 +131,31 @@ try:
     check("n=2 is refused", False)
 except openai.BadRequestError as e:
     check("n=2 is refused by name (400)", e.status_code == 400 and e.body.get("param") == "n", e.body)
+
+
+# Embeddings: a list of texts, float and base64 (the client's default), usage.
+texts = ["the sea is calm", "a storm over the sea", "the sea is calm"]
+fl = client.embeddings.create(model=embed_model, input=texts, encoding_format="float")
+check("one embedding per text, in order", [d.index for d in fl.data] == [0, 1, 2], fl.data)
+dims = {len(d.embedding) for d in fl.data}
+check("one dimension for all", len(dims) == 1 and dims.pop() > 0, dims)
+norm = sum(x * x for x in fl.data[0].embedding) ** 0.5
+check("unit vectors", abs(norm - 1.0) < 1e-4, norm)
+check("the same text, the same vector", fl.data[0].embedding == fl.data[2].embedding)
+check("different texts, different vectors", fl.data[0].embedding != fl.data[1].embedding)
+check("embedding usage", fl.usage.prompt_tokens > 0 and fl.usage.total_tokens == fl.usage.prompt_tokens, fl.usage)
+check("embedding model echoed", fl.model == embed_model, fl.model)
+b64 = client.embeddings.create(model=embed_model, input=texts)
+close = all(
+    max(abs(a - b) for a, b in zip(x.embedding, y.embedding)) < 1e-6 for x, y in zip(fl.data, b64.data)
+)
+check("base64 decodes to the float vectors", close)
+one = client.embeddings.create(model=embed_model, input="the sea is calm", encoding_format="float")
+check("a string input", len(one.data) == 1 and max(abs(a - b) for a, b in zip(one.data[0].embedding, fl.data[0].embedding)) < 1e-5)
+try:
+    client.embeddings.create(model=model, input="x")
+    check("the chat model refuses embeddings", False)
+except openai.BadRequestError as e:
+    check("the chat model refuses embeddings", "chat model" in str(e), e)
 
 print("openai-client: all checks passed")

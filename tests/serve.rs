@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{baked_model, children_of};
+use common::{baked_model, children_of, test_bert};
 use hybrid_tui::model::Arch;
 use serde_json::{Value, json};
 
@@ -636,6 +636,158 @@ fn openai_python() -> Option<PathBuf> {
 }
 
 #[test]
+fn embeddings_answer_in_openai_shapes_and_refuse_what_they_cannot_do() {
+    let bert = test_bert();
+    let setting = format!("embed.model={}", bert.display());
+    let s = Server::start(&model(), &["--set", &setting]);
+    let embed_id = bert.display().to_string();
+    let (st, v) = post(
+        &s,
+        "/v1/embeddings",
+        &json!({"input": ["the sea", "a longer sentence about the sea and the sky"], "model": embed_id}).to_string(),
+    );
+    assert_eq!(st, 200, "{v}");
+    let data = v["data"].as_array().expect("data");
+    assert_eq!(data.len(), 2, "{v}");
+    let a: Vec<f64> = serde_json::from_value(data[0]["embedding"].clone()).expect("floats");
+    let b: Vec<f64> = serde_json::from_value(data[1]["embedding"].clone()).expect("floats");
+    assert_eq!(a.len(), 64, "the tiny preset's hidden size");
+    let norm = a.iter().map(|x| x * x).sum::<f64>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-4, "unit vectors: {norm}");
+    assert!(a != b, "different texts, different vectors");
+    assert_eq!(data[1]["index"], 1);
+    let tokens = v["usage"]["prompt_tokens"].as_u64().expect("usage");
+    assert!(tokens >= 8, "{v}");
+    assert_eq!(v["usage"]["total_tokens"], tokens);
+    // The same text alone: the same vector (batching does not change it).
+    let (_, one) = post(
+        &s,
+        "/v1/embeddings",
+        &json!({"input": "the sea"}).to_string(),
+    );
+    let alone: Vec<f64> =
+        serde_json::from_value(one["data"][0]["embedding"].clone()).expect("floats");
+    let d = alone
+        .iter()
+        .zip(&a)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
+    assert!(d < 1e-5, "max |Δ| {d}");
+    // Both models are listed; each endpoint refuses the other's.
+    let models = ureq::get(&s.url("/v1/models"))
+        .call()
+        .expect("models")
+        .into_json::<Value>()
+        .expect("json");
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 2, "{models}");
+    assert!(ids.contains(&embed_id.as_str()), "{models}");
+    let chat_id = ids
+        .iter()
+        .find(|i| **i != embed_id)
+        .expect("the chat model")
+        .to_string();
+    let cases: Vec<Case> = vec![
+        (
+            "/v1/embeddings",
+            json!({"input": "x", "model": chat_id}).to_string(),
+            400,
+            Some("model"),
+            None,
+            "chat model",
+        ),
+        (
+            "/v1/embeddings",
+            json!({"input": "x", "model": "nope"}).to_string(),
+            404,
+            Some("model"),
+            Some("model_not_found"),
+            "nope",
+        ),
+        (
+            "/v1/embeddings",
+            json!({"input": [1, 2, 3]}).to_string(),
+            400,
+            Some("input"),
+            Some("unsupported_parameter"),
+            "token ids",
+        ),
+        (
+            "/v1/embeddings",
+            json!({"input": []}).to_string(),
+            400,
+            Some("input"),
+            None,
+            "empty list",
+        ),
+        (
+            "/v1/embeddings",
+            json!({"input": ["a", 7]}).to_string(),
+            400,
+            Some("input[1]"),
+            None,
+            "must be a string",
+        ),
+        (
+            "/v1/embeddings",
+            json!({"model": embed_id}).to_string(),
+            400,
+            Some("input"),
+            None,
+            "missing",
+        ),
+        (
+            "/v1/embeddings",
+            json!({"input": "a", "encoding_format": "hex"}).to_string(),
+            400,
+            Some("encoding_format"),
+            None,
+            "base64",
+        ),
+        (
+            "/v1/embeddings",
+            json!({"input": "a", "dimensions": 3}).to_string(),
+            400,
+            Some("dimensions"),
+            Some("unsupported_parameter"),
+            "64 dimensions",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": embed_id, "messages": [{"role": "user", "content": "hi"}]}).to_string(),
+            400,
+            Some("model"),
+            None,
+            "embedding model",
+        ),
+    ];
+    for (path, body, status, param, code, says) in cases {
+        assert_error(post(&s, path, &body), status, param, code, says);
+    }
+    // One embedding executive beside shard A's; gone with the server.
+    let kids = children_of(s.pid());
+    assert_eq!(
+        kids.len(),
+        2,
+        "shard A's and the embedding model's executives: {kids:?}"
+    );
+    let (status, _) = s.stop();
+    assert_eq!(status.code(), Some(143), "SIGTERM");
+    std::thread::sleep(Duration::from_millis(300));
+    for pid in kids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "executive {pid} left behind"
+        );
+    }
+}
+
+#[test]
 fn the_official_openai_client_works_against_the_server() {
     let Some(py) = openai_python() else {
         return;
@@ -643,7 +795,11 @@ fn the_official_openai_client_works_against_the_server() {
     let home = tempfile::tempdir().unwrap();
     let key_file = home.path().join("key");
     std::fs::write(&key_file, "sk-test-0123456789\n").unwrap();
-    let s = Server::start(&model(), &["--api-key-file", key_file.to_str().unwrap()]);
+    let bert = format!("embed.model={}", test_bert().display());
+    let s = Server::start(
+        &model(),
+        &["--api-key-file", key_file.to_str().unwrap(), "--set", &bert],
+    );
     // Without the key: 401 from everything but /health.
     let got = post(&s, "/v1/completions", &json!({"prompt": "hi"}).to_string());
     assert_error(

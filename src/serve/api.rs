@@ -165,6 +165,8 @@ pub struct Checked {
 pub struct Limits<'a> {
     /// The served model's id.
     pub model: &'a str,
+    /// The embedding model's id (`/v1/embeddings` only).
+    pub embed_model: &'a str,
     /// Tokens a stream may hold (`shard_a.kv_capacity`).
     pub capacity: usize,
 }
@@ -409,6 +411,18 @@ impl Common {
         max_tokens: Option<u64>,
         limits: &Limits,
     ) -> Result<Checked, ApiError> {
+        if let Some(m) = &self.model
+            && m == limits.embed_model
+            && m != limits.model
+        {
+            return Err(ApiError::invalid(
+                "model",
+                format!(
+                    "'{m}' is the embedding model (POST /v1/embeddings); chat and completions come from '{}'",
+                    limits.model
+                ),
+            ));
+        }
         if let Some(m) = &self.model
             && m != limits.model
         {

@@ -21,6 +21,7 @@
 mod answer;
 pub mod api;
 pub mod bridge;
+pub mod embeddings;
 pub mod error;
 pub mod metrics;
 mod routes;
@@ -33,6 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Settings;
+use crate::embed::worker::EmbedWorker;
 use crate::engine::{Engine, EngineEvent};
 use bridge::Bridge;
 
@@ -57,6 +59,9 @@ pub struct ServeOptions {
     pub model_id: String,
     /// When the model was made (seconds since the epoch), for `/v1/models`.
     pub created: u64,
+    /// The embedding model's id (`embed.model`): `/v1/models` lists it and
+    /// `/v1/embeddings` takes it.
+    pub embed_model_id: String,
 }
 
 impl ServeOptions {
@@ -76,6 +81,7 @@ impl ServeOptions {
             drain: Duration::from_secs_f64(s.server.drain_s),
             model_id,
             created,
+            embed_model_id: s.embed.model.clone(),
         }
     }
 
@@ -238,7 +244,8 @@ pub async fn run(
             _ = failed.notified() => {}
         }
     };
-    let served = serve_on(listener, bridge.clone(), opts, stop, notice).await;
+    let embed = EmbedWorker::spawn(settings.clone());
+    let served = serve_on(listener, bridge.clone(), embed, opts, stop, notice).await;
     // Stops the executive and removes the segment; joins the engine thread.
     let _ = tokio::task::spawn_blocking(move || engine.shutdown()).await;
     served?;
@@ -283,6 +290,7 @@ pub fn tell(notice: &NoticeSink, e: &EngineEvent) {
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     bridge: Arc<Bridge>,
+    embed: EmbedWorker,
     opts: ServeOptions,
     stop: impl Future<Output = ()> + Send + 'static,
     notice: NoticeSink,
@@ -290,6 +298,7 @@ pub async fn serve_on(
     let drain_for = opts.drain;
     let app = routes::router(routes::Server {
         bridge: bridge.clone(),
+        embed,
         opts,
         notice: notice.clone(),
     });

@@ -18,14 +18,18 @@ use serde_json::{Value, json};
 use super::answer::{Answer, Kind, Logged, Record, logged, sse, whole};
 use super::api::{self, ChatRequest, Checked, Common, CompletionRequest, Limits};
 use super::bridge::{Bridge, Health, Update};
+use super::embeddings::{self, EmbeddingRequest};
 use super::error::ApiError;
 use super::stop::StopText;
 use super::{Notice, NoticeSink, RequestLine, ServeOptions};
+use crate::embed::worker::EmbedWorker;
 use crate::engine::Rejection;
 
 #[derive(Clone)]
 pub struct Server {
     pub bridge: Arc<Bridge>,
+    /// The embedding model's thread (`/v1/embeddings`).
+    pub embed: EmbedWorker,
     pub opts: ServeOptions,
     pub notice: NoticeSink,
 }
@@ -39,6 +43,7 @@ pub fn router(server: Server) -> Router {
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(generation::<ChatRequest>))
         .route("/v1/completions", post(generation::<CompletionRequest>))
+        .route("/v1/embeddings", post(embeddings))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(shared.clone(), auth));
     Router::new()
@@ -119,7 +124,7 @@ async fn not_found(req: Request) -> ApiError {
         None,
         "unknown_url",
         format!(
-            "no endpoint {} {}: this server has GET /v1/models, POST /v1/chat/completions, POST /v1/completions, GET /health and GET /metrics",
+            "no endpoint {} {}: this server has GET /v1/models, POST /v1/chat/completions, POST /v1/completions, POST /v1/embeddings, GET /health and GET /metrics",
             req.method(),
             req.uri().path()
         ),
@@ -164,9 +169,36 @@ async fn models(State(s): State<Shared>) -> Response {
             "object": "model",
             "created": s.opts.created,
             "owned_by": "hybrid-tui",
+        }, {
+            "id": s.opts.embed_model_id,
+            "object": "model",
+            "created": s.opts.created,
+            "owned_by": "hybrid-tui",
         }],
     }))
     .into_response()
+}
+
+/// `POST /v1/embeddings`.
+async fn embeddings(State(s): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
+    let got = async {
+        let v = read(&s, body)?;
+        let req: EmbeddingRequest = api::fields(&v)?;
+        let (texts, base64) = embeddings::check(&req, &s.opts.embed_model_id, &s.opts.model_id)?;
+        embeddings::answer(
+            &s.embed,
+            texts,
+            req.dimensions,
+            &s.opts.embed_model_id,
+            base64,
+        )
+        .await
+    }
+    .await;
+    match got {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn metrics(State(s): State<Shared>) -> Response {
@@ -225,6 +257,7 @@ fn read(s: &Server, body: Result<Bytes, BytesRejection>) -> Result<Value, ApiErr
 fn limits(s: &Server) -> Limits<'_> {
     Limits {
         model: &s.opts.model_id,
+        embed_model: &s.opts.embed_model_id,
         capacity: s.bridge.capacity().unwrap_or(usize::MAX),
     }
 }

@@ -304,6 +304,7 @@ fn start_server(
         let _ = tx2.send(AppEvent::Server(ServerEvent::Notice(n)));
     });
     let tx3 = tx.clone();
+    let embed = crate::embed::worker::EmbedWorker::spawn(settings.clone());
     let thread = std::thread::Builder::new()
         .name("server".into())
         .spawn(move || {
@@ -324,6 +325,7 @@ fn start_server(
                 serve::serve_on(
                     listener,
                     bridge,
+                    embed,
                     opts,
                     async move { stopped.notified().await },
                     notice,

@@ -209,3 +209,29 @@ pub fn greedy_tokens(
     }
     (toks, all)
 }
+
+/// A tiny random-weight BERT embedding model (Hugging Face layout, mean
+/// pooling, seed fixed), made once per test binary.
+pub fn test_bert() -> PathBuf {
+    use hybrid_tui::model::bert::Pooling;
+    use hybrid_tui::model::test_bert::{BertPreset, TestBertOptions, make_test_bert};
+    static MADE: OnceLock<std::sync::Mutex<()>> = OnceLock::new();
+    let _g = MADE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let dir = fixtures().join("bert-tiny");
+    if !dir.join("config.json").exists() {
+        make_test_bert(
+            &dir,
+            &TestBertOptions {
+                preset: BertPreset::Tiny,
+                pooling: Pooling::Mean,
+                seed: 5,
+                dtype: WeightDtype::F32,
+            },
+        )
+        .expect("make test bert");
+    }
+    dir
+}

@@ -1,0 +1,103 @@
+//! The embedding model behind a thread of its own, for front ends that are
+//! not one loop (the API server, the workbench): requests go in over a
+//! channel, answers come back on a oneshot. The thread starts the
+//! [`Embedder`] on the first request (so nothing is fetched or compiled
+//! until embeddings are wanted), keeps it, and shuts it down when the
+//! last handle is dropped. It owns the executive, so the executive's
+//! PR_SET_PDEATHSIG is tied to this long-lived thread, not to a pool
+//! thread that may come and go. A model that fails to start is tried
+//! again on the next request.
+
+use std::sync::mpsc;
+
+use super::{Embedder, TextKind};
+use crate::config::Settings;
+
+/// What one request got: a vector per text and the tokens they took.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embedded {
+    pub vectors: Vec<Vec<f32>>,
+    pub tokens: u64,
+    /// The baked model that made them.
+    pub model: String,
+}
+
+type Reply = tokio::sync::oneshot::Sender<Result<Embedded, String>>;
+
+struct Job {
+    texts: Vec<String>,
+    kind: TextKind,
+    reply: Reply,
+}
+
+/// A handle on the embedding thread; cheap to clone.
+#[derive(Clone)]
+pub struct EmbedWorker {
+    tx: mpsc::Sender<Job>,
+}
+
+impl EmbedWorker {
+    /// Spawn the thread (the model starts with the first request).
+    pub fn spawn(settings: Settings) -> EmbedWorker {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("embed".into())
+            .spawn(move || serve(settings, rx))
+            .ok();
+        EmbedWorker { tx }
+    }
+
+    /// Ask for `texts`' vectors; await the answer. The error is a
+    /// message for the user (the model could not start, or failed).
+    pub async fn embed(&self, texts: Vec<String>, kind: TextKind) -> Result<Embedded, String> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Job { texts, kind, reply })
+            .map_err(|_| "the embedding thread has stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the embedding thread has stopped".to_string())?
+    }
+
+    /// [`EmbedWorker::embed`] for callers outside an async runtime.
+    pub fn embed_blocking(&self, texts: Vec<String>, kind: TextKind) -> Result<Embedded, String> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Job { texts, kind, reply })
+            .map_err(|_| "the embedding thread has stopped".to_string())?;
+        rx.blocking_recv()
+            .map_err(|_| "the embedding thread has stopped".to_string())?
+    }
+}
+
+fn serve(settings: Settings, rx: mpsc::Receiver<Job>) {
+    let mut embedder: Option<Embedder> = None;
+    while let Ok(job) = rx.recv() {
+        if embedder.is_none() {
+            match Embedder::start(&settings, &mut |e| tracing::info!("embed.model: {e:?}")) {
+                Ok(e) => {
+                    tracing::info!(model = %e.model_name(), device = %e.device, "embedding model ready");
+                    embedder = Some(e);
+                }
+                Err(e) => {
+                    let _ = job.reply.send(Err(e.to_string()));
+                    continue;
+                }
+            }
+        }
+        let Some(e) = embedder.as_mut() else { continue };
+        let texts: Vec<&str> = job.texts.iter().map(String::as_str).collect();
+        let before = e.stats.tokens;
+        let answer = e
+            .embed(&texts, job.kind)
+            .map(|vectors| Embedded {
+                vectors,
+                tokens: e.stats.tokens - before,
+                model: e.model_name(),
+            })
+            .map_err(|err| err.to_string());
+        let _ = job.reply.send(answer);
+    }
+    if let Some(e) = embedder {
+        e.shutdown();
+    }
+}
