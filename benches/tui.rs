@@ -70,6 +70,7 @@ fn frames() {
             },
             text: para.repeat(1 + i % 5),
             note: Some("64 tokens · 31.2 tok/s · first token 80 ms".into()),
+            sources: Vec::new(),
         });
     }
     let mut snap = sampler::Sampler::new(Root::live(), Pids::new()).sample();

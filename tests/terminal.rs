@@ -334,3 +334,65 @@ fn the_bench_screen_runs_live_and_q_stops_it() {
     assert!(out.contains("stopped early"), "{out}");
     s.check_clean_exit("exit=1");
 }
+
+#[test]
+fn an_attached_index_puts_sources_under_the_answer() {
+    let bert = common::test_bert();
+    let args = format!(
+        "--set shard_a.kv_capacity=1024 --set embed.model={} --set embed.query_instruction= --set embed.chunk_tokens=24 --set embed.chunk_overlap=4 --set embed.top_k=2",
+        bert.display()
+    );
+    let Some(mut s) = Session::start(&args, 120, 40) else {
+        return;
+    };
+    s.wait_for("the executive to be ready", 120, |s| {
+        s.contains("executive ready")
+    });
+    s.find_processes();
+    // An index made beside the running workbench, in its data directory.
+    let tree = s._home.path().join("tree");
+    std::fs::create_dir_all(tree.join("src")).unwrap();
+    std::fs::write(
+        tree.join("notes.md"),
+        "The lighthouse keeper logs every ship that passes the northern cape.\n\nStorms come from the west in winter.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        tree.join("src/main.rs"),
+        "fn main() {\n    println!(\"lighthouse\");\n}\n",
+    )
+    .unwrap();
+    common::app(s._home.path())
+        .args(["--set", &format!("embed.model={}", bert.display())])
+        .args(["index", tree.to_str().unwrap(), "--name", "docs"])
+        .assert()
+        .success();
+    tmux(&s.sock, &["send-keys", "-t", "t", "-l", "/index docs"]);
+    tmux(&s.sock, &["send-keys", "-t", "t", "Enter"]);
+    s.wait_for("the index attached", 30, |s| {
+        s.contains("attached index docs")
+    });
+    tmux(
+        &s.sock,
+        &["send-keys", "-t", "t", "-l", "Who logs the ships?"],
+    );
+    tmux(&s.sock, &["send-keys", "-t", "t", "Enter"]);
+    let screen = s.wait_for("an answer with sources", 120, |s| {
+        s.contains("tok/s · ttft") && s.contains("sources: [1]")
+    });
+    assert!(
+        screen.contains("notes.md:") || screen.contains("main.rs:"),
+        "sources name the files and lines:\n{screen}"
+    );
+    // The embedding model runs in an executive of its own, beside shard A's.
+    let executives: Vec<u32> = common::children_of(s.app)
+        .into_iter()
+        .filter(|p| comm(*p).starts_with("hybrid-exec"))
+        .collect();
+    assert_eq!(executives.len(), 2, "{executives:?}");
+    tmux(&s.sock, &["send-keys", "-t", "t", "C-q"]);
+    s.check_clean_exit("exit=0");
+    for pid in executives {
+        assert!(comm(pid).is_empty(), "executive {pid} is still there");
+    }
+}

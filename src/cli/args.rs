@@ -224,6 +224,9 @@ pub struct GenerateArgs {
     /// Read the prompt from a file ("-" for stdin).
     #[arg(long, value_name = "FILE")]
     pub prompt_file: Option<PathBuf>,
+    /// Retrieve the prompt's top chunks (embed.top_k) from this index (`hybrid-tui index`) and put them before it; the sources follow the answer.
+    #[arg(long, value_name = "NAME")]
+    pub index: Option<String>,
     /// Apply the model's chat template (the prompt is the user's message).
     #[arg(long)]
     pub chat: bool,

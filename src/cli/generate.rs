@@ -8,6 +8,10 @@ use hybrid_tui::config::Loaded;
 use hybrid_tui::generate::{GenerateOptions, generate, print_summary};
 use hybrid_tui::shard_b::sampling::SamplingParams;
 
+use hybrid_tui::embed::Embedder;
+use hybrid_tui::embed::index::{Hit, Index};
+use hybrid_tui::embed::retrieve::{augment, retrieve, source_label};
+
 use super::args::GenerateArgs;
 use super::model::model_for;
 
@@ -44,6 +48,12 @@ pub fn cmd_generate(loaded: &Loaded, a: GenerateArgs) -> Result<()> {
     if let Err(e) = sampling.validate() {
         bail!("--{} {}: {}", e.param.replace('_', "-"), e.value, e.allowed);
     }
+    // Retrieval first: the embedding model's executive is done before
+    // the chat model's starts.
+    let (prompt, sources) = match &a.index {
+        Some(name) => with_sources(loaded, name, &prompt)?,
+        None => (prompt, Vec::new()),
+    };
     // Before a bake can start rayon's pool with default settings.
     hybrid_tui::pipeline::configure_cpu_pool(&s.shard_b)?;
     let model_dir = model_for(s, a.model.as_deref())?;
@@ -63,12 +73,34 @@ pub fn cmd_generate(loaded: &Loaded, a: GenerateArgs) -> Result<()> {
     let mut err = std::io::stderr();
     let summary = generate(s, &model_dir, &opts, &mut out, &mut err)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        let mut v = serde_json::to_value(&summary)?;
+        if a.index.is_some() {
+            v["sources"] = serde_json::to_value(&sources)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
+        if !sources.is_empty() {
+            println!("\nSources:");
+            for (i, h) in sources.iter().enumerate() {
+                println!("  [{}] {} ({:.3})", i + 1, source_label(h), h.score);
+            }
+        }
         print_summary(&summary, &mut err)?;
     }
     if let Some(e) = summary.streams.iter().find_map(|r| r.error.clone()) {
         bail!("{e}");
     }
     Ok(())
+}
+
+/// The prompt with index `name`'s top chunks before it, and those chunks.
+fn with_sources(loaded: &Loaded, name: &str, prompt: &str) -> Result<(String, Vec<Hit>)> {
+    let index = Index::open(name, false)?;
+    let mut embedder = Embedder::start(&loaded.settings, &mut |e| {
+        tracing::info!("embed.model: {e:?}")
+    })?;
+    let hits = retrieve(&mut embedder, &index, prompt, loaded.settings.embed.top_k);
+    embedder.shutdown();
+    let hits = hits?;
+    Ok((augment(prompt, &hits), hits))
 }

@@ -10,6 +10,7 @@
 //! documents go in as they are.
 
 pub mod index;
+pub mod retrieve;
 pub mod worker;
 
 use std::collections::VecDeque;

@@ -24,10 +24,14 @@ pub struct Embedded {
 
 type Reply = tokio::sync::oneshot::Sender<Result<Embedded, String>>;
 
-struct Job {
-    texts: Vec<String>,
-    kind: TextKind,
-    reply: Reply,
+enum Job {
+    Embed {
+        texts: Vec<String>,
+        kind: TextKind,
+        reply: Reply,
+    },
+    /// Shut the model's executive down, then say so.
+    Stop(mpsc::Sender<()>),
 }
 
 /// A handle on the embedding thread; cheap to clone.
@@ -52,7 +56,7 @@ impl EmbedWorker {
     pub async fn embed(&self, texts: Vec<String>, kind: TextKind) -> Result<Embedded, String> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.tx
-            .send(Job { texts, kind, reply })
+            .send(Job::Embed { texts, kind, reply })
             .map_err(|_| "the embedding thread has stopped".to_string())?;
         rx.await
             .map_err(|_| "the embedding thread has stopped".to_string())?
@@ -62,16 +66,35 @@ impl EmbedWorker {
     pub fn embed_blocking(&self, texts: Vec<String>, kind: TextKind) -> Result<Embedded, String> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.tx
-            .send(Job { texts, kind, reply })
+            .send(Job::Embed { texts, kind, reply })
             .map_err(|_| "the embedding thread has stopped".to_string())?;
         rx.blocking_recv()
             .map_err(|_| "the embedding thread has stopped".to_string())?
+    }
+
+    /// Stop the model's executive (its segment removed) and wait for it;
+    /// later requests start it again. Call before the process exits.
+    pub fn stop(&self) {
+        let (done, rx) = mpsc::channel();
+        if self.tx.send(Job::Stop(done)).is_ok() {
+            let _ = rx.recv();
+        }
     }
 }
 
 fn serve(settings: Settings, rx: mpsc::Receiver<Job>) {
     let mut embedder: Option<Embedder> = None;
     while let Ok(job) = rx.recv() {
+        let (texts, kind, reply) = match job {
+            Job::Embed { texts, kind, reply } => (texts, kind, reply),
+            Job::Stop(done) => {
+                if let Some(e) = embedder.take() {
+                    e.shutdown();
+                }
+                let _ = done.send(());
+                continue;
+            }
+        };
         if embedder.is_none() {
             match Embedder::start(&settings, &mut |e| tracing::info!("embed.model: {e:?}")) {
                 Ok(e) => {
@@ -79,23 +102,23 @@ fn serve(settings: Settings, rx: mpsc::Receiver<Job>) {
                     embedder = Some(e);
                 }
                 Err(e) => {
-                    let _ = job.reply.send(Err(e.to_string()));
+                    let _ = reply.send(Err(e.to_string()));
                     continue;
                 }
             }
         }
         let Some(e) = embedder.as_mut() else { continue };
-        let texts: Vec<&str> = job.texts.iter().map(String::as_str).collect();
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
         let before = e.stats.tokens;
         let answer = e
-            .embed(&texts, job.kind)
+            .embed(&texts, kind)
             .map(|vectors| Embedded {
                 vectors,
                 tokens: e.stats.tokens - before,
                 model: e.model_name(),
             })
             .map_err(|err| err.to_string());
-        let _ = job.reply.send(answer);
+        let _ = reply.send(answer);
     }
     if let Some(e) = embedder {
         e.shutdown();

@@ -245,7 +245,9 @@ pub async fn run(
         }
     };
     let embed = EmbedWorker::spawn(settings.clone());
-    let served = serve_on(listener, bridge.clone(), embed, opts, stop, notice).await;
+    let served = serve_on(listener, bridge.clone(), embed.clone(), opts, stop, notice).await;
+    // The embedding model's executive and segment go before we return.
+    let _ = tokio::task::spawn_blocking(move || embed.stop()).await;
     // Stops the executive and removes the segment; joins the engine thread.
     let _ = tokio::task::spawn_blocking(move || engine.shutdown()).await;
     served?;

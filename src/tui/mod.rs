@@ -38,6 +38,7 @@ use ratatui::backend::Backend;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::config::Settings;
+use crate::embed::worker::EmbedWorker;
 use crate::engine::Engine;
 use crate::hw::Root;
 use crate::hw::sampler::{self, Pids};
@@ -152,11 +153,16 @@ pub fn run_terminal(settings: &Settings, profile: &str) -> Result<(), TuiError> 
         })
     };
     let mut app = App::new(profile, &settings.model.source, keymap, commands);
+    // The embedding model (retrieval, `/v1/embeddings`): started on first use.
+    let embed = EmbedWorker::spawn(settings.clone());
+    let _stop_embed = StopEmbed(embed.clone());
+    app.set_retriever(retriever(embed.clone(), settings.embed.top_k, tx.clone()));
     {
-        let (tx, settings, slot) = (tx.clone(), settings.clone(), slot.clone());
+        let (tx, settings, slot, embed) =
+            (tx.clone(), settings.clone(), slot.clone(), embed.clone());
         let _ = std::thread::Builder::new()
             .name("model".into())
-            .spawn(move || resolve_and_start(&settings, &tx, &slot));
+            .spawn(move || resolve_and_start(&settings, &tx, &slot, &embed));
     }
     start_sampler(app.pids.clone(), &tx);
     app.set_check_runner(check_runner(settings, profile, Root::live(), tx.clone()));
@@ -164,6 +170,43 @@ pub fn run_terminal(settings: &Settings, profile: &str) -> Result<(), TuiError> 
     // and also if anything below panics (the guard's drop).
     let _guard = StopEngine(slot);
     on_terminal(&mut app, &mut rx)
+}
+
+/// Stops the embedding model's executive (and removes its segment) when dropped.
+struct StopEmbed(EmbedWorker);
+
+impl Drop for StopEmbed {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
+/// How the app retrieves: a thread per question embeds it (the embedding
+/// thread) and searches the index, then sends `AppEvent::Retrieved`.
+fn retriever(embed: EmbedWorker, k: usize, tx: UnboundedSender<AppEvent>) -> app::Retriever {
+    Box::new(move |tag, name, question| {
+        let (embed, tx) = (embed.clone(), tx.clone());
+        let _ = std::thread::Builder::new()
+            .name("retrieve".into())
+            .spawn(move || {
+                let result = (|| -> Result<Vec<crate::embed::index::Hit>, String> {
+                    let index =
+                        crate::embed::index::Index::open(&name, false).map_err(|e| e.to_string())?;
+                    let got = embed.embed_blocking(vec![question], crate::embed::TextKind::Query)?;
+                    if let Some((m, _)) = index.model().map_err(|e| e.to_string())?
+                        && m != got.model
+                    {
+                        return Err(format!(
+                            "index {name} was built with {m}, embed.model is now {}: rebuild it with `hybrid-tui index PATH --name {name} --rebuild`",
+                            got.model
+                        ));
+                    }
+                    let q = got.vectors.into_iter().next().unwrap_or_default();
+                    index.search(&q, k).map_err(|e| e.to_string())
+                })();
+                let _ = tx.send(AppEvent::Retrieved { tag, result });
+            });
+    })
 }
 
 /// Stops the engine (executive and segment) when dropped.
@@ -194,6 +237,7 @@ fn resolve_and_start(
     settings: &Settings,
     tx: &UnboundedSender<AppEvent>,
     slot: &Mutex<EngineSlot>,
+    embed: &EmbedWorker,
 ) {
     use crate::catalog::{CatalogEvent, Fallback};
     let mut notes = Vec::new();
@@ -249,7 +293,7 @@ fn resolve_and_start(
     });
     if let Some(b) = bridge {
         b.attach(engine.sender());
-        g.server = start_server(settings, &dir, b, tx);
+        g.server = start_server(settings, &dir, b, embed.clone(), tx);
     }
     g.engine = Some(engine);
 }
@@ -270,6 +314,7 @@ fn start_server(
     settings: &Settings,
     dir: &std::path::Path,
     bridge: Arc<crate::serve::bridge::Bridge>,
+    embed: EmbedWorker,
     tx: &UnboundedSender<AppEvent>,
 ) -> Option<ServerThread> {
     use crate::serve::{self, Notice, ServeOptions};
@@ -304,7 +349,6 @@ fn start_server(
         let _ = tx2.send(AppEvent::Server(ServerEvent::Notice(n)));
     });
     let tx3 = tx.clone();
-    let embed = crate::embed::worker::EmbedWorker::spawn(settings.clone());
     let thread = std::thread::Builder::new()
         .name("server".into())
         .spawn(move || {

@@ -40,6 +40,11 @@ pub enum AppEvent {
     BenchDone(Result<Box<(crate::bench::record::BenchRecord, String)>, String>),
     /// The API server running beside the chat (`--serve`).
     Server(super::server::ServerEvent),
+    /// Chunks retrieved from the attached index for answer `tag`, or why not.
+    Retrieved {
+        tag: u64,
+        result: Result<Vec<crate::embed::index::Hit>, String>,
+    },
     Log(String),
     Tick,
 }
@@ -52,12 +57,17 @@ pub enum Role {
     Info,
 }
 
+/// Starts a retrieval: (answer tag, index name, question).
+pub type Retriever = Box<dyn FnMut(u64, String, String) + Send>;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatMessage {
     pub role: Role,
     pub text: String,
     /// A line under the message (speed, "stopped").
     pub note: Option<String>,
+    /// The chunks retrieved for this answer, as `path:start-end`.
+    pub sources: Vec<String>,
 }
 
 /// What is being generated now.
@@ -67,6 +77,8 @@ pub struct Active {
     pub stream: Option<u32>,
     /// Index of the answer being written in `messages`.
     pub msg: usize,
+    /// Waiting for the attached index's chunks before it starts.
+    pub retrieving: bool,
 }
 
 /// Rolling speed figures for the speed pane.
@@ -174,6 +186,11 @@ pub struct App {
     pub keymap: Keymap,
 
     commands: Box<dyn FnMut(Command) + Send>,
+    /// How a retrieval starts (answer tag, index, question); its result
+    /// comes back as `AppEvent::Retrieved`. Set by the terminal front end.
+    retriever: Option<Retriever>,
+    /// The index each message retrieves from (`/index NAME`).
+    pub index: Option<String>,
     pub sampling: SamplingParams,
     pub max_new_tokens: usize,
     pub answers_dir: PathBuf,
@@ -218,6 +235,8 @@ impl App {
             quit: false,
             keymap,
             commands,
+            retriever: None,
+            index: None,
             sampling: SamplingParams {
                 temperature: 0.7,
                 top_p: 0.9,
@@ -253,6 +272,7 @@ impl App {
                 }
                 self.log.push_back(line);
             }
+            AppEvent::Retrieved { tag, result } => self.on_retrieved(tag, result),
             AppEvent::Tick => self.on_tick(),
         }
     }
@@ -315,6 +335,12 @@ impl App {
                 self.state = ExecState::Failed;
             }
         }
+    }
+
+    /// How a retrieval runs (a thread that sends `AppEvent::Retrieved`);
+    /// set by the terminal front end.
+    pub fn set_retriever(&mut self, f: Retriever) {
+        self.retriever = Some(f);
     }
 
     /// How the check screen starts a check (a thread that sends
@@ -414,6 +440,12 @@ impl App {
                 }) = self.active
                 {
                     (self.commands)(Command::Cancel { stream: s });
+                } else if let Some(a) = self.active.filter(|a| a.retrieving) {
+                    // Not started yet: drop the answer; its retrieval is ignored.
+                    if let Some(m) = self.messages.get_mut(a.msg) {
+                        m.note = Some("stopped".into());
+                    }
+                    self.active = None;
                 }
             }
             Action::Regenerate => {

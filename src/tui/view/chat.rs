@@ -61,6 +61,17 @@ pub(super) fn main_area(f: &mut Frame, app: &App, area: Rect) {
         for l in wrap(&m.text, width) {
             lines.push(Line::raw(l));
         }
+        if !m.sources.is_empty() {
+            let list: Vec<String> = m
+                .sources
+                .iter()
+                .enumerate()
+                .map(|(i, s)| format!("[{}] {s}", i + 1))
+                .collect();
+            for l in wrap(&format!("sources: {}", list.join("  ")), width) {
+                lines.push(Line::styled(l, Style::default().fg(Color::Magenta)));
+            }
+        }
         if let Some(n) = &m.note {
             for l in wrap(n, width) {
                 lines.push(Line::styled(l, Style::default().fg(Color::DarkGray)));

@@ -30,6 +30,9 @@ pub(super) fn status_line(f: &mut Frame, app: &App, area: Rect) {
             i.split, i.layers, i.shard_a_device, i.shard_b_backend
         ));
     }
+    if let Some(index) = &app.index {
+        text.push_str(&format!(" │ index {index}"));
+    }
     f.render_widget(
         Paragraph::new(text).style(Style::default().add_modifier(Modifier::BOLD)),
         left_area,

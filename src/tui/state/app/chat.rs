@@ -10,6 +10,11 @@ impl App {
         if text.is_empty() || self.active.is_some() {
             return;
         }
+        if let Some(arg) = text.strip_prefix("/index") {
+            self.input.clear();
+            self.index_command(arg.trim());
+            return;
+        }
         if self.info.is_none() {
             self.notice = Some("the model is not ready yet".into());
             return;
@@ -21,42 +26,137 @@ impl App {
             role: Role::User,
             text,
             note: None,
+            sources: Vec::new(),
         });
         self.start_answer();
     }
 
+    /// `/index NAME` attaches an index, `/index off` detaches it, `/index`
+    /// alone lists the indexes.
+    fn index_command(&mut self, arg: &str) {
+        use crate::embed::index::{Index, list};
+        match arg {
+            "" => {
+                let names = list().unwrap_or_default();
+                let attached = self.index.clone().unwrap_or_else(|| "none".into());
+                self.info(if names.is_empty() {
+                    "no index yet: make one with `hybrid-tui index PATH --name NAME`, then /index NAME".into()
+                } else {
+                    format!("indexes: {} · attached: {attached} · /index NAME attaches one, /index off detaches", names.join(", "))
+                });
+            }
+            "off" => {
+                self.index = None;
+                self.info("index detached: messages go to the model as they are".into());
+            }
+            name => match Index::open(name, false).and_then(|i| i.counts()) {
+                Ok((files, chunks)) => {
+                    self.index = Some(name.to_string());
+                    self.info(format!(
+                        "attached index {name} ({files} files, {chunks} chunks): each message takes its top chunks as sources; /index off detaches"
+                    ));
+                }
+                Err(e) => self.info(e.to_string()),
+            },
+        }
+    }
+
+    /// Answer the conversation: with an index attached, its chunks for the
+    /// last message are fetched first (`AppEvent::Retrieved`).
     pub(super) fn start_answer(&mut self) {
         if self.info.is_none() {
             return;
         }
-        let mut messages = Vec::new();
-        if !self.system_prompt.trim().is_empty() {
-            messages.push(Message::new("system", &self.system_prompt));
-        }
-        for m in &self.messages {
-            match m.role {
-                Role::User => messages.push(Message::new("user", &m.text)),
-                Role::Assistant => messages.push(Message::new("assistant", &m.text)),
-                Role::Info => {}
-            }
-        }
         let tag = self.next_tag;
         self.next_tag += 1;
+        let retrieving = self.index.is_some() && self.retriever.is_some();
         self.messages.push(ChatMessage {
             role: Role::Assistant,
             text: String::new(),
-            note: Some("…".into()),
+            note: Some(match &self.index {
+                Some(i) if retrieving => format!("retrieving from {i}…"),
+                _ => "…".into(),
+            }),
+            sources: Vec::new(),
         });
         self.scroll = 0;
         self.active = Some(Active {
             tag,
             stream: None,
             msg: self.messages.len() - 1,
+            retrieving,
         });
         self.speed.live_tokens = 0;
         self.speed.live_since = None;
         self.speed.live_tok_s = 0.0;
-        // The engine renders the conversation with the model's template.
+        let question = self
+            .messages
+            .iter()
+            .rev()
+            .find(|m| m.role == Role::User)
+            .map(|m| m.text.clone());
+        match (&self.index, &mut self.retriever, question) {
+            (Some(index), Some(retrieve), Some(q)) if retrieving => retrieve(tag, index.clone(), q),
+            _ => self.launch(tag, None),
+        }
+    }
+
+    /// The retrieved chunks: the answer starts with them as sources.
+    pub(super) fn on_retrieved(
+        &mut self,
+        tag: u64,
+        result: Result<Vec<crate::embed::index::Hit>, String>,
+    ) {
+        let Some(a) = self.active.filter(|a| a.tag == tag && a.retrieving) else {
+            return;
+        };
+        self.active = Some(Active {
+            retrieving: false,
+            ..a
+        });
+        let hits = match result {
+            Ok(h) => h,
+            Err(e) => {
+                self.info(format!("retrieval failed, answering without sources: {e}"));
+                Vec::new()
+            }
+        };
+        let msg = self.active.map(|a| a.msg).unwrap_or(a.msg);
+        if let Some(m) = self.messages.get_mut(msg) {
+            m.sources = hits
+                .iter()
+                .map(crate::embed::retrieve::source_label)
+                .collect();
+            m.note = Some("…".into());
+        }
+        let question = self.messages[..msg]
+            .iter()
+            .rev()
+            .find(|m| m.role == Role::User)
+            .map(|m| crate::embed::retrieve::augment(&m.text, &hits));
+        self.launch(tag, question);
+    }
+
+    /// Send the conversation to the engine (the model's template renders
+    /// it), the last user message replaced by `last_user` when given.
+    fn launch(&mut self, tag: u64, last_user: Option<String>) {
+        let mut messages = Vec::new();
+        if !self.system_prompt.trim().is_empty() {
+            messages.push(Message::new("system", &self.system_prompt));
+        }
+        let last = self.messages.iter().rposition(|m| m.role == Role::User);
+        for (i, m) in self.messages.iter().enumerate() {
+            match m.role {
+                Role::User if Some(i) == last && last_user.is_some() => messages.push(
+                    Message::new("user", last_user.as_deref().unwrap_or_default()),
+                ),
+                Role::User => messages.push(Message::new("user", &m.text)),
+                Role::Assistant if !m.text.is_empty() => {
+                    messages.push(Message::new("assistant", &m.text))
+                }
+                _ => {}
+            }
+        }
         (self.commands)(Command::Start {
             tag,
             job: Box::new(Job {
@@ -102,6 +202,7 @@ impl App {
             role: Role::Info,
             text,
             note: None,
+            sources: Vec::new(),
         };
         match &mut self.active {
             Some(a) if a.msg < self.messages.len() => {
