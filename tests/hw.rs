@@ -313,14 +313,27 @@ fn checks_judge_each_tree() {
             .filter(|c| c.status == Status::Pass)
             .all(|c| c.fix.is_none())
     );
-    assert_eq!(checks::recommend(&f).profile, "core-ultra");
+    // NPU + integrated GPU: the design's cost-optimized configuration.
+    assert_eq!(checks::recommend(&f).profile, "cost-optimized");
 
-    // The same with a discrete GPU → the dGPU profile.
+    // The same with a discrete GPU → the LLM over both GPUs when OpenVINO
+    // has its GPU plugin (max-performance), else shard A on the NPU.
     f.vulkan_adapters = adapters(&[
         ("Intel Arc (MTL)", "IntegratedGpu"),
         ("Intel Arc B580", "DiscreteGpu"),
     ]);
+    let has_ov_gpu = f
+        .openvino
+        .ok()
+        .is_some_and(|r| r.devices.iter().any(|d| d.name.starts_with("GPU")));
+    assert_eq!(
+        checks::recommend(&f).profile,
+        if has_ov_gpu { "max-performance" } else { "core-ultra-dgpu" }
+    );
+    f.openvino = probe_with(&["CPU", "NPU"]);
     assert_eq!(checks::recommend(&f).profile, "core-ultra-dgpu");
+    f.openvino = probe_with(&["CPU", "GPU", "NPU"]);
+    assert_eq!(checks::recommend(&f).profile, "max-performance");
 
     // Arrow Lake on 6.6 without Level Zero or firmware: OpenVINO misses the NPU.
     let mut f = facts("arl-old-kernel", true);

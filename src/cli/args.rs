@@ -20,7 +20,7 @@ pub struct Cli {
 
 #[derive(Args, Debug)]
 pub struct Global {
-    /// Settings profile: cpu (default), core-ultra, core-ultra-dgpu, vulkan, or a user profile.
+    /// Settings profile: cpu (default), core-ultra, core-ultra-dgpu, vulkan, max-performance, development, cost-optimized, or a user profile.
     #[arg(long, global = true, env = "HYBRID_TUI_PROFILE")]
     pub profile: Option<String>,
     /// Settings file instead of $XDG_CONFIG_HOME/hybrid-tui/config.toml.

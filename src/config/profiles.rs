@@ -18,6 +18,18 @@ pub const BUILTIN_PROFILES: &[(&str, &str)] = &[
         include_str!("../../profiles/core-ultra-dgpu.toml"),
     ),
     ("vulkan", include_str!("../../profiles/vulkan.toml")),
+    (
+        "max-performance",
+        include_str!("../../profiles/max-performance.toml"),
+    ),
+    (
+        "development",
+        include_str!("../../profiles/development.toml"),
+    ),
+    (
+        "cost-optimized",
+        include_str!("../../profiles/cost-optimized.toml"),
+    ),
 ];
 
 pub(super) fn load_profile(name: &str, user_dir: Option<&Path>) -> Result<Layer, SettingsError> {

@@ -9,9 +9,10 @@
 //! npu-openvino, gpu-driver, vulkan, openvino, shm, memory, disk) judges
 //! against the settings in use: NPU gaps fail when `shard_a.device` is NPU
 //! and warn otherwise, Vulkan gaps fail when `shard_b.backend` is vulkan.
-//! The recommended profile: NPU in OpenVINO + a discrete Vulkan GPU →
-//! core-ultra-dgpu; + an integrated one → core-ultra; NPU only → cpu with
-//! `--device NPU`; a hardware Vulkan GPU only → vulkan; else cpu. The memory
+//! The recommended profile (the design's three configurations where they
+//! fit): NPU and GPU in OpenVINO + a discrete and an integrated Vulkan GPU →
+//! max-performance; NPU + a discrete GPU otherwise → core-ultra-dgpu; NPU +
+//! an integrated GPU → cost-optimized; NPU only → cpu with `--device NPU`; a hardware Vulkan GPU only → vulkan; else cpu. The memory
 //! check estimates shard A's packed layer files + shard B's values ×
 //! `shard_b.weights_dtype` + both KV caches at `kv_capacity` + 300 MiB.
 
@@ -448,16 +449,26 @@ pub fn recommend(f: &Facts) -> Recommendation {
         flags: flags.into(),
         why,
     };
+    // OpenVINO's GPU plugin (shard A on the integrated GPU, GPU.0).
+    let ov_gpu = f
+        .openvino
+        .ok()
+        .is_some_and(|r| r.devices.iter().any(|d| d.name.starts_with("GPU")));
     match (npu, discrete, integrated, any_gpu) {
+        (Some(_), Some(d), Some(_), _) if ov_gpu => r(
+            "max-performance",
+            "",
+            format!("OpenVINO sees the NPU and the integrated GPU, Vulkan a discrete GPU ({}): the LLM split over both GPUs, the embedding model on the NPU", d.name),
+        ),
         (Some(_), Some(d), _, _) => r(
             "core-ultra-dgpu",
             "",
             format!("OpenVINO sees the NPU and Vulkan a discrete GPU ({}): shard A on the NPU, shard B on the discrete GPU", d.name),
         ),
         (Some(_), None, Some(i), _) => r(
-            "core-ultra",
+            "cost-optimized",
             "",
-            format!("OpenVINO sees the NPU and Vulkan the integrated GPU ({}): shard A on the NPU, shard B on the integrated GPU", i.name),
+            format!("OpenVINO sees the NPU and Vulkan the integrated GPU ({}): the LLM on the CPU and the integrated GPU, the embedding model on the NPU (or --profile development: the LLM all on the GPU, indexing on the NPU; core-ultra: shard A on the NPU)", i.name),
         ),
         (Some(_), None, None, _) => r(
             "cpu",
