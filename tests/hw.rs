@@ -328,7 +328,11 @@ fn checks_judge_each_tree() {
         .is_some_and(|r| r.devices.iter().any(|d| d.name.starts_with("GPU")));
     assert_eq!(
         checks::recommend(&f).profile,
-        if has_ov_gpu { "max-performance" } else { "core-ultra-dgpu" }
+        if has_ov_gpu {
+            "max-performance"
+        } else {
+            "core-ultra-dgpu"
+        }
     );
     f.openvino = probe_with(&["CPU", "NPU"]);
     assert_eq!(checks::recommend(&f).profile, "core-ultra-dgpu");

@@ -31,6 +31,7 @@
 //! roughly A(k) + B(k) and multi-stream throughput roughly 1/max(A(k), B(k)),
 //! both unimodal in k, so this finds the peak in O(log L) probes.
 
+pub mod embed;
 pub mod energy;
 mod events;
 pub mod format;

@@ -194,6 +194,18 @@ pub struct BenchArgs {
     /// List the saved runs.
     #[arg(long)]
     pub list: bool,
+    /// Benchmark the embedding model instead (embed.model on embed.device): embeddings/s and tokens/s per batch size, alone and while the chat model decodes --tg tokens, and the chat model's decode speed with and without that load.
+    #[arg(long)]
+    pub embed: bool,
+    /// --embed: batch sizes.
+    #[arg(long, default_value = "1,8,32", value_name = "B[,B...]")]
+    pub embed_batches: String,
+    /// --embed: tokens per text ([CLS] and [SEP] included).
+    #[arg(long, default_value_t = 128)]
+    pub embed_tokens: usize,
+    /// --embed: texts per timed pass.
+    #[arg(long, default_value_t = 64)]
+    pub embed_texts: usize,
 }
 
 #[derive(Args, Debug)]

@@ -1,6 +1,6 @@
 //! `hybrid-tui bench`: the plan from the flags, the live screen or a table, the saved runs.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use hybrid_tui::config::Loaded;
 
@@ -61,6 +61,9 @@ pub fn bench_plan(a: &BenchArgs, g: &Global) -> Result<hybrid_tui::bench::Plan> 
 pub fn cmd_bench(loaded: &Loaded, g: &Global, a: BenchArgs, screen: bool) -> Result<()> {
     use hybrid_tui::bench::format::{self, Output};
     use hybrid_tui::bench::{self, BenchEvent, record};
+    if a.embed {
+        return embed_bench(loaded, &a);
+    }
     let results = record::results_file()
         .ok_or_else(|| anyhow::anyhow!("no data directory: set HOME or XDG_DATA_HOME"))?;
     if a.list || a.compare.is_some() {
@@ -168,6 +171,71 @@ pub fn cmd_bench(loaded: &Loaded, g: &Global, a: BenchArgs, screen: bool) -> Res
         bail!(
             "the bench stopped early: {}",
             rec.error.clone().unwrap_or_else(|| "stopped".into())
+        );
+    }
+    Ok(())
+}
+
+/// `bench --embed`: a table (or JSON with `-o json`).
+fn embed_bench(loaded: &Loaded, a: &BenchArgs) -> Result<()> {
+    use hybrid_tui::bench::embed::{EmbedBenchOptions, run};
+    let batches = a
+        .embed_batches
+        .split(',')
+        .map(|b| b.trim().parse::<usize>().ok().filter(|&b| b > 0))
+        .collect::<Option<Vec<_>>>()
+        .with_context(|| {
+            format!(
+                "--embed-batches {}: give sizes like 1,8,32",
+                a.embed_batches
+            )
+        })?;
+    let llm_tokens: usize =
+        a.tg.split(',')
+            .next()
+            .and_then(|t| t.trim().parse().ok())
+            .with_context(|| format!("--tg {}: a token count", a.tg))?;
+    let llm = if llm_tokens > 0 {
+        Some(super::model::model_for(
+            &loaded.settings,
+            a.model.as_deref(),
+        )?)
+    } else {
+        None
+    };
+    let opts = EmbedBenchOptions {
+        load_batch: batches
+            .iter()
+            .copied()
+            .find(|&b| b == 8)
+            .unwrap_or(batches[0]),
+        batches,
+        tokens: a.embed_tokens,
+        texts: a.embed_texts,
+        reps: a.reps,
+        llm_tokens,
+    };
+    let r = run(&loaded.settings, llm.as_deref(), &opts)?;
+    if a.output.as_deref() == Some("json") {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    println!(
+        "embedding model {} on {} ({} dimensions), {} tokens a text",
+        r.model, r.device, r.dim, r.tokens_per_text
+    );
+    println!("| batch | when | embeddings/s | tokens/s | ms/batch |");
+    println!("| ---: | --- | ---: | ---: | ---: |");
+    for row in &r.rows {
+        println!(
+            "| {} | {} | {:.1} | {:.0} | {:.1} |",
+            row.batch, row.when, row.embeddings_per_s, row.tokens_per_s, row.ms_per_batch
+        );
+    }
+    if let (Some(x), Some(y)) = (r.llm_decode_tok_s_alone, r.llm_decode_tok_s_indexing) {
+        println!(
+            "chat model decode: {x:.1} tok/s alone, {y:.1} tok/s while indexing ({:+.0}%)",
+            (y / x - 1.0) * 100.0
         );
     }
     Ok(())

@@ -108,6 +108,13 @@ impl Settings {
                 });
             }
         }
+        if !(0..=19).contains(&self.embed.nice) {
+            return Err(SettingsError::BadValue {
+                origin: origin("embed.nice"),
+                key: "embed.nice".into(),
+                message: format!("{} is not a niceness from 0 to 19", self.embed.nice),
+            });
+        }
         if self.embed.max_length < 3 {
             return Err(SettingsError::BadValue {
                 origin: origin("embed.max_length"),

@@ -81,6 +81,11 @@ pub(super) fn run(start: &StartRequest, out: &Out) -> Result<(), Exit> {
         .embed
         .clone()
         .ok_or_else(|| startup("an embed start request without [embed] settings".into()))?;
+    // Before OpenVINO makes its threads: they inherit it.
+    if e.nice > 0 {
+        // SAFETY: setpriority on this process; no memory is touched.
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, e.nice) };
+    }
     let (hash, segment) = open_checked(start)?;
     let model = BakedEncoder::open(&start.model_dir).map_err(|e| startup(e.to_string()))?;
     let spec = model.spec().clone();
