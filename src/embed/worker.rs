@@ -10,7 +10,7 @@
 
 use std::sync::mpsc;
 
-use super::{Embedder, TextKind};
+use super::{EmbedError, Embedder, TextKind};
 use crate::config::Settings;
 
 /// What one request got: a vector per text and the tokens they took.
@@ -22,7 +22,7 @@ pub struct Embedded {
     pub model: String,
 }
 
-type Reply = tokio::sync::oneshot::Sender<Result<Embedded, String>>;
+type Reply = tokio::sync::oneshot::Sender<Result<Embedded, EmbedError>>;
 
 enum Job {
     Embed {
@@ -51,25 +51,27 @@ impl EmbedWorker {
         EmbedWorker { tx }
     }
 
-    /// Ask for `texts`' vectors; await the answer. The error is a
-    /// message for the user (the model could not start, or failed).
-    pub async fn embed(&self, texts: Vec<String>, kind: TextKind) -> Result<Embedded, String> {
+    /// Ask for `texts`' vectors; await the answer (the model could not
+    /// start, or failed, or the thread is gone: the error says which).
+    pub async fn embed(&self, texts: Vec<String>, kind: TextKind) -> Result<Embedded, EmbedError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.tx
             .send(Job::Embed { texts, kind, reply })
-            .map_err(|_| "the embedding thread has stopped".to_string())?;
-        rx.await
-            .map_err(|_| "the embedding thread has stopped".to_string())?
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
 
     /// [`EmbedWorker::embed`] for callers outside an async runtime.
-    pub fn embed_blocking(&self, texts: Vec<String>, kind: TextKind) -> Result<Embedded, String> {
+    pub fn embed_blocking(
+        &self,
+        texts: Vec<String>,
+        kind: TextKind,
+    ) -> Result<Embedded, EmbedError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.tx
             .send(Job::Embed { texts, kind, reply })
-            .map_err(|_| "the embedding thread has stopped".to_string())?;
-        rx.blocking_recv()
-            .map_err(|_| "the embedding thread has stopped".to_string())?
+            .map_err(|_| stopped())?;
+        rx.blocking_recv().map_err(|_| stopped())?
     }
 
     /// Stop the model's executive (its segment removed) and wait for it;
@@ -80,6 +82,10 @@ impl EmbedWorker {
             let _ = rx.recv();
         }
     }
+}
+
+fn stopped() -> EmbedError {
+    EmbedError::Failed("the embedding thread has stopped".into())
 }
 
 fn serve(settings: Settings, rx: mpsc::Receiver<Job>) {
@@ -102,7 +108,7 @@ fn serve(settings: Settings, rx: mpsc::Receiver<Job>) {
                     embedder = Some(e);
                 }
                 Err(e) => {
-                    let _ = reply.send(Err(e.to_string()));
+                    let _ = reply.send(Err(e));
                     continue;
                 }
             }
@@ -110,14 +116,11 @@ fn serve(settings: Settings, rx: mpsc::Receiver<Job>) {
         let Some(e) = embedder.as_mut() else { continue };
         let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
         let before = e.stats.tokens;
-        let answer = e
-            .embed(&texts, kind)
-            .map(|vectors| Embedded {
-                vectors,
-                tokens: e.stats.tokens - before,
-                model: e.model_name(),
-            })
-            .map_err(|err| err.to_string());
+        let answer = e.embed(&texts, kind).map(|vectors| Embedded {
+            vectors,
+            tokens: e.stats.tokens - before,
+            model: e.model_name(),
+        });
         let _ = reply.send(answer);
     }
     if let Some(e) = embedder {

@@ -192,7 +192,9 @@ fn retriever(embed: EmbedWorker, k: usize, tx: UnboundedSender<AppEvent>) -> app
                 let result = (|| -> Result<Vec<crate::embed::index::Hit>, String> {
                     let index =
                         crate::embed::index::Index::open(&name, false).map_err(|e| e.to_string())?;
-                    let got = embed.embed_blocking(vec![question], crate::embed::TextKind::Query)?;
+                    let got = embed
+                        .embed_blocking(vec![question], crate::embed::TextKind::Query)
+                        .map_err(|e| e.to_string())?;
                     if let Some((m, _)) = index.model().map_err(|e| e.to_string())?
                         && m != got.model
                     {
