@@ -306,3 +306,69 @@ fn killing_the_indexer_leaves_a_usable_index() {
     );
     assert!(r["unchanged"].as_u64().unwrap_or(0) >= kept as u64, "{r}");
 }
+
+#[test]
+fn watch_keeps_the_index_current_until_sigterm() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(fresh_seed());
+    let home = tempfile::tempdir().expect("home");
+    let model = bert(home.path());
+    let root = home.path().join("watched");
+    write(&root.join("a.txt"), words(&mut rng, 60));
+    let tree = root.to_string_lossy().into_owned();
+    let db_path = home.path().join("data/hybrid-tui/index/w.sqlite");
+    #[allow(deprecated)]
+    let bin = assert_cmd::cargo::cargo_bin("hybrid-tui");
+    let h = home.path();
+    let mut child = std::process::Command::new(bin)
+        .env("XDG_CONFIG_HOME", h.join("config"))
+        .env("XDG_DATA_HOME", h.join("data"))
+        .env("XDG_STATE_HOME", h.join("state"))
+        .env("XDG_CACHE_HOME", h.join("cache"))
+        .env_remove("HYBRID_TUI_PROFILE")
+        .args(["--set", &format!("embed.model={}", model.display())])
+        .args(["index", &tree, "--name", "w", "--watch"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the watcher");
+    let files = |pattern: &str| -> i64 {
+        rusqlite::Connection::open(&db_path)
+            .and_then(|c| {
+                c.query_row(
+                    "SELECT COUNT(*) FROM files WHERE path LIKE ?1",
+                    [pattern],
+                    |r| r.get(0),
+                )
+            })
+            .unwrap_or(0)
+    };
+    let wait = |what: &str, cond: &dyn Fn() -> bool| {
+        let t0 = Instant::now();
+        while !cond() {
+            assert!(t0.elapsed() < Duration::from_secs(60), "timed out: {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait("the first pass", &|| files("%a.txt") == 1);
+    // Give the watcher a moment to be in place after the first pass.
+    std::thread::sleep(Duration::from_millis(500));
+    write(&root.join("b.txt"), words(&mut rng, 60));
+    wait("the new file indexed", &|| files("%b.txt") == 1);
+    std::fs::remove_file(root.join("a.txt")).expect("rm");
+    wait("the deleted file dropped", &|| files("%a.txt") == 0);
+    let executives = children_of(child.id());
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().expect("wait");
+    assert_eq!(
+        status.code(),
+        Some(143),
+        "SIGTERM ends the watch as 128 + 15"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    for pid in executives {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "executive {pid} left behind"
+        );
+    }
+}

@@ -18,6 +18,7 @@ use hybrid_tui::model::Arch;
 use hybrid_tui::pipeline::{Event, Finish, GenRequest, Pipeline, PipelineError};
 use hybrid_tui::ring::segment::list_segments;
 use hybrid_tui::shard_b::{ShardB, WeightDtype, select_device};
+use hybrid_tui::supervisor::protocol::PROTOCOL_VERSION;
 use hybrid_tui::supervisor::{ExecState, SupervisorError, SupervisorEvent};
 use rand::{Rng, SeedableRng};
 
@@ -485,15 +486,16 @@ fn a_call_that_never_ends_counts_as_a_hang() {
     let stuck = write_script(
         tmp.path(),
         "stuck-executive",
-        r#"#!/bin/sh
-echo '{"type":"hello","protocol":1,"pid":1,"version":"stuck"}'
+        &r#"#!/bin/sh
+echo '{"type":"hello","protocol":PROTOCOL,"pid":1,"version":"stuck"}'
 read line
 echo '{"type":"ready","model_hash":"x","device":"CPU","compile_ms":1.0,"capacities":{"kv_capacity":128,"chunk":8,"hidden":64,"act_slot_bytes":4096,"max_out_bytes":4096}}'
 while true; do
   echo '{"type":"stats","phase":"running","uptime_ms":1,"infers":0,"tokens":0,"infer_ms_total":0.0,"last_infer_ms":0.0,"streams":1,"busy_ms":1000000}'
   sleep 0.1
 done
-"#,
+"#
+            .replace("PROTOCOL", &PROTOCOL_VERSION.to_string()),
     );
     let mut s = settings(-1);
     s.executive.path = stuck.display().to_string();

@@ -349,7 +349,8 @@ fn an_attached_index_puts_sources_under_the_answer() {
         s.contains("executive ready")
     });
     s.find_processes();
-    // An index made beside the running workbench, in its data directory.
+    // Index a folder from the chat: the index pane shows the pass, then
+    // the index is attached.
     let tree = s._home.path().join("tree");
     std::fs::create_dir_all(tree.join("src")).unwrap();
     std::fs::write(
@@ -362,11 +363,24 @@ fn an_attached_index_puts_sources_under_the_answer() {
         "fn main() {\n    println!(\"lighthouse\");\n}\n",
     )
     .unwrap();
-    common::app(s._home.path())
-        .args(["--set", &format!("embed.model={}", bert.display())])
-        .args(["index", tree.to_str().unwrap(), "--name", "docs"])
-        .assert()
-        .success();
+    let add = format!("/index add {} docs", tree.display());
+    tmux(&s.sock, &["send-keys", "-t", "t", "-l", &add]);
+    tmux(&s.sock, &["send-keys", "-t", "t", "Enter"]);
+    let pane = s.wait_for("the index pane to finish", 60, |s| {
+        s.contains("index docs · done in") && s.contains("; attached")
+    });
+    assert!(pane.contains("2/2 files"), "{pane}");
+    assert!(
+        pane.contains("chunks/s") && pane.contains("docs/s"),
+        "{pane}"
+    );
+    // The command line sees what the chat indexed; attaching by name works.
+    let listed = common::app(s._home.path())
+        .args(["index", "--list"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(listed.contains("docs\t2 files"), "{listed}");
     tmux(&s.sock, &["send-keys", "-t", "t", "-l", "/index docs"]);
     tmux(&s.sock, &["send-keys", "-t", "t", "Enter"]);
     s.wait_for("the index attached", 30, |s| {

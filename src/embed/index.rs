@@ -471,10 +471,6 @@ impl Index {
                 break;
             }
             let key = path.to_string_lossy().into_owned();
-            let io = |source| IndexError::Io {
-                path: path.clone(),
-                source,
-            };
             let meta = match std::fs::metadata(path) {
                 Ok(m) => m,
                 // Gone between the walk and now: the next pass drops it.
@@ -494,8 +490,23 @@ impl Index {
                 });
                 continue;
             }
-            let text = match read_text(path, opts.max_file_bytes).map_err(io)? {
+            let read = match read_text(path, opts.max_file_bytes) {
+                Ok(r) => r,
+                // Unreadable (permissions, gone): skipped, the pass goes on.
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "cannot read: {e}");
+                    Err("unreadable")
+                }
+            };
+            let text = match read {
                 Ok(t) => t,
+                Err("unreadable") => {
+                    sink(IndexEvent::Skipped {
+                        path: path.clone(),
+                        why: "unreadable",
+                    });
+                    continue;
+                }
                 Err(why) => {
                     if why == "binary" {
                         report.skipped_binary += 1;

@@ -247,32 +247,34 @@ impl Embedder {
         }
         let mut out = Vec::with_capacity(seqs.len());
         let dim = self.spec.hidden_size;
+        // Every reply is read, even after a failed one, so none is left in
+        // the ring for the next call to take as its own.
+        let mut failed = None;
         while let Some((request, texts, sent)) = pending.pop_front() {
-            let reply = loop {
+            let (h, payload) = loop {
                 if let Some(msg) = exec.acts.recv(Duration::from_millis(100))? {
-                    let h = msg.header;
-                    let payload = msg.payload().to_vec();
-                    break (h, payload);
+                    break (msg.header, msg.payload().to_vec());
                 }
                 exec.check(&mut |_| {})?;
             };
-            let (h, payload) = reply;
-            if h.request != request {
-                return Err(EmbedError::Failed(format!(
+            let problem = if h.request != request {
+                Some(format!(
                     "reply to request {} where {request} was due",
                     h.request
-                )));
-            }
-            if h.kind == kind::ERROR {
-                return Err(EmbedError::Failed(
-                    String::from_utf8_lossy(&payload).into_owned(),
-                ));
-            }
-            if payload.len() != texts * dim * 4 {
-                return Err(EmbedError::Failed(format!(
+                ))
+            } else if h.kind == kind::ERROR {
+                Some(String::from_utf8_lossy(&payload).into_owned())
+            } else if payload.len() != texts * dim * 4 {
+                Some(format!(
                     "{} bytes of vectors for {texts} texts of {dim}",
                     payload.len()
-                )));
+                ))
+            } else {
+                None
+            };
+            if let Some(p) = problem {
+                failed.get_or_insert(p);
+                continue;
             }
             let floats: Vec<f32> = payload
                 .chunks_exact(4)
@@ -282,6 +284,9 @@ impl Embedder {
             self.stats.batches += 1;
             self.stats.texts += texts as u64;
             self.stats.busy += sent.elapsed();
+        }
+        if let Some(p) = failed {
+            return Err(EmbedError::Failed(p));
         }
         self.stats.tokens += seqs.iter().map(|s| s.len() as u64).sum::<u64>();
         Ok(out)

@@ -8,8 +8,10 @@
 //! thread that may come and go. A model that fails to start is tried
 //! again on the next request.
 
+use std::path::PathBuf;
 use std::sync::mpsc;
 
+use super::index::{ChunkOptions, Index, IndexEvent, IndexReport};
 use super::{EmbedError, Embedder, TextKind};
 use crate::config::Settings;
 
@@ -30,8 +32,32 @@ enum Job {
         kind: TextKind,
         reply: Reply,
     },
+    /// Bring an index up to date (`Index::update`) on this thread.
+    Index(Box<IndexJob>),
     /// Shut the model's executive down, then say so.
     Stop(mpsc::Sender<()>),
+}
+
+/// What an indexing pass reports as it goes, and at its end.
+#[derive(Debug, Clone)]
+pub enum IndexProgress {
+    /// Files looked at of all found, chunks stored, on which device.
+    Files {
+        done: usize,
+        total: usize,
+        chunks: usize,
+        device: String,
+    },
+    /// The pass ended: its report, or why it failed.
+    Done(Result<IndexReport, String>),
+}
+
+/// An indexing pass for the worker: index `name` over `roots`.
+pub struct IndexJob {
+    pub name: String,
+    pub roots: Vec<PathBuf>,
+    pub opts: ChunkOptions,
+    pub progress: Box<dyn FnMut(IndexProgress) + Send>,
 }
 
 /// A handle on the embedding thread; cheap to clone.
@@ -74,6 +100,14 @@ impl EmbedWorker {
         rx.blocking_recv().map_err(|_| stopped())?
     }
 
+    /// Index `job.roots` into `job.name` on the embedding thread (requests
+    /// sent meanwhile wait their turn); progress through `job.progress`.
+    pub fn index(&self, job: IndexJob) -> Result<(), EmbedError> {
+        self.tx
+            .send(Job::Index(Box::new(job)))
+            .map_err(|_| stopped())
+    }
+
     /// Stop the model's executive (its segment removed) and wait for it;
     /// later requests start it again. Call before the process exits.
     pub fn stop(&self) {
@@ -82,6 +116,51 @@ impl EmbedWorker {
             let _ = rx.recv();
         }
     }
+}
+
+/// The embedder, started on first use.
+fn ready<'a>(
+    settings: &Settings,
+    embedder: &'a mut Option<Embedder>,
+) -> Result<&'a mut Embedder, EmbedError> {
+    if embedder.is_none() {
+        let e = Embedder::start(settings, &mut |e| tracing::info!("embed.model: {e:?}"))?;
+        tracing::info!(model = %e.model_name(), device = %e.device, "embedding model ready");
+        *embedder = Some(e);
+    }
+    embedder
+        .as_mut()
+        .ok_or_else(|| EmbedError::Failed("the embedding model did not start".into()))
+}
+
+/// One indexing pass on this thread.
+fn index_pass(e: &mut Embedder, job: &mut IndexJob) -> Result<IndexReport, String> {
+    let mut index = Index::open(&job.name, true).map_err(|x| x.to_string())?;
+    index
+        .bind_model(&e.model_name(), e.dim(), false)
+        .map_err(|x| x.to_string())?;
+    let device = e.device.clone();
+    let mut chunks = 0;
+    let progress = &mut job.progress;
+    index
+        .update(&job.roots, e, &job.opts, &mut |ev| {
+            if let IndexEvent::File {
+                done,
+                total,
+                chunks: c,
+                ..
+            } = ev
+            {
+                chunks += c;
+                progress(IndexProgress::Files {
+                    done,
+                    total,
+                    chunks,
+                    device: device.clone(),
+                });
+            }
+        })
+        .map_err(|x| x.to_string())
 }
 
 fn stopped() -> EmbedError {
@@ -93,6 +172,14 @@ fn serve(settings: Settings, rx: mpsc::Receiver<Job>) {
     while let Ok(job) = rx.recv() {
         let (texts, kind, reply) = match job {
             Job::Embed { texts, kind, reply } => (texts, kind, reply),
+            Job::Index(mut job) => {
+                let result = match ready(&settings, &mut embedder) {
+                    Ok(e) => index_pass(e, &mut job),
+                    Err(err) => Err(err.to_string()),
+                };
+                (job.progress)(IndexProgress::Done(result));
+                continue;
+            }
             Job::Stop(done) => {
                 if let Some(e) = embedder.take() {
                     e.shutdown();
@@ -101,19 +188,13 @@ fn serve(settings: Settings, rx: mpsc::Receiver<Job>) {
                 continue;
             }
         };
-        if embedder.is_none() {
-            match Embedder::start(&settings, &mut |e| tracing::info!("embed.model: {e:?}")) {
-                Ok(e) => {
-                    tracing::info!(model = %e.model_name(), device = %e.device, "embedding model ready");
-                    embedder = Some(e);
-                }
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                    continue;
-                }
+        let e = match ready(&settings, &mut embedder) {
+            Ok(e) => e,
+            Err(err) => {
+                let _ = reply.send(Err(err));
+                continue;
             }
-        }
-        let Some(e) = embedder.as_mut() else { continue };
+        };
         let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
         let before = e.stats.tokens;
         let answer = e.embed(&texts, kind).map(|vectors| Embedded {

@@ -157,6 +157,7 @@ pub fn run_terminal(settings: &Settings, profile: &str) -> Result<(), TuiError> 
     let embed = EmbedWorker::spawn(settings.clone());
     let _stop_embed = StopEmbed(embed.clone());
     app.set_retriever(retriever(embed.clone(), settings.embed.top_k, tx.clone()));
+    app.set_indexer(indexer(embed.clone(), settings, tx.clone()));
     {
         let (tx, settings, slot, embed) =
             (tx.clone(), settings.clone(), slot.clone(), embed.clone());
@@ -208,6 +209,35 @@ fn retriever(embed: EmbedWorker, k: usize, tx: UnboundedSender<AppEvent>) -> app
                 })();
                 let _ = tx.send(AppEvent::Retrieved { tag, result });
             });
+    })
+}
+
+/// How `/index add` indexes: a pass on the embedding thread, its progress
+/// sent as `AppEvent::Indexing`.
+fn indexer(embed: EmbedWorker, settings: &Settings, tx: UnboundedSender<AppEvent>) -> app::Indexer {
+    let e = &settings.embed;
+    let opts = crate::embed::index::ChunkOptions {
+        tokens: e.chunk_tokens,
+        overlap: e.chunk_overlap,
+        max_file_bytes: e.max_file_kib.saturating_mul(1024),
+    };
+    Box::new(move |name, path| {
+        let tx = tx.clone();
+        let progress_name = name.clone();
+        let job = crate::embed::worker::IndexJob {
+            name: name.clone(),
+            roots: vec![path],
+            opts,
+            progress: Box::new(move |progress| {
+                let _ = tx.send(AppEvent::Indexing {
+                    name: progress_name.clone(),
+                    progress,
+                });
+            }),
+        };
+        if let Err(e) = embed.index(job) {
+            tracing::warn!("cannot index {name}: {e}");
+        }
     })
 }
 

@@ -40,6 +40,11 @@ pub enum AppEvent {
     BenchDone(Result<Box<(crate::bench::record::BenchRecord, String)>, String>),
     /// The API server running beside the chat (`--serve`).
     Server(super::server::ServerEvent),
+    /// An indexing pass started from the workbench (`/index add`).
+    Indexing {
+        name: String,
+        progress: crate::embed::worker::IndexProgress,
+    },
     /// Chunks retrieved from the attached index for answer `tag`, or why not.
     Retrieved {
         tag: u64,
@@ -59,6 +64,34 @@ pub enum Role {
 
 /// Starts a retrieval: (answer tag, index name, question).
 pub type Retriever = Box<dyn FnMut(u64, String, String) + Send>;
+
+/// Starts an indexing pass: (index name, folder or file); its progress
+/// comes back as `AppEvent::Indexing`.
+pub type Indexer = Box<dyn FnMut(String, PathBuf) + Send>;
+
+/// The index pane: a pass started with `/index add`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexingView {
+    pub name: String,
+    pub done: usize,
+    pub total: usize,
+    pub chunks: usize,
+    pub device: String,
+    pub started: Instant,
+    /// Seconds the pass took, once it is over.
+    pub finished_s: Option<f64>,
+}
+
+impl IndexingView {
+    /// Chunks and files a second so far.
+    pub fn rates(&self) -> (f64, f64) {
+        let secs = self
+            .finished_s
+            .unwrap_or_else(|| self.started.elapsed().as_secs_f64())
+            .max(1e-3);
+        (self.chunks as f64 / secs, self.done as f64 / secs)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatMessage {
@@ -189,6 +222,9 @@ pub struct App {
     /// How a retrieval starts (answer tag, index, question); its result
     /// comes back as `AppEvent::Retrieved`. Set by the terminal front end.
     retriever: Option<Retriever>,
+    indexer: Option<Indexer>,
+    /// The last indexing pass started here (the index pane).
+    pub indexing: Option<IndexingView>,
     /// The index each message retrieves from (`/index NAME`).
     pub index: Option<String>,
     pub sampling: SamplingParams,
@@ -236,6 +272,8 @@ impl App {
             keymap,
             commands,
             retriever: None,
+            indexer: None,
+            indexing: None,
             index: None,
             sampling: SamplingParams {
                 temperature: 0.7,
@@ -273,6 +311,7 @@ impl App {
                 self.log.push_back(line);
             }
             AppEvent::Retrieved { tag, result } => self.on_retrieved(tag, result),
+            AppEvent::Indexing { name, progress } => self.on_indexing(name, progress),
             AppEvent::Tick => self.on_tick(),
         }
     }
@@ -341,6 +380,12 @@ impl App {
     /// set by the terminal front end.
     pub fn set_retriever(&mut self, f: Retriever) {
         self.retriever = Some(f);
+    }
+
+    /// How `/index add` indexes (on the embedding thread); set by the
+    /// terminal front end.
+    pub fn set_indexer(&mut self, f: Indexer) {
+        self.indexer = Some(f);
     }
 
     /// How the check screen starts a check (a thread that sends

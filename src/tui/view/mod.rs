@@ -5,6 +5,7 @@
 //! │ conversation (or log)                    │ devices                      │
 //! │                                          │ ring                         │
 //! │                                          │ server (with --serve)        │
+//! │                                          │ index (with /index add)      │
 //! │                                          │ speed                        │
 //! ├──────────────────────────────────────────┴──────────────────────────────┤
 //! │ input                                                                    │
@@ -33,13 +34,15 @@ mod check;
 mod compact;
 mod devices;
 mod hints;
+mod indexing;
 mod ring;
 mod server;
 mod speed;
 mod status;
 
 use self::{
-    chat::*, check::*, compact::*, devices::*, hints::*, ring::*, server::*, speed::*, status::*,
+    chat::*, check::*, compact::*, devices::*, hints::*, indexing::*, ring::*, server::*, speed::*,
+    status::*,
 };
 
 pub const MIN_W: u16 = 60;
@@ -85,10 +88,12 @@ pub fn render(f: &mut Frame, app: &App) {
             Layout::horizontal([Constraint::Min(50), Constraint::Length(38)]).areas(body);
         main_area(f, app, chat);
         let server_h = if app.server.is_some() { 8 } else { 0 };
-        let [dev, ring, server, speed] = Layout::vertical([
+        let index_h = if app.indexing.is_some() { 5 } else { 0 };
+        let [dev, ring, server, index, speed] = Layout::vertical([
             Constraint::Percentage(40),
             Constraint::Length(7),
             Constraint::Length(server_h),
+            Constraint::Length(index_h),
             Constraint::Min(8),
         ])
         .areas(panes);
@@ -96,6 +101,9 @@ pub fn render(f: &mut Frame, app: &App) {
         ring_pane(f, app, ring);
         if app.server.is_some() {
             server_pane(f, app, server);
+        }
+        if app.indexing.is_some() {
+            index_pane(f, app, index);
         }
         speed_pane(f, app, speed);
     } else {

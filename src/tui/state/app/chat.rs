@@ -32,9 +32,55 @@ impl App {
     }
 
     /// `/index NAME` attaches an index, `/index off` detaches it, `/index`
-    /// alone lists the indexes.
+    /// alone lists the indexes, `/index add PATH [NAME]` indexes a folder
+    /// here (the index pane shows it) and attaches it when done.
     fn index_command(&mut self, arg: &str) {
-        use crate::embed::index::{Index, list};
+        use crate::embed::index::{Index, default_name, list};
+        if let Some(rest) = arg.strip_prefix("add") {
+            let mut words = rest.split_whitespace();
+            let Some(path) = words.next().map(std::path::PathBuf::from) else {
+                self.info("/index add PATH [NAME]: give a folder or file to index".into());
+                return;
+            };
+            if !path.exists() {
+                self.info(format!(
+                    "{}: no such file or directory to index",
+                    path.display()
+                ));
+                return;
+            }
+            let name = words
+                .next()
+                .map(str::to_string)
+                .unwrap_or_else(|| default_name(&path));
+            if self
+                .indexing
+                .as_ref()
+                .is_some_and(|v| v.finished_s.is_none())
+            {
+                self.info("an indexing pass is running; wait for it to end".into());
+                return;
+            }
+            let Some(start) = self.indexer.as_mut() else {
+                self.info("indexing is not available here".into());
+                return;
+            };
+            start(name.clone(), path.clone());
+            self.indexing = Some(IndexingView {
+                name: name.clone(),
+                done: 0,
+                total: 0,
+                chunks: 0,
+                device: String::new(),
+                started: Instant::now(),
+                finished_s: None,
+            });
+            self.info(format!(
+                "indexing {} into {name} on the embedding device; the chat goes on meanwhile",
+                path.display()
+            ));
+            return;
+        }
         match arg {
             "" => {
                 let names = list().unwrap_or_default();
@@ -98,6 +144,40 @@ impl App {
         match (&self.index, &mut self.retriever, question) {
             (Some(index), Some(retrieve), Some(q)) if retrieving => retrieve(tag, index.clone(), q),
             _ => self.launch(tag, None),
+        }
+    }
+
+    /// An indexing pass's progress; at its end the index is attached.
+    pub(super) fn on_indexing(&mut self, name: String, p: crate::embed::worker::IndexProgress) {
+        use crate::embed::worker::IndexProgress;
+        let Some(v) = self.indexing.as_mut().filter(|v| v.name == name) else {
+            return;
+        };
+        match p {
+            IndexProgress::Files {
+                done,
+                total,
+                chunks,
+                device,
+            } => {
+                v.done = done;
+                v.total = total;
+                v.chunks = chunks;
+                v.device = device;
+            }
+            IndexProgress::Done(r) => {
+                v.finished_s = Some(v.started.elapsed().as_secs_f64());
+                match r {
+                    Ok(r) => {
+                        self.index = Some(name.clone());
+                        self.info(format!(
+                            "index {name}: {} files ({} indexed, {} unchanged), {} chunks; attached",
+                            r.files, r.indexed, r.unchanged, r.chunks_total
+                        ));
+                    }
+                    Err(e) => self.info(format!("indexing {name} failed: {e}")),
+                }
+            }
         }
     }
 
