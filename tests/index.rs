@@ -95,6 +95,31 @@ fn search(home: &Path, model: &Path, query: &str) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("search json")
 }
 
+/// `hybrid-tui ARGS` with the test BERT and small chunks, as a child process
+/// (no output kept).
+fn spawn(home: &Path, model: &Path, args: &[&str]) -> std::process::Child {
+    #[allow(deprecated)]
+    let bin = assert_cmd::cargo::cargo_bin("hybrid-tui");
+    std::process::Command::new(bin)
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env("XDG_STATE_HOME", home.join("state"))
+        .env("XDG_CACHE_HOME", home.join("cache"))
+        .env_remove("HYBRID_TUI_PROFILE")
+        .args(["--set", &format!("embed.model={}", model.display())])
+        .args([
+            "--set",
+            "embed.chunk_tokens=24",
+            "--set",
+            "embed.chunk_overlap=4",
+        ])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn hybrid-tui")
+}
+
 /// One `index` pass over `tree` into index "t", its JSON report.
 fn index_t(home: &Path, model: &Path, tree: &str) -> serde_json::Value {
     json(&mut run(
@@ -234,32 +259,16 @@ fn killing_the_indexer_leaves_a_usable_index() {
     let root = home.path().join("many");
     let files = 300;
     for i in 0..files {
-        write(&root.join(format!("f{i:03}.txt")), words(&mut rng, 200));
     }
     let tree = root.to_string_lossy().into_owned();
     let db_path = home.path().join("data/hybrid-tui/index/k.sqlite");
     // One chunk per call: slow enough to be killed mid-way.
-    #[allow(deprecated)]
-    let bin = assert_cmd::cargo::cargo_bin("hybrid-tui");
-    let h = home.path();
-    let mut child = std::process::Command::new(bin)
-        .env("XDG_CONFIG_HOME", h.join("config"))
-        .env("XDG_DATA_HOME", h.join("data"))
-        .env("XDG_STATE_HOME", h.join("state"))
-        .env("XDG_CACHE_HOME", h.join("cache"))
-        .env_remove("HYBRID_TUI_PROFILE")
-        .args(["--set", &format!("embed.model={}", model.display())])
-        .args([
-            "--set",
-            "embed.chunk_tokens=24",
-            "--set",
-            "embed.chunk_overlap=4",
-        ])
-        .args(["--set", "embed.batch=1", "index", &tree, "--name", "k"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn the indexer");
+    // One chunk per call: slow enough to be killed mid-way.
+    let mut child = spawn(
+        home.path(),
+        &model,
+        &["--set", "embed.batch=1", "index", &tree, "--name", "k"],
+    );
     let deadline = Instant::now() + Duration::from_secs(120);
     let stored = loop {
         let n: i64 = rusqlite::Connection::open(&db_path)
@@ -316,21 +325,11 @@ fn watch_keeps_the_index_current_until_sigterm() {
     write(&root.join("a.txt"), words(&mut rng, 60));
     let tree = root.to_string_lossy().into_owned();
     let db_path = home.path().join("data/hybrid-tui/index/w.sqlite");
-    #[allow(deprecated)]
-    let bin = assert_cmd::cargo::cargo_bin("hybrid-tui");
-    let h = home.path();
-    let mut child = std::process::Command::new(bin)
-        .env("XDG_CONFIG_HOME", h.join("config"))
-        .env("XDG_DATA_HOME", h.join("data"))
-        .env("XDG_STATE_HOME", h.join("state"))
-        .env("XDG_CACHE_HOME", h.join("cache"))
-        .env_remove("HYBRID_TUI_PROFILE")
-        .args(["--set", &format!("embed.model={}", model.display())])
-        .args(["index", &tree, "--name", "w", "--watch"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn the watcher");
+    let mut child = spawn(
+        home.path(),
+        &model,
+        &["index", &tree, "--name", "w", "--watch"],
+    );
     let files = |pattern: &str| -> i64 {
         rusqlite::Connection::open(&db_path)
             .and_then(|c| {
