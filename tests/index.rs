@@ -259,10 +259,10 @@ fn killing_the_indexer_leaves_a_usable_index() {
     let root = home.path().join("many");
     let files = 300;
     for i in 0..files {
+        write(&root.join(format!("f{i:03}.txt")), words(&mut rng, 200));
     }
     let tree = root.to_string_lossy().into_owned();
     let db_path = home.path().join("data/hybrid-tui/index/k.sqlite");
-    // One chunk per call: slow enough to be killed mid-way.
     // One chunk per call: slow enough to be killed mid-way.
     let mut child = spawn(
         home.path(),
