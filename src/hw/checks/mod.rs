@@ -458,7 +458,7 @@ pub fn recommend(f: &Facts) -> Recommendation {
         (Some(_), Some(d), Some(_), _) if ov_gpu => r(
             "max-performance",
             "",
-            format!("OpenVINO sees the NPU and the integrated GPU, Vulkan a discrete GPU ({}): the LLM split over both GPUs, the embedding model on the NPU", d.name),
+            format!("OpenVINO sees the NPU and the integrated GPU, Vulkan a discrete GPU ({}): the LLM over both GPUs, embeddings on the NPU", d.name),
         ),
         (Some(_), Some(d), _, _) => r(
             "core-ultra-dgpu",
@@ -468,7 +468,7 @@ pub fn recommend(f: &Facts) -> Recommendation {
         (Some(_), None, Some(i), _) => r(
             "cost-optimized",
             "",
-            format!("OpenVINO sees the NPU and Vulkan the integrated GPU ({}): the LLM on the CPU and the integrated GPU, the embedding model on the NPU (or --profile development: the LLM all on the GPU, indexing on the NPU; core-ultra: shard A on the NPU)", i.name),
+            format!("OpenVINO sees the NPU and Vulkan the integrated GPU ({}): the LLM on the CPU and the GPU, embeddings on the NPU", i.name),
         ),
         (Some(_), None, None, _) => r(
             "cpu",
