@@ -167,18 +167,25 @@ pub fn chunk_text(
         .map_err(|e| IndexError::Chunking(format!("embed.chunk_overlap: {e}")))?
         .with_sizer(TokenSizer(tok));
     let splitter = TextSplitter::new(config);
+    // Chunks come in order of their starts (an overlap starts a chunk
+    // inside the previous one, still after its start): count lines from a
+    // cursor, not from the text's start each time (a 1 MiB file has
+    // hundreds of chunks).
+    let newlines = |s: &str| s.bytes().filter(|&b| b == b'\n').count();
+    let (mut at, mut line) = (0usize, 1usize);
     Ok(splitter
         .chunk_indices(text)
         .map(|(offset, piece)| {
-            let start_line = 1 + text[..offset].bytes().filter(|&b| b == b'\n').count();
-            let lines = piece
-                .trim_end_matches('\n')
-                .bytes()
-                .filter(|&b| b == b'\n')
-                .count();
+            if offset >= at {
+                line += newlines(&text[at..offset]);
+            } else {
+                line -= newlines(&text[offset..at]);
+            }
+            at = offset;
+            let lines = newlines(piece.trim_end_matches('\n'));
             Chunk {
-                start_line,
-                end_line: start_line + lines,
+                start_line: line,
+                end_line: line + lines,
                 text: piece.to_string(),
             }
         })
@@ -696,5 +703,45 @@ impl Index {
         self.db
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
             .map_err(self.sql())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_lines_match_their_offsets_with_overlap() {
+        use crate::model::test_bert::{BertPreset, TestBertOptions, make_test_bert};
+        let dir = tempfile::tempdir().expect("tempdir");
+        make_test_bert(
+            dir.path(),
+            &TestBertOptions {
+                preset: BertPreset::Tiny,
+                pooling: crate::model::bert::Pooling::Mean,
+                seed: 1,
+                dtype: crate::model::test_model::WeightDtype::F32,
+            },
+        )
+        .expect("bert");
+        let tok = BertTokenizer::from_dir(dir.path(), 128).expect("tokenizer");
+        let text: String = (0..200)
+            .map(|i| format!("line {i} of the text with some words\n"))
+            .collect();
+        let opts = ChunkOptions {
+            tokens: 20,
+            overlap: 6,
+            max_file_bytes: u64::MAX,
+        };
+        let chunks = chunk_text(&text, &tok, &opts).expect("chunks");
+        assert!(chunks.len() > 10);
+        let lines: Vec<&str> = text.lines().collect();
+        for c in &chunks {
+            // The chunk's text starts in its first line and ends in its last.
+            let first = c.text.lines().next().unwrap_or_default().trim();
+            let last = c.text.lines().last().unwrap_or_default().trim();
+            assert!(lines[c.start_line - 1].contains(first), "{c:?}");
+            assert!(lines[c.end_line - 1].contains(last), "{c:?}");
+        }
     }
 }
