@@ -17,18 +17,17 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use common::{fixtures, fresh_seed};
+use common::{bert, exact_props, fixtures, fresh_seed};
 use hybrid_tui::bake::encoder::BakedEncoder;
 use hybrid_tui::bake::ir::encoder::{EncoderShape, build_encoder};
 use hybrid_tui::bake::quant::Scheme;
 use hybrid_tui::bake::{BakeOptions, bake};
 use hybrid_tui::executive::encoder::EncoderSession;
-use hybrid_tui::executive::session::{DeviceProps, new_core};
+use hybrid_tui::executive::session::new_core;
 use hybrid_tui::model::Checkpoint;
 use hybrid_tui::model::bert::{BertSpec, Pooling};
 use hybrid_tui::model::bert_tokens::BertTokenizer;
-use hybrid_tui::model::test_bert::{BertPreset, TestBertOptions, make_test_bert};
-use hybrid_tui::model::test_model::{CORPUS, WeightDtype};
+use hybrid_tui::model::test_model::CORPUS;
 use hybrid_tui::reference::bert::BertReference;
 use rand::{Rng, SeedableRng};
 
@@ -36,31 +35,9 @@ const F16_COS: f64 = 0.9999;
 const INT8_GRAPH_COS: f64 = 0.9999;
 const INT8_SOURCE_COS: f64 = 0.999;
 
-fn hf_bert(pooling: Pooling) -> PathBuf {
-    static MADE: OnceLock<std::sync::Mutex<()>> = OnceLock::new();
-    let _g = MADE
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    let dir = fixtures().join(format!("bert-{}", pooling.name()));
-    if !dir.join("config.json").exists() {
-        make_test_bert(
-            &dir,
-            &TestBertOptions {
-                preset: BertPreset::Tiny,
-                pooling,
-                seed: 11,
-                dtype: WeightDtype::F32,
-            },
-        )
-        .expect("make test bert");
-    }
-    dir
-}
-
 fn baked_bert(pooling: Pooling, weights: Scheme) -> PathBuf {
     static MADE: OnceLock<std::sync::Mutex<()>> = OnceLock::new();
-    let src = hf_bert(pooling);
+    let src = bert(pooling);
     let _g = MADE
         .get_or_init(Default::default)
         .lock()
@@ -74,17 +51,6 @@ fn baked_bert(pooling: Pooling, weights: Scheme) -> PathBuf {
         bake(&src, &out, &opts, &mut |_| {}).expect("bake bert");
     }
     out
-}
-
-fn exact_props() -> DeviceProps {
-    DeviceProps {
-        performance_hint: "LATENCY".into(),
-        inference_precision: "f32".into(),
-        cache_dir: String::new(),
-        exact: true,
-        num_threads: 0,
-        pin_threads: false,
-    }
 }
 
 /// `n` texts of 1-40 random corpus words (some upper-cased, some with an
@@ -187,7 +153,7 @@ fn f16_encoder_matches_the_reference_dynamic_and_static_both_poolings() {
     for pooling in [Pooling::Cls, Pooling::Mean] {
         let model = BakedEncoder::open(&baked_bert(pooling, Scheme::F16)).expect("open");
         assert_eq!(model.spec().pooling, pooling, "pooling from modules.json");
-        let judge = source_reference(&hf_bert(pooling));
+        let judge = source_reference(&bert(pooling));
         let dynamic = check(&model, EncoderShape::Dynamic, &texts, &judge, F16_COS, seed);
         let fixed = check(
             &model,
@@ -226,7 +192,7 @@ fn int8_encoder_matches_its_weights_and_stays_near_the_source() {
                 length: 48,
             },
             &texts,
-            &source_reference(&hf_bert(pooling)),
+            &source_reference(&bert(pooling)),
             INT8_SOURCE_COS,
             seed,
         );
@@ -283,7 +249,7 @@ fn wordpiece_ids_match_a_bert_tokenizer_built_from_vocab_txt() {
     use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
     use tokenizers::processors::bert::BertProcessing;
 
-    let dir = hf_bert(Pooling::Cls);
+    let dir = bert(Pooling::Cls);
     let vocab = dir.join("vocab.txt");
     let wp = WordPiece::from_file(&vocab.to_string_lossy())
         .unk_token("[UNK]".into())
@@ -330,7 +296,7 @@ fn wordpiece_ids_match_a_bert_tokenizer_built_from_vocab_txt() {
 
 #[test]
 fn a_bert_model_is_refused_as_a_chat_model_and_int4_is_refused_for_it() {
-    let src = hf_bert(Pooling::Cls);
+    let src = bert(Pooling::Cls);
     let e = hybrid_tui::model::ModelSpec::from_hf_dir(&src).expect_err("bert as a chat model");
     assert!(e.to_string().contains("embed.model"), "{e}");
     let baked = baked_bert(Pooling::Cls, Scheme::F16);

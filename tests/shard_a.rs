@@ -7,12 +7,12 @@
 
 mod common;
 
-use common::{baked_model, fresh_seed, hf_model, rel_err};
+use common::{baked_model, exact_props, fresh_seed, hf_model, rel_err};
 use hybrid_tui::bake::ir::{IrOptions, ShapeMode, build_shard_a};
 use hybrid_tui::bake::store::BakedModel;
 use hybrid_tui::executive::kv::dynamic_mask;
 use hybrid_tui::executive::kv::{KvCache, static_mask};
-use hybrid_tui::executive::session::{DeviceProps, ShardASession, ShardInputs, new_core};
+use hybrid_tui::executive::session::{ShardASession, ShardInputs, new_core};
 use hybrid_tui::executive::shard::{ShardA, ShardAOptions};
 use hybrid_tui::model::{Arch, Checkpoint, ModelSpec};
 use hybrid_tui::reference::{RefCache, Reference};
@@ -21,17 +21,6 @@ use rand::{Rng, SeedableRng};
 const TOL: f64 = 1e-4;
 const PROMPT: usize = 12;
 const DECODE: usize = 8;
-
-fn exact_props() -> DeviceProps {
-    DeviceProps {
-        performance_hint: "LATENCY".into(),
-        inference_precision: "f32".into(),
-        cache_dir: String::new(),
-        exact: true,
-        num_threads: 0,
-        pin_threads: false,
-    }
-}
 
 fn random_tokens(seed: u64, n: usize, vocab: usize) -> Vec<u32> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);

@@ -88,7 +88,8 @@ fn texts(embedder: &Embedder, n: usize, tokens: usize, seed: u64) -> Vec<String>
         .collect()
 }
 
-fn timed(embedder: &mut Embedder, texts: &[String], reps: usize) -> Result<(f64, f64), EmbedError> {
+/// The best of `reps` timed passes over `texts`, in seconds (after one untimed).
+fn timed(embedder: &mut Embedder, texts: &[String], reps: usize) -> Result<f64, EmbedError> {
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     embedder.embed(&refs, TextKind::Document)?;
     let mut best = f64::INFINITY;
@@ -97,7 +98,7 @@ fn timed(embedder: &mut Embedder, texts: &[String], reps: usize) -> Result<(f64,
         embedder.embed(&refs, TextKind::Document)?;
         best = best.min(t0.elapsed().as_secs_f64());
     }
-    Ok((best, texts.len() as f64 / best))
+    Ok(best)
 }
 
 fn row(batch: usize, when: &str, secs: f64, texts: usize, tokens: usize) -> EmbedRow {
@@ -124,24 +125,7 @@ pub fn run(
     opts: &EmbedBenchOptions,
 ) -> Result<EmbedBenchReport, EmbedBenchError> {
     let mut rows = Vec::new();
-    let mut report = None;
-    for &b in &opts.batches {
-        let mut e = Embedder::start(&with_batch(settings, b), &mut |_| {})?;
-        let t = texts(&e, opts.texts.max(b), opts.tokens, 7);
-        let (secs, _) = timed(&mut e, &t, opts.reps)?;
-        rows.push(row(b, "alone", secs, t.len(), opts.tokens));
-        report.get_or_insert(EmbedBenchReport {
-            model: e.model_name(),
-            device: e.device.clone(),
-            dim: e.dim(),
-            tokens_per_text: opts.tokens,
-            rows: Vec::new(),
-            llm_decode_tok_s_alone: None,
-            llm_decode_tok_s_indexing: None,
-        });
-        e.shutdown();
-    }
-    let mut report = report.unwrap_or(EmbedBenchReport {
+    let mut report = EmbedBenchReport {
         model: String::new(),
         device: String::new(),
         dim: 0,
@@ -149,7 +133,15 @@ pub fn run(
         rows: Vec::new(),
         llm_decode_tok_s_alone: None,
         llm_decode_tok_s_indexing: None,
-    });
+    };
+    for &b in &opts.batches {
+        let mut e = Embedder::start(&with_batch(settings, b), &mut |_| {})?;
+        let t = texts(&e, opts.texts.max(b), opts.tokens, 7);
+        let secs = timed(&mut e, &t, opts.reps)?;
+        rows.push(row(b, "alone", secs, t.len(), opts.tokens));
+        (report.model, report.device, report.dim) = (e.model_name(), e.device.clone(), e.dim());
+        e.shutdown();
+    }
     if let (Some(dir), true) = (llm, opts.llm_tokens > 0) {
         let gen_opts = GenerateOptions {
             model: None,

@@ -7,9 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use hybrid_tui::config::Loaded;
-use hybrid_tui::embed::index::{
-    ChunkOptions, Index, IndexEvent, IndexReport, default_name, index_dir, list,
-};
+use hybrid_tui::embed::chunk::ChunkOptions;
+use hybrid_tui::embed::index::{Index, IndexEvent, IndexReport, default_name, index_dir, list};
 use hybrid_tui::embed::{Embedder, TextKind};
 
 use super::args::{IndexArgs, SearchArgs};
@@ -27,15 +26,6 @@ fn start_embedder(loaded: &Loaded) -> Result<Embedder> {
         e.dim()
     );
     Ok(e)
-}
-
-fn chunk_options(loaded: &Loaded) -> ChunkOptions {
-    let e = &loaded.settings.embed;
-    ChunkOptions {
-        tokens: e.chunk_tokens,
-        overlap: e.chunk_overlap,
-        max_file_bytes: e.max_file_kib.saturating_mul(1024),
-    }
 }
 
 fn print_report(r: &IndexReport, json: bool) -> Result<()> {
@@ -83,7 +73,7 @@ pub fn cmd_index(loaded: &Loaded, a: IndexArgs) -> Result<()> {
     let mut idx = Index::open(&name, true)?;
     let mut embedder = start_embedder(loaded)?;
     idx.bind_model(&embedder.model_name(), embedder.dim(), a.rebuild)?;
-    let opts = chunk_options(loaded);
+    let opts = ChunkOptions::from_settings(&loaded.settings.embed);
     let bar = indicatif::ProgressBar::hidden();
     if !a.json && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
@@ -185,15 +175,7 @@ pub fn cmd_search(loaded: &Loaded, a: SearchArgs) -> Result<()> {
     };
     let idx = Index::open(&name, false)?;
     let mut embedder = start_embedder(loaded)?;
-    if let Some((model, dim)) = idx.model()?
-        && (model != embedder.model_name() || dim != embedder.dim())
-    {
-        bail!(
-            "index {name} was built with {model} ({dim} dimensions), but embed.model is {} ({}): rebuild the index with --rebuild or set embed.model back",
-            embedder.model_name(),
-            embedder.dim()
-        );
-    }
+    idx.check_model(&embedder.model_name(), embedder.dim())?;
     let k = a.k.unwrap_or(loaded.settings.embed.top_k);
     let query = embedder
         .embed(&[a.query.as_str()], TextKind::Query)?

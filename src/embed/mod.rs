@@ -9,6 +9,7 @@
 //! Queries take the model's query instruction (`embed.query_instruction`);
 //! documents go in as they are.
 
+pub mod chunk;
 pub mod index;
 pub mod retrieve;
 pub mod worker;

@@ -32,28 +32,12 @@ pub fn retrieve(
     question: &str,
     k: usize,
 ) -> Result<Vec<Hit>, IndexError> {
-    check_model(embedder, index)?;
+    index.check_model(&embedder.model_name(), embedder.dim())?;
     let q = embedder
         .embed(&[question], TextKind::Query)?
         .pop()
         .unwrap_or_default();
     index.search(&q, k)
-}
-
-/// The index must hold vectors of the embedder's model.
-pub fn check_model(embedder: &Embedder, index: &Index) -> Result<(), IndexError> {
-    match index.model()? {
-        Some((m, d)) if m != embedder.model_name() || d != embedder.dim() => {
-            Err(IndexError::ModelChanged {
-                name: index.name.clone(),
-                built: m,
-                built_dim: d,
-                now: embedder.model_name(),
-                now_dim: embedder.dim(),
-            })
-        }
-        _ => Ok(()),
-    }
 }
 
 /// A source as the answer's footer shows it: `path:start-end`.

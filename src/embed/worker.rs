@@ -11,7 +11,8 @@
 use std::path::PathBuf;
 use std::sync::mpsc;
 
-use super::index::{ChunkOptions, Index, IndexEvent, IndexReport};
+use super::chunk::ChunkOptions;
+use super::index::{Index, IndexEvent, IndexReport};
 use super::{EmbedError, Embedder, TextKind};
 use crate::config::Settings;
 

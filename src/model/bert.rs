@@ -298,10 +298,7 @@ impl BertSpec {
 
     /// Parameters of the encoder (the tensors it reads).
     pub fn num_params(&self) -> usize {
-        self.expected_tensors()
-            .iter()
-            .map(|(_, s)| s.iter().product::<usize>())
-            .sum()
+        super::count_params(&self.expected_tensors())
     }
 
     /// config.json of a `BertModel` of this shape.

@@ -40,3 +40,11 @@ pub enum ModelError {
     #[error("{0}")]
     Other(String),
 }
+
+/// Parameters of a list of tensors (name, shape).
+pub(crate) fn count_params(tensors: &[(String, Vec<usize>)]) -> usize {
+    tensors
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>())
+        .sum()
+}

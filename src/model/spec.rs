@@ -311,10 +311,7 @@ impl ModelSpec {
 
     /// Number of parameters (tied embeddings counted once).
     pub fn num_params(&self) -> usize {
-        self.expected_tensors()
-            .iter()
-            .map(|(_, s)| s.iter().product::<usize>())
-            .sum()
+        super::count_params(&self.expected_tensors())
     }
 
     /// RoPE inverse frequencies `[head_dim / 2]` in f32, as Hugging Face

@@ -191,20 +191,15 @@ fn retriever(embed: EmbedWorker, k: usize, tx: UnboundedSender<AppEvent>) -> app
             .name("retrieve".into())
             .spawn(move || {
                 let result = (|| -> Result<Vec<crate::embed::index::Hit>, String> {
-                    let index =
-                        crate::embed::index::Index::open(&name, false).map_err(|e| e.to_string())?;
+                    let index = crate::embed::index::Index::open(&name, false)
+                        .map_err(|e| e.to_string())?;
                     let got = embed
                         .embed_blocking(vec![question], crate::embed::TextKind::Query)
                         .map_err(|e| e.to_string())?;
-                    if let Some((m, _)) = index.model().map_err(|e| e.to_string())?
-                        && m != got.model
-                    {
-                        return Err(format!(
-                            "index {name} was built with {m}, embed.model is now {}: rebuild it with `hybrid-tui index PATH --name {name} --rebuild`",
-                            got.model
-                        ));
-                    }
                     let q = got.vectors.into_iter().next().unwrap_or_default();
+                    index
+                        .check_model(&got.model, q.len())
+                        .map_err(|e| e.to_string())?;
                     index.search(&q, k).map_err(|e| e.to_string())
                 })();
                 let _ = tx.send(AppEvent::Retrieved { tag, result });
@@ -215,12 +210,7 @@ fn retriever(embed: EmbedWorker, k: usize, tx: UnboundedSender<AppEvent>) -> app
 /// How `/index add` indexes: a pass on the embedding thread, its progress
 /// sent as `AppEvent::Indexing`.
 fn indexer(embed: EmbedWorker, settings: &Settings, tx: UnboundedSender<AppEvent>) -> app::Indexer {
-    let e = &settings.embed;
-    let opts = crate::embed::index::ChunkOptions {
-        tokens: e.chunk_tokens,
-        overlap: e.chunk_overlap,
-        max_file_bytes: e.max_file_kib.saturating_mul(1024),
-    };
+    let opts = crate::embed::chunk::ChunkOptions::from_settings(&settings.embed);
     Box::new(move |name, path| {
         let tx = tx.clone();
         let progress_name = name.clone();

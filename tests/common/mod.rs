@@ -211,27 +211,45 @@ pub fn greedy_tokens(
 }
 
 /// A tiny random-weight BERT embedding model (Hugging Face layout, mean
-/// pooling, seed fixed), made once per test binary.
+/// pooling), made once per test binary.
 pub fn test_bert() -> PathBuf {
-    use hybrid_tui::model::bert::Pooling;
+    bert(hybrid_tui::model::bert::Pooling::Mean)
+}
+
+/// A tiny random-weight BERT with `pooling` (seed fixed per pooling),
+/// made once per test binary.
+pub fn bert(pooling: hybrid_tui::model::bert::Pooling) -> PathBuf {
     use hybrid_tui::model::test_bert::{BertPreset, TestBertOptions, make_test_bert};
     static MADE: OnceLock<std::sync::Mutex<()>> = OnceLock::new();
     let _g = MADE
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    let dir = fixtures().join("bert-tiny");
+    let dir = fixtures().join(format!("bert-{}", pooling.name()));
     if !dir.join("config.json").exists() {
         make_test_bert(
             &dir,
             &TestBertOptions {
                 preset: BertPreset::Tiny,
-                pooling: Pooling::Mean,
-                seed: 5,
+                pooling,
+                seed: 11,
                 dtype: WeightDtype::F32,
             },
         )
         .expect("make test bert");
     }
     dir
+}
+
+/// OpenVINO CPU properties for exact comparisons: f32 inference, no
+/// dynamic quantization.
+pub fn exact_props() -> hybrid_tui::executive::session::DeviceProps {
+    hybrid_tui::executive::session::DeviceProps {
+        performance_hint: "LATENCY".into(),
+        inference_precision: "f32".into(),
+        cache_dir: String::new(),
+        exact: true,
+        num_threads: 0,
+        pin_threads: false,
+    }
 }
