@@ -108,10 +108,6 @@ impl BakedEncoder {
     pub fn f32(&self, name: &str) -> Result<Vec<f32>, StoreError> {
         self.store.f32(name)
     }
-
-    pub fn stored_bytes(&self) -> u64 {
-        self.store.stored_bytes()
-    }
 }
 
 /// Bake the BERT model in `src` into `out` with every matrix in `weights`.

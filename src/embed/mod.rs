@@ -164,11 +164,6 @@ impl Embedder {
         &self.tok
     }
 
-    /// Tokens a text takes (specials included, cut at `embed.max_length`).
-    pub fn count_tokens(&self, text: &str) -> Result<usize, EmbedError> {
-        Ok(self.tok.encode(text)?.len())
-    }
-
     /// One unit vector per text, in order.
     pub fn embed(&mut self, texts: &[&str], what: TextKind) -> Result<Vec<Vec<f32>>, EmbedError> {
         let seqs = texts
