@@ -323,19 +323,7 @@ impl Runner<'_> {
         let (mean, sd) = mean_sd(&samples);
         let ttfts: Vec<f64> = runs.iter().map(|r| r.ttft_ms).collect();
         let (ttft_mean, ttft_sd) = mean_sd(&ttfts);
-        let work = runs
-            .iter()
-            .filter_map(|r| r.work)
-            .reduce(|a, b| crate::shard_b::PlanStats {
-                steps: a.steps + b.steps,
-                segments: a.segments + b.segments,
-                launches: a.launches + b.launches,
-                captures: a.captures + b.captures,
-                replays: a.replays + b.replays,
-                uploads: a.uploads + b.uploads,
-                readbacks: a.readbacks + b.readbacks,
-                host_ns: a.host_ns + b.host_ns,
-            });
+        let work = runs.iter().filter_map(|r| r.work).reduce(|a, b| a.plus(&b));
         let joules: Option<Vec<f64>> = runs
             .iter()
             .map(|r| r.joules.map(|j| j / r.tokens.max(1) as f64))

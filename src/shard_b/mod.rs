@@ -1,13 +1,16 @@
 //! Shard B: decoder layers `[k, L)`, the final norm, lm_head and sampling.
 //!
-//! Two bodies run it: on a GPU with packed weights, the decode plan
+//! Three bodies run it: on a GPU with packed weights, the decode plan
 //! ([`plan`]: the project's own kernels, fixed buffers, captured and
-//! replayed steps, streams batched); otherwise burn's tensor ops ([`ops`]:
-//! Flex on the CPU, or a GPU through wgpu on Vulkan).
+//! replayed steps, streams batched); on the CPU with packed weights, the
+//! CPU plan ([`cpu`]: the packed kernels and the project's own loops over
+//! host buffers, streams batched); otherwise burn's tensor ops ([`ops`]:
+//! Flex on the CPU with dense weights, or a GPU through wgpu on Vulkan).
 //!
 //! With `k = 0` the same code runs the whole model from token ids (the
 //! embeddings are loaded too): the single-device baseline.
 
+pub mod cpu;
 pub mod cube;
 pub mod device;
 pub mod linear;
@@ -96,6 +99,7 @@ impl HiddenDtype {
 enum StreamKv {
     Ops(ops::OpsKv),
     Plan(plan::PlanKv),
+    Cpu(cpu::CpuKv),
 }
 
 /// One stream's KV cache for shard B's layers, preallocated to capacity.
@@ -141,12 +145,14 @@ pub struct BatchItem<'a> {
 }
 
 /// Logits of a step: `[T, vocab]` from burn's ops, or the last row's
-/// `[1, vocab]` from the decode plan (which computes no others).
+/// `[1, vocab]` from the decode plan or the CPU plan (which compute no
+/// others).
 pub struct Logits(LogitsKind);
 
 enum LogitsKind {
     Tensor(Tensor<2>),
     Plan(plan::PlanLogits),
+    Host(Vec<f32>),
 }
 
 impl From<Tensor<2>> for Logits {
@@ -160,7 +166,7 @@ impl Logits {
     pub fn rows(&self) -> usize {
         match &self.0 {
             LogitsKind::Tensor(t) => t.dims()[0],
-            LogitsKind::Plan(_) => 1,
+            LogitsKind::Plan(_) | LogitsKind::Host(_) => 1,
         }
     }
 
@@ -169,6 +175,7 @@ impl Logits {
         match &self.0 {
             LogitsKind::Tensor(t) => ShardB::read_f32(t.clone()),
             LogitsKind::Plan(p) => p.read(),
+            LogitsKind::Host(v) => Ok(v.clone()),
         }
     }
 
@@ -180,6 +187,7 @@ impl Logits {
                 ShardB::read_f32(t.clone().narrow(0, r - 1, 1))
             }
             LogitsKind::Plan(p) => p.read(),
+            LogitsKind::Host(v) => Ok(v.clone()),
         }
     }
 
@@ -194,28 +202,42 @@ impl Logits {
                 let [r, v] = t.dims();
                 Ok(t.narrow(0, r - 1, 1).reshape([v]))
             }
-            LogitsKind::Plan(p) => {
-                let row = p.read()?;
-                let v = row.len();
-                Ok(Tensor::<1>::from_data(
-                    TensorData::new(row, [v]),
-                    (&Device::flex(), DType::F32),
-                ))
-            }
+            LogitsKind::Plan(p) => Ok(host_row(p.read()?)),
+            LogitsKind::Host(v) => Ok(host_row(v)),
         }
     }
 
     /// The greedy choice of the last row when the device makes it (the
     /// plan's argmax, with its non-finite flag); None for burn's logits.
     pub(crate) fn device_argmax(&self) -> Option<Result<u32, ShardBError>> {
-        let LogitsKind::Plan(p) = &self.0 else {
-            return None;
+        let picked = match &self.0 {
+            LogitsKind::Tensor(_) => return None,
+            LogitsKind::Plan(p) => p.argmax(),
+            LogitsKind::Host(v) => Ok(host_argmax(v)),
         };
-        Some(p.argmax().and_then(|(id, bad)| match bad {
+        Some(picked.and_then(|(id, bad)| match bad {
             true => Err(ShardBError::NonFinite),
             false => Ok(id),
         }))
     }
+}
+
+/// A row of logits on the host as a tensor of the CPU backend.
+fn host_row(row: Vec<f32>) -> Tensor<1> {
+    let v = row.len();
+    Tensor::<1>::from_data(TensorData::new(row, [v]), (&Device::flex(), DType::F32))
+}
+
+/// The first index of the largest value, and whether the row holds a NaN
+/// or an infinity (as the plan's argmax kernel answers).
+fn host_argmax(row: &[f32]) -> (u32, bool) {
+    let mut best = 0;
+    for (i, v) in row.iter().enumerate() {
+        if *v > row[best] {
+            best = i;
+        }
+    }
+    (best as u32, row.iter().any(|v| !v.is_finite()))
 }
 
 /// How [`ShardB::load_with`] loads shard B.
@@ -245,6 +267,7 @@ impl LoadOptions {
 enum Body {
     Ops(ops::OpsModel),
     Plan(Mutex<plan::DecodePlan>),
+    Cpu(cpu::CpuModel),
 }
 
 pub struct ShardB {
@@ -310,9 +333,16 @@ impl ShardB {
             }
             _ => None,
         };
-        let body = match planned {
-            Some(p) => Body::Plan(Mutex::new(p)),
-            None => Body::Ops(ops::OpsModel::load(
+        let cpu_planned = match (&planned, mode) {
+            (None, DecodeMode::Replay | DecodeMode::Launch) if !cube::supported(&device) => {
+                cpu::CpuModel::load(model, first_layer, weights_dtype)?
+            }
+            _ => None,
+        };
+        let body = match (planned, cpu_planned) {
+            (Some(p), _) => Body::Plan(Mutex::new(p)),
+            (None, Some(c)) => Body::Cpu(c),
+            (None, None) => Body::Ops(ops::OpsModel::load(
                 model,
                 first_layer,
                 &device,
@@ -332,13 +362,18 @@ impl ShardB {
     fn plan(&self) -> Option<std::sync::MutexGuard<'_, plan::DecodePlan>> {
         match &self.body {
             Body::Plan(p) => Some(p.lock().unwrap_or_else(|e| e.into_inner())),
-            Body::Ops(_) => None,
+            Body::Ops(_) | Body::Cpu(_) => None,
         }
     }
 
-    /// How decode steps run: the plan's mode, or `Ops`.
+    /// How decode steps run: the plan's mode, `Launch` on the CPU plan
+    /// (its loops run anew each step; there is nothing to capture), or
+    /// `Ops`.
     pub fn decode_mode(&self) -> DecodeMode {
-        self.plan().map_or(DecodeMode::Ops, |p| p.mode())
+        match &self.body {
+            Body::Cpu(_) => DecodeMode::Launch,
+            _ => self.plan().map_or(DecodeMode::Ops, |p| p.mode()),
+        }
     }
 
     /// Keys per attention chunk of the plan's decode steps (tests cross
@@ -360,9 +395,13 @@ impl ShardB {
         self.plan().map(|mut p| p.profile(streams, fill, reps))
     }
 
-    /// The plan's counters (None on burn's ops).
+    /// The plan's counters, the CPU plan's with its time per part (None
+    /// on burn's ops).
     pub fn plan_stats(&self) -> Option<PlanStats> {
-        self.plan().map(|p| p.stats())
+        match &self.body {
+            Body::Cpu(c) => Some(c.stats()),
+            _ => self.plan().map(|p| p.stats()),
+        }
     }
 
     /// A new stream with room for `capacity` tokens.
@@ -372,6 +411,7 @@ impl ShardB {
             Body::Plan(p) => {
                 StreamKv::Plan(p.lock().unwrap_or_else(|e| e.into_inner()).new_kv(capacity))
             }
+            Body::Cpu(c) => StreamKv::Cpu(c.new_kv(capacity)),
         };
         Stream {
             kv,
@@ -387,7 +427,7 @@ impl ShardB {
         let layers = self.spec.num_layers - self.first_layer;
         match &self.body {
             Body::Ops(m) => m.stacked_projections(),
-            Body::Plan(_) => (2 * layers, 2 * layers),
+            Body::Plan(_) | Body::Cpu(_) => (2 * layers, 2 * layers),
         }
     }
 
@@ -399,6 +439,7 @@ impl ShardB {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .resident_weight_bytes(),
+            Body::Cpu(c) => c.resident_weight_bytes(),
         }
     }
 
@@ -509,6 +550,7 @@ impl ShardB {
                 Ok(logits.into_iter().map(Logits::from).collect())
             }
             Body::Plan(p) => self.planned(p, items),
+            Body::Cpu(c) => self.cpu_planned(c, items),
         }
     }
 
@@ -518,46 +560,9 @@ impl ShardB {
         plan: &Mutex<plan::DecodePlan>,
         items: &mut [BatchItem<'_>],
     ) -> Result<Vec<Logits>, ShardBError> {
-        let mut hidden = Vec::new();
-        let mut ids = Vec::new();
-        let mut rows = Vec::with_capacity(items.len());
-        for item in items.iter() {
-            match item.input {
-                StepInput::Hidden {
-                    bytes,
-                    dtype,
-                    rows: n,
-                } => {
-                    match dtype {
-                        HiddenDtype::F32 => hidden.extend(
-                            bytes
-                                .chunks_exact(4)
-                                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-                        ),
-                        HiddenDtype::F16 => hidden.extend(
-                            bytes
-                                .chunks_exact(2)
-                                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
-                        ),
-                    }
-                    rows.push(n);
-                }
-                StepInput::Tokens(t) => {
-                    ids.extend_from_slice(t);
-                    rows.push(t.len());
-                }
-            }
-        }
-        if !hidden.is_empty() && !ids.is_empty() {
-            return Err(ShardBError::MixedBatch);
-        }
-        let input = if ids.is_empty() {
-            plan::Input::Hidden(&hidden)
-        } else {
-            plan::Input::Tokens(&ids)
-        };
+        let gathered = Gathered::of(items)?;
         let mut segments = Vec::with_capacity(items.len());
-        for (item, &n) in items.iter().zip(&rows) {
+        for (item, &n) in items.iter().zip(&gathered.rows) {
             let StreamKv::Plan(kv) = &item.stream.kv else {
                 return Err(ShardBError::ForeignStream);
             };
@@ -570,14 +575,36 @@ impl ShardB {
         let logits = plan
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .step(input, &segments)?;
+            .step(gathered.input(), &segments)?;
         drop(segments);
-        for (item, n) in items.iter_mut().zip(rows) {
-            item.stream.len += n;
-        }
+        gathered.advance(items);
         Ok(logits
             .into_iter()
             .map(|l| Logits(LogitsKind::Plan(l)))
+            .collect())
+    }
+
+    /// One step of the CPU plan over `items`' streams.
+    fn cpu_planned(
+        &self,
+        model: &cpu::CpuModel,
+        items: &mut [BatchItem<'_>],
+    ) -> Result<Vec<Logits>, ShardBError> {
+        let gathered = Gathered::of(items)?;
+        let mut segments = Vec::with_capacity(items.len());
+        for (item, &n) in items.iter_mut().zip(&gathered.rows) {
+            let pos = item.stream.len;
+            let StreamKv::Cpu(kv) = &mut item.stream.kv else {
+                return Err(ShardBError::ForeignStream);
+            };
+            segments.push(cpu::CpuSegment { kv, pos, rows: n });
+        }
+        let logits = model.step(gathered.input(), &mut segments)?;
+        drop(segments);
+        gathered.advance(items);
+        Ok(logits
+            .into_iter()
+            .map(|l| Logits(LogitsKind::Host(l)))
             .collect())
     }
 
@@ -586,5 +613,65 @@ impl ShardB {
         t.into_data()
             .try_into_vec_as::<f32>()
             .map_err(|e| ShardBError::Readback(format!("{e:?}")))
+    }
+}
+
+/// A batch's rows gathered for a plan: the hidden states as f32 (or the
+/// token ids) of every stream in order, and each stream's row count.
+struct Gathered {
+    hidden: Vec<f32>,
+    ids: Vec<u32>,
+    rows: Vec<usize>,
+}
+
+impl Gathered {
+    fn of(items: &[BatchItem<'_>]) -> Result<Gathered, ShardBError> {
+        let mut g = Gathered {
+            hidden: Vec::new(),
+            ids: Vec::new(),
+            rows: Vec::with_capacity(items.len()),
+        };
+        for item in items {
+            match item.input {
+                StepInput::Hidden { bytes, dtype, rows } => {
+                    match dtype {
+                        HiddenDtype::F32 => g.hidden.extend(
+                            bytes
+                                .chunks_exact(4)
+                                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                        ),
+                        HiddenDtype::F16 => g.hidden.extend(
+                            bytes
+                                .chunks_exact(2)
+                                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
+                        ),
+                    }
+                    g.rows.push(rows);
+                }
+                StepInput::Tokens(t) => {
+                    g.ids.extend_from_slice(t);
+                    g.rows.push(t.len());
+                }
+            }
+        }
+        if !g.hidden.is_empty() && !g.ids.is_empty() {
+            return Err(ShardBError::MixedBatch);
+        }
+        Ok(g)
+    }
+
+    fn input(&self) -> plan::Input<'_> {
+        if self.ids.is_empty() {
+            plan::Input::Hidden(&self.hidden)
+        } else {
+            plan::Input::Tokens(&self.ids)
+        }
+    }
+
+    /// Each stream past its rows (after a step that took them).
+    fn advance(&self, items: &mut [BatchItem<'_>]) {
+        for (item, n) in items.iter_mut().zip(&self.rows) {
+            item.stream.len += n;
+        }
     }
 }

@@ -24,7 +24,9 @@ use crate::bake::quant::unpack_u4;
 use crate::bake::store::StoredTensor;
 
 mod rows;
+mod tiled;
 use rows::*;
+pub use tiled::{TILE_ROWS, Tiled, tiled_supported};
 
 /// An integer weight as the kernel reads it.
 #[derive(Debug, Clone)]

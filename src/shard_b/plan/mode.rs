@@ -48,8 +48,13 @@ pub struct PlanStats {
     /// Device-to-host reads (sampled ids, logits).
     pub readbacks: u64,
     /// Host time spent issuing steps and greedy choices (writing inputs,
-    /// launching or replaying; not waiting for the device), in ns.
+    /// launching or replaying; not waiting for the device), in ns. On the
+    /// CPU plan, the steps' whole time.
     pub host_ns: u64,
+    /// The CPU plan's time per part of a step (`shard_b::cpu::PARTS`), in
+    /// ns; zeros on a GPU, whose parts run on the device
+    /// ([`super::StepProfile`] measures those).
+    pub parts_ns: [u64; crate::shard_b::cpu::PARTS.len()],
 }
 
 impl PlanStats {
@@ -64,6 +69,22 @@ impl PlanStats {
             uploads: self.uploads.saturating_sub(earlier.uploads),
             readbacks: self.readbacks.saturating_sub(earlier.readbacks),
             host_ns: self.host_ns.saturating_sub(earlier.host_ns),
+            parts_ns: std::array::from_fn(|i| self.parts_ns[i].saturating_sub(earlier.parts_ns[i])),
+        }
+    }
+
+    /// Both counts together.
+    pub fn plus(&self, other: &PlanStats) -> PlanStats {
+        PlanStats {
+            steps: self.steps + other.steps,
+            segments: self.segments + other.segments,
+            launches: self.launches + other.launches,
+            captures: self.captures + other.captures,
+            replays: self.replays + other.replays,
+            uploads: self.uploads + other.uploads,
+            readbacks: self.readbacks + other.readbacks,
+            host_ns: self.host_ns + other.host_ns,
+            parts_ns: std::array::from_fn(|i| self.parts_ns[i] + other.parts_ns[i]),
         }
     }
 }

@@ -1,0 +1,469 @@
+//! Shard B on the CPU as a planned step: packed weights, the project's own
+//! loops over host buffers, and no burn ops on the way.
+//!
+//! burn's per-op path on the CPU backend (Flex) costs host time around the
+//! packed kernels: a tensor per op, copies in and out of the kernel, fresh
+//! RoPE tables and masks each step, a score matrix per head, and logits for
+//! every row of a prompt. Here a step is, per layer:
+//!
+//! ```text
+//! rms_norm ─ qkv (one stacked weight) ─ rope + cache write
+//!   ─ attention (online softmax over key blocks) ─ o (+= x)
+//!   ─ rms_norm ─ gate·up (stacked) ─ silu_mul ─ down (+= x)
+//! ```
+//!
+//! then the final norm and the lm_head of each stream's last row only.
+//! Several streams in one step share the projections (each weight read
+//! once for all their rows); attention runs per stream. The projections
+//! are [`Packed::matmul_with`] (exact, or with int8 activations for
+//! `packed-q8`); everything else is plain Rust. Each part's time is
+//! counted ([`PlanStats::parts_ns`]), so the bench shows where a step goes.
+
+mod attention;
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use super::ShardBError;
+use super::linear::WeightDtype;
+use super::packed::{Kernel, Packed, Tiled};
+use super::plan::{Input, PlanStats};
+use crate::bake::store::{BakedModel, StoreError};
+use crate::model::ModelSpec;
+use attention::{CacheView, Heads};
+
+/// The parts of a step the CPU plan times, in [`PlanStats::parts_ns`]'s
+/// order.
+pub const PARTS: [&str; 10] = [
+    "input",
+    "rms_norm",
+    "qkv",
+    "rope_cache",
+    "attention",
+    "o",
+    "gate_up",
+    "silu_mul",
+    "down",
+    "lm_head",
+];
+
+#[derive(Clone, Copy)]
+enum Part {
+    Input,
+    Norm,
+    Qkv,
+    RopeCache,
+    Attention,
+    O,
+    GateUp,
+    SiluMul,
+    Down,
+    Head,
+}
+
+/// A projection as the CPU plan multiplies it: packed rows (the exact
+/// loops, or int8 activations row by row), or 4-bit tiles for int8
+/// activations on AVX-512 VNNI ([`Tiled`]).
+enum Proj {
+    Rows(Packed),
+    Tiled(Tiled),
+}
+
+impl Proj {
+    /// Tiles where int8 activations are asked for and the weight and the
+    /// CPU take them, else rows.
+    fn new(p: Packed, kernel: Kernel) -> Proj {
+        match kernel.is_q8().then(|| Tiled::from_packed(&p)).flatten() {
+            Some(t) => Proj::Tiled(t),
+            None => Proj::Rows(p),
+        }
+    }
+
+    fn matmul(&self, x: &[f32], tokens: usize, kernel: Kernel) -> Vec<f32> {
+        match self {
+            Proj::Rows(p) => p.matmul_with(x, tokens, kernel),
+            Proj::Tiled(t) => t.matmul(x, tokens),
+        }
+    }
+
+    fn rows(&self) -> usize {
+        match self {
+            Proj::Rows(p) => p.rows,
+            Proj::Tiled(t) => t.rows,
+        }
+    }
+
+    fn resident_bytes(&self) -> usize {
+        match self {
+            Proj::Rows(p) => p.resident_bytes(),
+            Proj::Tiled(t) => t.resident_bytes(),
+        }
+    }
+}
+
+struct Layer {
+    in_norm: Vec<f32>,
+    /// q, k, v stacked.
+    qkv: Proj,
+    /// q, k, v biases (models with them).
+    qkv_bias: Option<Vec<f32>>,
+    o: Proj,
+    post_norm: Vec<f32>,
+    /// gate, up stacked.
+    gate_up: Proj,
+    down: Proj,
+}
+
+/// One stream's cache: per layer, keys and values `[kv_heads, capacity,
+/// head_dim]`.
+pub struct CpuKv {
+    keys: Vec<Vec<f32>>,
+    values: Vec<Vec<f32>>,
+    capacity: usize,
+}
+
+/// One stream's part of a step: its cache, the position of its first row
+/// and how many rows it has.
+pub struct CpuSegment<'a> {
+    pub kv: &'a mut CpuKv,
+    pub pos: usize,
+    pub rows: usize,
+}
+
+/// Shard B's weights for the CPU plan.
+pub struct CpuModel {
+    spec: ModelSpec,
+    layers: Vec<Layer>,
+    norm: Vec<f32>,
+    head: Proj,
+    /// The embedding table for token input (k = 0) when it is not the
+    /// head (tied, the head stays in rows and serves as the table).
+    embed: Option<Packed>,
+    /// This shard starts at layer 0 (it takes token ids).
+    takes_tokens: bool,
+    inv_freq: Vec<f32>,
+    kernel: Kernel,
+    stats: Mutex<PlanStats>,
+}
+
+impl CpuModel {
+    /// Load layers `[first_layer, L)`, the norm and the head (and the
+    /// embeddings for k = 0); None when a projection is not an integer
+    /// weight the packed kernel takes (those run on burn's ops).
+    pub fn load(
+        model: &BakedModel,
+        first_layer: usize,
+        dtype: WeightDtype,
+    ) -> Result<Option<CpuModel>, StoreError> {
+        let spec = model.spec().clone();
+        let kernel = match dtype {
+            WeightDtype::Packed => Kernel::Best,
+            WeightDtype::PackedQ8 => Kernel::Q8,
+            _ => return Ok(None),
+        };
+        let stacked = |names: &[String]| -> Result<Option<Packed>, StoreError> {
+            let mut parts = Vec::with_capacity(names.len());
+            for n in names {
+                match Packed::from_stored(&model.tensor(n)?) {
+                    Some(p) => parts.push(p),
+                    None => return Ok(None),
+                }
+            }
+            Ok(match parts.len() {
+                1 => parts.pop(),
+                _ => Packed::stack(&parts),
+            })
+        };
+        let mut layers = Vec::with_capacity(spec.num_layers - first_layer);
+        for l in first_layer..spec.num_layers {
+            let p = format!("model.layers.{l}");
+            let names = |xs: &[&str]| -> Vec<String> {
+                xs.iter().map(|x| format!("{p}.{x}.weight")).collect()
+            };
+            let (Some(qkv), Some(o), Some(gate_up), Some(down)) = (
+                stacked(&names(&[
+                    "self_attn.q_proj",
+                    "self_attn.k_proj",
+                    "self_attn.v_proj",
+                ]))?,
+                stacked(&names(&["self_attn.o_proj"]))?,
+                stacked(&names(&["mlp.gate_proj", "mlp.up_proj"]))?,
+                stacked(&names(&["mlp.down_proj"]))?,
+            ) else {
+                return Ok(None);
+            };
+            let (qkv, o) = (Proj::new(qkv, kernel), Proj::new(o, kernel));
+            let (gate_up, down) = (Proj::new(gate_up, kernel), Proj::new(down, kernel));
+            let qkv_bias = if spec.qkv_bias {
+                let mut b = Vec::with_capacity(qkv.rows());
+                for x in ["q_proj", "k_proj", "v_proj"] {
+                    b.extend(model.f32(&format!("{p}.self_attn.{x}.bias"))?);
+                }
+                Some(b)
+            } else {
+                None
+            };
+            layers.push(Layer {
+                in_norm: model.f32(&format!("{p}.input_layernorm.weight"))?,
+                qkv,
+                qkv_bias,
+                o,
+                post_norm: model.f32(&format!("{p}.post_attention_layernorm.weight"))?,
+                gate_up,
+                down,
+            });
+        }
+        let Some(head) = stacked(&[model.lm_head_name().to_string()])? else {
+            return Ok(None);
+        };
+        let (head, embed) = match (first_layer, spec.tie_word_embeddings) {
+            (0, true) => (Proj::Rows(head), None),
+            (0, false) => match stacked(&["model.embed_tokens.weight".to_string()])? {
+                Some(e) => (Proj::new(head, kernel), Some(e)),
+                None => return Ok(None),
+            },
+            _ => (Proj::new(head, kernel), None),
+        };
+        Ok(Some(CpuModel {
+            norm: model.f32("model.norm.weight")?,
+            inv_freq: spec.rope_inv_freq(),
+            spec,
+            layers,
+            head,
+            embed,
+            takes_tokens: first_layer == 0,
+            kernel,
+            stats: Mutex::new(PlanStats::default()),
+        }))
+    }
+
+    /// A cache with room for `capacity` tokens.
+    pub fn new_kv(&self, capacity: usize) -> CpuKv {
+        let n = self.spec.num_kv_heads * capacity * self.spec.head_dim;
+        let make = || (0..self.layers.len()).map(|_| vec![0f32; n]).collect();
+        CpuKv {
+            keys: make(),
+            values: make(),
+            capacity,
+        }
+    }
+
+    /// Bytes of weights held (packed values, scales and zero points; norms
+    /// and biases as f32).
+    pub fn resident_weight_bytes(&self) -> usize {
+        let h = self.spec.hidden_size;
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                l.qkv.resident_bytes()
+                    + l.o.resident_bytes()
+                    + l.gate_up.resident_bytes()
+                    + l.down.resident_bytes()
+                    + l.qkv_bias.as_ref().map_or(0, |b| 4 * b.len())
+                    + 2 * h * 4
+            })
+            .sum();
+        layers
+            + self.head.resident_bytes()
+            + self.embed.as_ref().map_or(0, |e| e.resident_bytes())
+            + h * 4
+    }
+
+    /// The step counters, with each part's time.
+    pub fn stats(&self) -> PlanStats {
+        *self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One step over `segments`' streams (`input` holds their rows in
+    /// order): every layer, then the logits of each stream's last row.
+    /// The caches are written at the segments' positions; the caller
+    /// advances the streams.
+    pub fn step(
+        &self,
+        input: Input<'_>,
+        segments: &mut [CpuSegment<'_>],
+    ) -> Result<Vec<Vec<f32>>, ShardBError> {
+        let started = Instant::now();
+        let mut parts = [0u64; PARTS.len()];
+        let mut clock = Instant::now();
+        let mut lap = |part: Part| {
+            let now = Instant::now();
+            parts[part as usize] += (now - clock).as_nanos() as u64;
+            clock = now;
+        };
+        let spec = &self.spec;
+        let (h, hd) = (spec.hidden_size, spec.head_dim);
+        let (q_dim, kv_dim) = (spec.q_dim(), spec.kv_dim());
+        let rows: usize = segments.iter().map(|s| s.rows).sum();
+        let mut x = match input {
+            Input::Hidden(v) => v.to_vec(),
+            Input::Tokens(ids) => {
+                let table = match (&self.embed, &self.head) {
+                    _ if !self.takes_tokens => None,
+                    (Some(e), _) => Some(e),
+                    (None, Proj::Rows(h)) => Some(h),
+                    (None, Proj::Tiled(_)) => None,
+                };
+                let Some(table) = table else {
+                    return Err(ShardBError::NoEmbeddings(
+                        spec.num_layers - self.layers.len(),
+                    ));
+                };
+                ids.iter().flat_map(|&id| table.row(id as usize)).collect()
+            }
+        };
+        if x.len() != rows * h {
+            return Err(ShardBError::BadInput {
+                got: x.len() * 4,
+                tokens: rows,
+                hidden: h,
+                dtype: super::HiddenDtype::F32,
+            });
+        }
+        // cos and sin of each row's position, [rows, hd/2].
+        let half = hd / 2;
+        let (mut cos, mut sin) = (
+            Vec::with_capacity(rows * half),
+            Vec::with_capacity(rows * half),
+        );
+        for s in segments.iter() {
+            for p in s.pos..s.pos + s.rows {
+                for f in &self.inv_freq {
+                    let a = p as f32 * f;
+                    cos.push(a.cos());
+                    sin.push(a.sin());
+                }
+            }
+        }
+        let shape = Heads {
+            heads: spec.num_heads,
+            kv_heads: spec.num_kv_heads,
+            head_dim: hd,
+            sliding_window: spec.sliding_window,
+        };
+        let eps = spec.rms_norm_eps as f32;
+        let inter = spec.intermediate_size;
+        let mut n = vec![0f32; rows * h];
+        let mut attn = vec![0f32; rows * q_dim];
+        let mut act = vec![0f32; rows * inter];
+        lap(Part::Input);
+        for (li, layer) in self.layers.iter().enumerate() {
+            rms_norm(&x, &layer.in_norm, eps, &mut n);
+            lap(Part::Norm);
+            let mut qkv = layer.qkv.matmul(&n, rows, self.kernel);
+            if let Some(b) = &layer.qkv_bias {
+                for r in qkv.chunks_exact_mut(b.len()) {
+                    r.iter_mut().zip(b).for_each(|(y, b)| *y += b);
+                }
+            }
+            lap(Part::Qkv);
+            // RoPE on q and k; k and v into each stream's cache.
+            let width = q_dim + 2 * kv_dim;
+            let mut row = 0;
+            for s in segments.iter_mut() {
+                let cap = s.kv.capacity;
+                for i in 0..s.rows {
+                    let r = &mut qkv[(row + i) * width..(row + i + 1) * width];
+                    let (c, sn) = (
+                        &cos[(row + i) * half..(row + i + 1) * half],
+                        &sin[(row + i) * half..(row + i + 1) * half],
+                    );
+                    for head in r[..q_dim + kv_dim].chunks_exact_mut(hd) {
+                        rope(head, c, sn);
+                    }
+                    let p = s.pos + i;
+                    for g in 0..spec.num_kv_heads {
+                        let at = (g * cap + p) * hd;
+                        s.kv.keys[li][at..at + hd]
+                            .copy_from_slice(&r[q_dim + g * hd..q_dim + (g + 1) * hd]);
+                        s.kv.values[li][at..at + hd].copy_from_slice(
+                            &r[q_dim + kv_dim + g * hd..q_dim + kv_dim + (g + 1) * hd],
+                        );
+                    }
+                }
+                row += s.rows;
+            }
+            lap(Part::RopeCache);
+            let mut row = 0;
+            for s in segments.iter() {
+                let q: Vec<f32> = qkv[row * width..(row + s.rows) * width]
+                    .chunks_exact(width)
+                    .flat_map(|r| r[..q_dim].iter().copied())
+                    .collect();
+                let cache = CacheView {
+                    keys: &s.kv.keys[li],
+                    values: &s.kv.values[li],
+                    capacity: s.kv.capacity,
+                };
+                let out = &mut attn[row * q_dim..(row + s.rows) * q_dim];
+                attention::attend(&q, &cache, s.pos, shape, out);
+                row += s.rows;
+            }
+            lap(Part::Attention);
+            let o = layer.o.matmul(&attn, rows, self.kernel);
+            x.iter_mut().zip(&o).for_each(|(x, y)| *x += y);
+            lap(Part::O);
+            rms_norm(&x, &layer.post_norm, eps, &mut n);
+            lap(Part::Norm);
+            let gu = layer.gate_up.matmul(&n, rows, self.kernel);
+            lap(Part::GateUp);
+            for (a, g) in act.chunks_exact_mut(inter).zip(gu.chunks_exact(2 * inter)) {
+                let (gate, up) = g.split_at(inter);
+                for ((a, g), u) in a.iter_mut().zip(gate).zip(up) {
+                    *a = g / (1.0 + (-g).exp()) * u;
+                }
+            }
+            lap(Part::SiluMul);
+            let d = layer.down.matmul(&act, rows, self.kernel);
+            x.iter_mut().zip(&d).for_each(|(x, y)| *x += y);
+            lap(Part::Down);
+        }
+        // The final norm and the head over each stream's last row only.
+        let mut last = Vec::with_capacity(segments.len() * h);
+        let mut row = 0;
+        for s in segments.iter() {
+            row += s.rows;
+            last.extend_from_slice(&x[(row - 1) * h..row * h]);
+        }
+        let mut normed = vec![0f32; last.len()];
+        rms_norm(&last, &self.norm, eps, &mut normed);
+        lap(Part::Norm);
+        let logits = self.head.matmul(&normed, segments.len(), self.kernel);
+        lap(Part::Head);
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        stats.steps += 1;
+        stats.segments += segments.len() as u64;
+        stats.host_ns += started.elapsed().as_nanos() as u64;
+        for (a, b) in stats.parts_ns.iter_mut().zip(parts) {
+            *a += b;
+        }
+        Ok(logits
+            .chunks_exact(spec.vocab_size)
+            .map(<[f32]>::to_vec)
+            .collect())
+    }
+}
+
+/// `out = x / rms(x) · w` per row of `x`.
+fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let h = w.len();
+    for (xr, o) in x.chunks_exact(h).zip(out.chunks_exact_mut(h)) {
+        let ms = xr.iter().map(|v| v * v).sum::<f32>() / h as f32;
+        let inv = 1.0 / (ms + eps).sqrt();
+        for ((o, v), w) in o.iter_mut().zip(xr).zip(w) {
+            *o = v * inv * w;
+        }
+    }
+}
+
+/// Hugging Face's rotate_half RoPE on one head, in place.
+fn rope(head: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let half = cos.len();
+    let (a, b) = head.split_at_mut(half);
+    for i in 0..half {
+        let (x1, x2) = (a[i], b[i]);
+        a[i] = x1 * cos[i] - x2 * sin[i];
+        b[i] = x2 * cos[i] + x1 * sin[i];
+    }
+}

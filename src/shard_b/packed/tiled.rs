@@ -1,0 +1,290 @@
+//! 4-bit weights repacked in tiles of 16 rows for int8 activations on
+//! AVX-512 VNNI: one 64-byte load holds 8 columns of 16 rows, one 32-bit
+//! lane per row (its low nibbles columns `k..k+4`, its high nibbles
+//! `k+4..k+8`), so `vpdpbusd` against four activation bytes broadcast to
+//! every lane sums four products into each row's lane. A load serves every
+//! token of the pass (up to [`TOKENS_PER_PASS`]); there is no horizontal
+//! sum, and a tile's 16 outputs come out as one vector. Per group of the
+//! weight, each token's integer sums are scaled once:
+//! `y += (Σ u·xq − zp · Σ xq) · scale · sx`, with `xq = round(x / sx)`,
+//! `sx = max|x| / 127` over the group (the same rounding as `Kernel::Q8`'s
+//! row loop, so the same error bound).
+//!
+//! Decode steps (a token or a few) read each weight once from memory;
+//! prompt chunks take the weights tile by tile and run every token over a
+//! tile while it is in cache (the unpacking of a load is shared by the
+//! pass's tokens). This is the layout llama.cpp's repacked Q4_0 kernels
+//! use on x86, for the same reasons.
+
+use rayon::prelude::*;
+
+use super::Packed;
+
+/// Rows per tile (one 32-bit lane each of a 512-bit register).
+pub const TILE_ROWS: usize = 16;
+
+/// Columns per 64-byte load.
+const COLS_PER_LOAD: usize = 8;
+
+/// Tokens one pass over a tile's loads serves (two accumulators each).
+pub const TOKENS_PER_PASS: usize = 4;
+
+/// Tiles per task of the CPU pool.
+const TILES_PER_TASK: usize = 4;
+
+/// A 4-bit weight in tiles of [`TILE_ROWS`] rows (see the module docs).
+pub struct Tiled {
+    pub rows: usize,
+    pub cols: usize,
+    group: usize,
+    tiles: usize,
+    /// Per tile, per 8 columns: 64 bytes (rows past the weight hold zeros).
+    q: Vec<u8>,
+    /// Per tile, per group: 16 scales, then 16 zero points.
+    scale_zp: Vec<f32>,
+}
+
+/// Whether this CPU runs [`Tiled`]'s kernel (AVX-512 with VNNI and BW).
+pub fn tiled_supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *HAS.get_or_init(|| {
+            is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vnni")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+impl Tiled {
+    /// `p` repacked; None unless it is 4-bit with groups of whole loads
+    /// and this CPU has the kernel.
+    pub fn from_packed(p: &Packed) -> Option<Tiled> {
+        if p.bits != 4 || !p.group.is_multiple_of(COLS_PER_LOAD) || !tiled_supported() {
+            return None;
+        }
+        let (rows, cols, group) = (p.rows, p.cols, p.group);
+        let tiles = rows.div_ceil(TILE_ROWS);
+        let groups = cols / group;
+        let loads = cols / COLS_PER_LOAD;
+        let mut q = vec![0u8; tiles * loads * 64];
+        let mut scale_zp = vec![0f32; tiles * groups * 2 * TILE_ROWS];
+        let rb = cols / 2;
+        let nibble = |r: usize, c: usize| {
+            let b = p.q[r * rb + c / 2];
+            if c.is_multiple_of(2) { b & 15 } else { b >> 4 }
+        };
+        for r in 0..rows {
+            let (tile, lane) = (r / TILE_ROWS, r % TILE_ROWS);
+            for l in 0..loads {
+                let at = (tile * loads + l) * 64 + 4 * lane;
+                let k = l * COLS_PER_LOAD;
+                for i in 0..4 {
+                    q[at + i] = nibble(r, k + i) | (nibble(r, k + 4 + i) << 4);
+                }
+            }
+            for g in 0..groups {
+                let at = (tile * groups + g) * 2 * TILE_ROWS;
+                scale_zp[at + lane] = p.scales[r * groups + g];
+                scale_zp[at + TILE_ROWS + lane] = p.zps[r * groups + g];
+            }
+        }
+        Some(Tiled {
+            rows,
+            cols,
+            group,
+            tiles,
+            q,
+            scale_zp,
+        })
+    }
+
+    /// Bytes kept: the values, the scales and zero points.
+    pub fn resident_bytes(&self) -> usize {
+        self.q.len() + 4 * self.scale_zp.len()
+    }
+
+    /// `x`: `[tokens, cols]` row-major → `[tokens, rows]`, activations
+    /// rounded to int8 per group.
+    pub fn matmul(&self, x: &[f32], tokens: usize) -> Vec<f32> {
+        assert_eq!(x.len(), tokens * self.cols, "activation size");
+        let acts = QuantizedRows::new(x, self.cols, self.group);
+        let groups = self.cols / self.group;
+        let loads = self.cols / COLS_PER_LOAD;
+        let tile_bytes = loads * 64;
+        let tile_sz = groups * 2 * TILE_ROWS;
+        // [tiles, tokens, 16], then reordered to [tokens, rows].
+        let mut by_tile = vec![0f32; self.tiles * tokens * TILE_ROWS];
+        by_tile
+            .par_chunks_mut(tokens * TILE_ROWS * TILES_PER_TASK)
+            .enumerate()
+            .for_each(|(task, out)| {
+                for (i, o) in out.chunks_mut(tokens * TILE_ROWS).enumerate() {
+                    let tile = task * TILES_PER_TASK + i;
+                    let q = &self.q[tile * tile_bytes..(tile + 1) * tile_bytes];
+                    let sz = &self.scale_zp[tile * tile_sz..(tile + 1) * tile_sz];
+                    let mut t0 = 0;
+                    while t0 < tokens {
+                        let n = (tokens - t0).min(TOKENS_PER_PASS);
+                        let o = &mut o[t0 * TILE_ROWS..(t0 + n) * TILE_ROWS];
+                        self.pass(q, sz, &acts, t0, n, o);
+                        t0 += n;
+                    }
+                }
+            });
+        if tokens == 1 {
+            by_tile.truncate(self.rows);
+            return by_tile;
+        }
+        let mut out = vec![0f32; tokens * self.rows];
+        for tile in 0..self.tiles {
+            let lanes = (self.rows - tile * TILE_ROWS).min(TILE_ROWS);
+            for t in 0..tokens {
+                let src = &by_tile[(tile * tokens + t) * TILE_ROWS..][..lanes];
+                out[t * self.rows + tile * TILE_ROWS..][..lanes].copy_from_slice(src);
+            }
+        }
+        out
+    }
+
+    /// Tokens `t0..t0+n` over one tile into `out` (`[n, 16]`).
+    fn pass(
+        &self,
+        q: &[u8],
+        sz: &[f32],
+        acts: &QuantizedRows,
+        t0: usize,
+        n: usize,
+        out: &mut [f32],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let args = PassArgs {
+                q,
+                sz,
+                acts,
+                t0,
+                group: self.group,
+            };
+            // SAFETY: Tiled exists only where tiled_supported() found
+            // AVX-512F/BW/VNNI; the slices are one tile's (checked sizes
+            // below), and `out` holds n × 16 values.
+            unsafe {
+                match n {
+                    1 => pass_vnni::<1>(&args, out),
+                    2 => pass_vnni::<2>(&args, out),
+                    3 => pass_vnni::<3>(&args, out),
+                    _ => pass_vnni::<4>(&args, out),
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (q, sz, acts, t0, n, out);
+            unreachable!("Tiled is only built where its kernel runs");
+        }
+    }
+}
+
+/// Activations rounded to int8 per group: per token the values, per token
+/// and group the scale and the sum of the rounded values.
+struct QuantizedRows {
+    xq: Vec<i8>,
+    sx: Vec<f32>,
+    sq: Vec<f32>,
+    cols: usize,
+    groups: usize,
+}
+
+impl QuantizedRows {
+    fn new(x: &[f32], cols: usize, group: usize) -> QuantizedRows {
+        let groups = cols / group;
+        let tokens = x.len() / cols;
+        let mut r = QuantizedRows {
+            xq: Vec::with_capacity(x.len()),
+            sx: Vec::with_capacity(tokens * groups),
+            sq: Vec::with_capacity(tokens * groups),
+            cols,
+            groups,
+        };
+        for g in x.chunks_exact(group) {
+            let m = g.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let sx = if m > 0.0 { m / 127.0 } else { 1.0 };
+            let mut sum = 0i32;
+            for v in g {
+                let q = (v / sx).round().clamp(-127.0, 127.0) as i8;
+                sum += q as i32;
+                r.xq.push(q);
+            }
+            r.sx.push(sx);
+            r.sq.push(sum as f32);
+        }
+        r
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+struct PassArgs<'a> {
+    q: &'a [u8],
+    sz: &'a [f32],
+    acts: &'a QuantizedRows,
+    t0: usize,
+    group: usize,
+}
+
+/// `N` tokens over one tile: per load, the low and the high nibbles
+/// against each token's broadcast activation bytes, into two integer
+/// accumulators per token (two dependency chains); per group, the sums
+/// scaled into one f32 accumulator per token.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn pass_vnni<const N: usize>(a: &PassArgs<'_>, out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let acts = a.acts;
+    let (cols, groups) = (acts.cols, acts.groups);
+    let per_group = a.group / COLS_PER_LOAD;
+    assert!(a.q.len() >= groups * per_group * 64 && a.sz.len() >= groups * 2 * TILE_ROWS);
+    assert!(out.len() >= N * TILE_ROWS && acts.xq.len() >= (a.t0 + N) * cols);
+    unsafe {
+        let mask = _mm512_set1_epi8(0x0F);
+        let xrow: [*const i8; N] = std::array::from_fn(|t| acts.xq.as_ptr().add((a.t0 + t) * cols));
+        let mut total = [_mm512_setzero_ps(); N];
+        let mut qp = a.q.as_ptr();
+        for g in 0..groups {
+            let mut lo = [_mm512_setzero_si512(); N];
+            let mut hi = [_mm512_setzero_si512(); N];
+            let k0 = g * a.group;
+            for l in 0..per_group {
+                super::rows::prefetch(qp.wrapping_add(super::rows::PREFETCH_AHEAD));
+                let w = _mm512_loadu_si512(qp as *const __m512i);
+                let wl = _mm512_and_si512(w, mask);
+                let wh = _mm512_and_si512(_mm512_srli_epi16::<4>(w), mask);
+                let k = k0 + l * COLS_PER_LOAD;
+                for t in 0..N {
+                    let xl = (xrow[t].add(k) as *const i32).read_unaligned();
+                    let xh = (xrow[t].add(k + 4) as *const i32).read_unaligned();
+                    lo[t] = _mm512_dpbusd_epi32(lo[t], wl, _mm512_set1_epi32(xl));
+                    hi[t] = _mm512_dpbusd_epi32(hi[t], wh, _mm512_set1_epi32(xh));
+                }
+                qp = qp.add(64);
+            }
+            let sc = _mm512_loadu_ps(a.sz.as_ptr().add(g * 2 * TILE_ROWS));
+            let zp = _mm512_loadu_ps(a.sz.as_ptr().add(g * 2 * TILE_ROWS + TILE_ROWS));
+            for t in 0..N {
+                let at = (a.t0 + t) * groups + g;
+                let sums = _mm512_cvtepi32_ps(_mm512_add_epi32(lo[t], hi[t]));
+                let centered = _mm512_fnmadd_ps(zp, _mm512_set1_ps(acts.sq[at]), sums);
+                let s = _mm512_mul_ps(sc, _mm512_set1_ps(acts.sx[at]));
+                total[t] = _mm512_fmadd_ps(centered, s, total[t]);
+            }
+        }
+        for (t, v) in total.iter().enumerate() {
+            _mm512_storeu_ps(out.as_mut_ptr().add(t * TILE_ROWS), *v);
+        }
+    }
+}
