@@ -797,31 +797,43 @@ fn int8_activations_on_a_gpu_are_refused_with_the_fix() {
     );
 }
 
-/// Packed weights with int8 activations (packed-q8) against the
-/// dequantized f32 path: logits of a prompt and 16 greedy decode steps
-/// within 1e-1 relative RMS error (the activations' rounding per group,
-/// compounded through every layer of these random-weight models: 2-4%
-/// observed; the exact paths agree within 1e-5).
+/// Packed weights with int8 activations (packed-q8, the CPU profile's
+/// default: the CPU plan, with 4-bit weights in VNNI tiles where the CPU
+/// has them) against the dequantized f32 path, on the three test models:
+/// the last row's logits of a prompt and 64 decode steps fed the f32
+/// path's greedy tokens within 1e-1 relative RMS error (the activations'
+/// rounding per group, compounded through every layer of these
+/// random-weight models; the exact paths agree within 1e-5), and the
+/// greedy agreement (the steps whose int8 choice equals the f32 one)
+/// measured and printed: at least 3/4 of the steps here.
 #[test]
 fn int8_activations_stay_close_to_the_dequantized_logits() {
     let seed = fresh_seed();
-    for (arch, weights) in [(Arch::Llama, "int4_sym"), (Arch::Mistral, "int4_asym")] {
+    let print = std::env::var("HYBRID_TEST_PRINT").is_ok();
+    for (arch, weights) in [
+        (Arch::Llama, "int4_sym"),
+        (Arch::Qwen2, "int4_sym"),
+        (Arch::Mistral, "int4_asym"),
+    ] {
         let model = BakedModel::open(&baked_model(arch, weights)).expect("open");
         let prompt = random_tokens(seed, 6, model.spec().vocab_size);
         let dense = load(&model, 0, "cpu", WeightDtype::F32);
         let q8 = load(&model, 0, "cpu", WeightDtype::PackedQ8);
-        let (mut sa, mut sb) = (dense.new_stream(64), q8.new_stream(64));
+        let (mut sa, mut sb) = (dense.new_stream(128), q8.new_stream(128));
         let mut step: Vec<u32> = prompt.clone();
-        for i in 0..17 {
+        let (mut agree, mut worst) = (0, 0f64);
+        const STEPS: usize = 65;
+        for i in 0..STEPS {
+            // The last row (the CPU plan computes no others).
             let a = dense
                 .forward_tokens(&step, &mut sa)
                 .expect("f32")
-                .read()
+                .read_last()
                 .expect("read");
             let b = q8
                 .forward_tokens(&step, &mut sb)
                 .expect("q8")
-                .read()
+                .read_last()
                 .expect("read");
             // Relative RMS error (||Δ|| / ||ref||): the max-based measure
             // swings with single outlier logits of these random models.
@@ -832,9 +844,7 @@ fn int8_activations_stay_close_to_the_dequantized_logits() {
                 .sum();
             let den: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum();
             let e = (num / den.max(1e-30)).sqrt();
-            if std::env::var("HYBRID_TEST_PRINT").is_ok() {
-                eprintln!("{arch:?} step {i}: rms rel err {e:.3e}");
-            }
+            worst = worst.max(e);
             assert!(
                 e <= 1e-1,
                 "{arch:?} step {i}: q8 logits rms rel err {e:.3e} (seed {seed})"
@@ -843,11 +853,18 @@ fn int8_activations_stay_close_to_the_dequantized_logits() {
                 e > 0.0,
                 "{arch:?}: q8 gave the exact logits: it did not quantize"
             );
+            agree += usize::from(argmax(&a) == argmax(&b));
             // Both continue with the f32 path's greedy token.
-            let n = a.len() / step.len();
-            let last = &a[a.len() - n..];
-            let t = argmax(last);
-            step = vec![t];
+            step = vec![argmax(&a)];
         }
+        if print {
+            eprintln!(
+                "{arch:?} {weights}: int8 activations, worst logits rms rel err {worst:.3e}, greedy agreement {agree}/{STEPS} (seed {seed})"
+            );
+        }
+        assert!(
+            agree * 4 >= STEPS * 3,
+            "{arch:?}: int8 activations chose the f32 token at only {agree} of {STEPS} steps (seed {seed})"
+        );
     }
 }
