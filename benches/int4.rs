@@ -29,8 +29,10 @@
 //! the repetitions per shape (default 30, after 3 warm-up calls);
 //! HYBRID_BENCH_DEVICE = cpu | gpu | all (default: all, the GPU part only
 //! where a Vulkan adapter exists). HYBRID_BENCH_TOKENS (default 1) sets the
-//! GPU part's tokens per call, e.g. 4 for a decode step of four streams
-//! (the µs are per call; the GB/s count the weight once).
+//! tokens per call, e.g. 4 for a decode step of four streams, 64 for a
+//! prompt chunk (the GPU part takes at most 8; the µs are per call; the
+//! GB/s count the weight once). The CPU part also runs the int8 tiles
+//! (`Tiled`) where the CPU has AVX-512 VNNI.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -40,7 +42,7 @@ use hybrid_tui::bake::quant::{Scheme, pack_u4, quantize};
 use hybrid_tui::bake::store::StoredTensor;
 use hybrid_tui::shard_b::cube::{DevicePacked, Matvec};
 use hybrid_tui::shard_b::device::block_on;
-use hybrid_tui::shard_b::packed::{Kernel, Packed, best_kernel_name};
+use hybrid_tui::shard_b::packed::{Kernel, Packed, Tiled, best_kernel_name};
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
@@ -169,59 +171,71 @@ fn main() {
         .unwrap_or(30)
         .max(1);
     let which = std::env::var("HYBRID_BENCH_DEVICE").unwrap_or_else(|_| "all".into());
+    let tokens: usize = std::env::var("HYBRID_BENCH_TOKENS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     if which == "cpu" || which == "all" {
-        cpu(iters);
+        cpu(iters, tokens);
     }
     if which == "gpu" || which == "all" {
-        let tokens: usize = std::env::var("HYBRID_BENCH_TOKENS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1)
-            .clamp(1, hybrid_tui::shard_b::cube::MATVEC_MAX_TOKENS);
+        let tokens = tokens.min(hybrid_tui::shard_b::cube::MATVEC_MAX_TOKENS);
         gpu(iters, tokens, which == "gpu");
     }
 }
 
-fn cpu(iters: usize) {
+fn cpu(iters: usize, tokens: usize) {
     let threads = rayon::current_num_threads();
     let (read, copy) = memory_bandwidth(1 << 30);
     println!(
-        "int4 kernel: {} · {threads} threads · memory: read {read:.1} GB/s (1 GiB, best of 7), copy {copy:.1} GB/s (median of 5) · each shape cycles over copies of ≥ {} MiB in all",
+        "int4 kernel: {} · {threads} threads · {tokens} token(s) a call · memory: read {read:.1} GB/s (1 GiB, best of 7), copy {copy:.1} GB/s (median of 5) · each shape cycles over copies of ≥ {} MiB in all",
         best_kernel_name(),
         COLD_BYTES >> 20
     );
     println!(
         "{:<28} {:>10} {:>10} {:>10} {:>10} {:>9}",
-        "weight [out × in]", "scheme", "packed MB", "kernel", "µs/matvec", "GB/s (% of read)"
+        "weight [out × in]", "scheme", "packed MB", "kernel", "µs/call", "GB/s (% of read)"
     );
     let mut rng = rand::rng();
     for (i, &(name, rows, cols, scheme, group)) in SHAPES.iter().enumerate() {
         let (p, stored) = packed(rows, cols, scheme, group, i as u64);
-        let copies: Vec<Packed> = (0..cold_copies(stored)).map(|_| p.clone()).collect();
+        let n = cold_copies(stored);
+        // The int8 tiles where this CPU and the weight take them.
+        let tiled: Vec<Tiled> = (0..n).map_while(|_| Tiled::from_packed(&p)).collect();
+        let copies: Vec<Packed> = (0..n).map(|_| p.clone()).collect();
         drop(p);
         let turn = AtomicUsize::new(0);
-        let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let x: Vec<f32> = (0..tokens * cols)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
         // f32 activations: the best loop (the AVX-512 lookup where it fits)
-        // and the AVX2 loop (what a CPU without AVX-512 runs).
-        let kernels = [
-            (Kernel::Best, "f32 act"),
-            (Kernel::Avx2, "f32 avx2"),
-            (Kernel::Q8, "int8 act"),
+        // and the AVX2 loop (what a CPU without AVX-512 runs); int8
+        // activations row by row, and in tiles (the CPU plan's choice).
+        let mut kernels = vec![
+            (Some(Kernel::Best), "f32 act"),
+            (Some(Kernel::Avx2), "f32 avx2"),
+            (Some(Kernel::Q8), "int8 act"),
         ];
+        if !tiled.is_empty() {
+            kernels.push((None, "int8 tiled"));
+        }
+        let call = |kernel: Option<Kernel>| match kernel {
+            Some(k) => copies[next(&turn, copies.len())].matmul_with(&x, tokens, k),
+            None => tiled[next(&turn, tiled.len())].matmul(&x, tokens),
+        };
         // The kernels take turns call by call, so a noisy neighbour (this
         // project's VM) slows them alike.
         for _ in 0..3 {
-            for (kernel, _) in kernels {
-                let p = &copies[next(&turn, copies.len())];
-                std::hint::black_box(p.matmul_with(&x, 1, kernel));
+            for (kernel, _) in &kernels {
+                std::hint::black_box(call(*kernel));
             }
         }
         let mut times = vec![Vec::new(); kernels.len()];
         for _ in 0..iters {
             for ((kernel, _), times) in kernels.iter().zip(&mut times) {
-                let p = &copies[next(&turn, copies.len())];
                 let t = Instant::now();
-                std::hint::black_box(p.matmul_with(&x, 1, *kernel));
+                std::hint::black_box(call(*kernel));
                 times.push(t.elapsed().as_secs_f64());
             }
         }

@@ -24,6 +24,8 @@ mod attention;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use rayon::prelude::*;
+
 use super::ShardBError;
 use super::linear::WeightDtype;
 use super::packed::{Kernel, Packed, Tiled};
@@ -408,11 +410,21 @@ impl CpuModel {
             lap(Part::Norm);
             let gu = layer.gate_up.matmul(&n, rows, self.kernel);
             lap(Part::GateUp);
-            for (a, g) in act.chunks_exact_mut(inter).zip(gu.chunks_exact(2 * inter)) {
+            // A row per task (a decode step's one row is not worth the pool).
+            let silu_mul = |(a, g): (&mut [f32], &[f32])| {
                 let (gate, up) = g.split_at(inter);
                 for ((a, g), u) in a.iter_mut().zip(gate).zip(up) {
                     *a = g / (1.0 + (-g).exp()) * u;
                 }
+            };
+            if rows > 1 {
+                act.par_chunks_exact_mut(inter)
+                    .zip(gu.par_chunks_exact(2 * inter))
+                    .for_each(silu_mul);
+            } else {
+                act.chunks_exact_mut(inter)
+                    .zip(gu.chunks_exact(2 * inter))
+                    .for_each(silu_mul);
             }
             lap(Part::SiluMul);
             let d = layer.down.matmul(&act, rows, self.kernel);

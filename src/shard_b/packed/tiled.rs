@@ -26,8 +26,9 @@ pub const TILE_ROWS: usize = 16;
 /// Columns per 64-byte load.
 const COLS_PER_LOAD: usize = 8;
 
-/// Tokens one pass over a tile's loads serves (two accumulators each).
-pub const TOKENS_PER_PASS: usize = 4;
+/// Tokens one pass over a tile's loads serves (each load is unpacked once
+/// for them all).
+pub const TOKENS_PER_PASS: usize = 8;
 
 /// Tiles per task of the CPU pool.
 const TILES_PER_TASK: usize = 4;
@@ -141,14 +142,16 @@ impl Tiled {
             by_tile.truncate(self.rows);
             return by_tile;
         }
+        // A prompt chunk's outputs are megabytes: reordered by the pool.
         let mut out = vec![0f32; tokens * self.rows];
-        for tile in 0..self.tiles {
-            let lanes = (self.rows - tile * TILE_ROWS).min(TILE_ROWS);
-            for t in 0..tokens {
-                let src = &by_tile[(tile * tokens + t) * TILE_ROWS..][..lanes];
-                out[t * self.rows + tile * TILE_ROWS..][..lanes].copy_from_slice(src);
-            }
-        }
+        out.par_chunks_mut(self.rows)
+            .enumerate()
+            .for_each(|(t, o)| {
+                for (tile, o) in o.chunks_mut(TILE_ROWS).enumerate() {
+                    let src = &by_tile[(tile * tokens + t) * TILE_ROWS..];
+                    o.copy_from_slice(&src[..o.len()]);
+                }
+            });
         out
     }
 
@@ -179,7 +182,11 @@ impl Tiled {
                     1 => pass_vnni::<1>(&args, out),
                     2 => pass_vnni::<2>(&args, out),
                     3 => pass_vnni::<3>(&args, out),
-                    _ => pass_vnni::<4>(&args, out),
+                    4 => pass_vnni::<4>(&args, out),
+                    5 => pass_vnni::<5>(&args, out),
+                    6 => pass_vnni::<6>(&args, out),
+                    7 => pass_vnni::<7>(&args, out),
+                    _ => pass_vnni::<8>(&args, out),
                 }
             }
         }
@@ -202,31 +209,44 @@ struct QuantizedRows {
 }
 
 impl QuantizedRows {
+    /// Groups are rounded in parallel (a prompt chunk holds thousands).
     fn new(x: &[f32], cols: usize, group: usize) -> QuantizedRows {
         let groups = cols / group;
-        let tokens = x.len() / cols;
+        let n = x.len() / group;
         let mut r = QuantizedRows {
-            xq: Vec::with_capacity(x.len()),
-            sx: Vec::with_capacity(tokens * groups),
-            sq: Vec::with_capacity(tokens * groups),
+            xq: vec![0; x.len()],
+            sx: vec![0.0; n],
+            sq: vec![0.0; n],
             cols,
             groups,
         };
-        for g in x.chunks_exact(group) {
+        let round = |((g, q), (sx, sq)): GroupOut<'_>| {
             let m = g.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let sx = if m > 0.0 { m / 127.0 } else { 1.0 };
+            *sx = if m > 0.0 { m / 127.0 } else { 1.0 };
             let mut sum = 0i32;
-            for v in g {
-                let q = (v / sx).round().clamp(-127.0, 127.0) as i8;
-                sum += q as i32;
-                r.xq.push(q);
+            for (v, q) in g.iter().zip(q) {
+                *q = (v / *sx).round().clamp(-127.0, 127.0) as i8;
+                sum += *q as i32;
             }
-            r.sx.push(sx);
-            r.sq.push(sum as f32);
+            *sq = sum as f32;
+        };
+        if n >= 64 {
+            x.par_chunks_exact(group)
+                .zip(r.xq.par_chunks_exact_mut(group))
+                .zip(r.sx.par_iter_mut().zip(r.sq.par_iter_mut()))
+                .for_each(round);
+        } else {
+            x.chunks_exact(group)
+                .zip(r.xq.chunks_exact_mut(group))
+                .zip(r.sx.iter_mut().zip(r.sq.iter_mut()))
+                .for_each(round);
         }
         r
     }
 }
+
+/// One group's activations, and where its rounded values, scale and sum go.
+type GroupOut<'a> = ((&'a [f32], &'a mut [i8]), (&'a mut f32, &'a mut f32));
 
 #[cfg(target_arch = "x86_64")]
 struct PassArgs<'a> {
@@ -238,9 +258,9 @@ struct PassArgs<'a> {
 }
 
 /// `N` tokens over one tile: per load, the low and the high nibbles
-/// against each token's broadcast activation bytes, into two integer
-/// accumulators per token (two dependency chains); per group, the sums
-/// scaled into one f32 accumulator per token.
+/// against each token's broadcast activation bytes, into integer
+/// accumulators (one to four dependency chains per token); per group, the
+/// sums scaled into one f32 accumulator per token.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn pass_vnni<const N: usize>(a: &PassArgs<'_>, out: &mut [f32]) {
@@ -255,29 +275,66 @@ unsafe fn pass_vnni<const N: usize>(a: &PassArgs<'_>, out: &mut [f32]) {
         let xrow: [*const i8; N] = std::array::from_fn(|t| acts.xq.as_ptr().add((a.t0 + t) * cols));
         let mut total = [_mm512_setzero_ps(); N];
         let mut qp = a.q.as_ptr();
+        // Per token, chains of dependent vpdpbusd: one or two tokens keep
+        // four each (low and high nibbles, of even and odd loads apart:
+        // fewer would bound the pass by vpdpbusd's latency), three or four
+        // tokens two each (low, high), more tokens one each (more chains
+        // would not fit the 32 registers). Every choice is a constant of
+        // `N`, so the accumulators stay in registers.
+        let odd_apart = N <= 2;
+        let hi_apart = N <= 4;
         for g in 0..groups {
-            let mut lo = [_mm512_setzero_si512(); N];
-            let mut hi = [_mm512_setzero_si512(); N];
+            let mut lo0 = [_mm512_setzero_si512(); N];
+            let mut hi0 = [_mm512_setzero_si512(); N];
+            let mut lo1 = [_mm512_setzero_si512(); N];
+            let mut hi1 = [_mm512_setzero_si512(); N];
             let k0 = g * a.group;
-            for l in 0..per_group {
-                super::rows::prefetch(qp.wrapping_add(super::rows::PREFETCH_AHEAD));
-                let w = _mm512_loadu_si512(qp as *const __m512i);
-                let wl = _mm512_and_si512(w, mask);
-                let wh = _mm512_and_si512(_mm512_srli_epi16::<4>(w), mask);
-                let k = k0 + l * COLS_PER_LOAD;
-                for t in 0..N {
-                    let xl = (xrow[t].add(k) as *const i32).read_unaligned();
-                    let xh = (xrow[t].add(k + 4) as *const i32).read_unaligned();
-                    lo[t] = _mm512_dpbusd_epi32(lo[t], wl, _mm512_set1_epi32(xl));
-                    hi[t] = _mm512_dpbusd_epi32(hi[t], wh, _mm512_set1_epi32(xh));
+            // One load of 8 columns × 16 rows into (lo, hi) for every token.
+            macro_rules! load {
+                ($l:expr, $lo:ident, $hi:ident) => {
+                    super::rows::prefetch(qp.wrapping_add(super::rows::PREFETCH_AHEAD));
+                    let w = _mm512_loadu_si512(qp as *const __m512i);
+                    let wl = _mm512_and_si512(w, mask);
+                    let wh = _mm512_and_si512(_mm512_srli_epi16::<4>(w), mask);
+                    let k = k0 + $l * COLS_PER_LOAD;
+                    for t in 0..N {
+                        let xl =
+                            _mm512_broadcastd_epi32(_mm_loadu_si32(xrow[t].add(k) as *const u8));
+                        let xh = _mm512_broadcastd_epi32(_mm_loadu_si32(
+                            xrow[t].add(k + 4) as *const u8
+                        ));
+                        $lo[t] = _mm512_dpbusd_epi32($lo[t], wl, xl);
+                        if hi_apart {
+                            $hi[t] = _mm512_dpbusd_epi32($hi[t], wh, xh);
+                        } else {
+                            $lo[t] = _mm512_dpbusd_epi32($lo[t], wh, xh);
+                        }
+                    }
+                    qp = qp.add(64);
+                };
+            }
+            let mut l = 0;
+            while l + 1 < per_group {
+                load!(l, lo0, hi0);
+                if odd_apart {
+                    load!(l + 1, lo1, hi1);
+                } else {
+                    load!(l + 1, lo0, hi0);
                 }
-                qp = qp.add(64);
+                l += 2;
+            }
+            if l < per_group {
+                load!(l, lo0, hi0);
             }
             let sc = _mm512_loadu_ps(a.sz.as_ptr().add(g * 2 * TILE_ROWS));
             let zp = _mm512_loadu_ps(a.sz.as_ptr().add(g * 2 * TILE_ROWS + TILE_ROWS));
             for t in 0..N {
                 let at = (a.t0 + t) * groups + g;
-                let sums = _mm512_cvtepi32_ps(_mm512_add_epi32(lo[t], hi[t]));
+                let sum = _mm512_add_epi32(
+                    _mm512_add_epi32(lo0[t], hi0[t]),
+                    _mm512_add_epi32(lo1[t], hi1[t]),
+                );
+                let sums = _mm512_cvtepi32_ps(sum);
                 let centered = _mm512_fnmadd_ps(zp, _mm512_set1_ps(acts.sq[at]), sums);
                 let s = _mm512_mul_ps(sc, _mm512_set1_ps(acts.sx[at]));
                 total[t] = _mm512_fmadd_ps(centered, s, total[t]);
