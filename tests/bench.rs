@@ -204,8 +204,13 @@ fn headless_bench_in_every_format_parses_and_agrees_with_itself() {
     for (line, (k, test, s)) in table[2..].iter().zip(expected_rows()) {
         let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
         assert_eq!(cells.len(), 15, "{line}");
-        // Shard B's step on the GPU plan; the CPU backend runs burn's ops.
-        assert_eq!(cells[14], "-", "{line}");
+        // Shard B's step on the CPU plan: its time and the largest parts
+        // (A only has no layers in shard B).
+        assert!(
+            (k == LAYERS && cells[14] == "-")
+                || (cells[14].starts_with("cpu plan: ") && cells[14].contains("gate_up ")),
+            "{line}"
+        );
         assert!(cells[5].starts_with(&format!("{k}/{LAYERS}")), "{line}");
         assert_eq!(cells[6], s.to_string());
         assert_eq!(cells[7], test);

@@ -134,7 +134,7 @@ impl StepWork {
 
     /// "replay: 147 launches, 0.41 ms host, 1.0 streams / step"; on the
     /// CPU plan "cpu plan: 48.1 ms, 1.0 streams / step (gate_up 17.2,
-    /// down 9.1, ...)", its parts largest first.
+    /// down 9.1, ...)", its five largest parts.
     pub fn label(&self) -> String {
         if self.parts_ms_per_step.is_empty() {
             return format!(
@@ -144,7 +144,11 @@ impl StepWork {
         }
         let mut parts: Vec<(&String, &f64)> = self.parts_ms_per_step.iter().collect();
         parts.sort_by(|a, b| b.1.total_cmp(a.1));
-        let parts: Vec<String> = parts.iter().map(|(k, v)| format!("{k} {v:.2}")).collect();
+        let parts: Vec<String> = parts
+            .iter()
+            .take(5)
+            .map(|(k, v)| format!("{k} {v:.2}"))
+            .collect();
         format!(
             "cpu plan: {:.2} ms, {:.1} streams / step ({})",
             self.host_ms_per_step,
