@@ -205,10 +205,11 @@ fn headless_bench_in_every_format_parses_and_agrees_with_itself() {
         let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
         assert_eq!(cells.len(), 15, "{line}");
         // Shard B's step on the CPU plan: its time and the largest parts
-        // (A only has no layers in shard B).
+        // (which ones depends on the timing of this tiny model; A only has
+        // no layers in shard B).
         assert!(
             (k == LAYERS && cells[14] == "-")
-                || (cells[14].starts_with("cpu plan: ") && cells[14].contains("gate_up ")),
+                || (cells[14].starts_with("cpu plan: ") && cells[14].contains(" streams / step (")),
             "{line}"
         );
         assert!(cells[5].starts_with(&format!("{k}/{LAYERS}")), "{line}");

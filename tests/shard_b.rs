@@ -868,3 +868,23 @@ fn int8_activations_stay_close_to_the_dequantized_logits() {
         );
     }
 }
+
+/// A stream with no rows in a step is refused by name, on the CPU plan and
+/// on burn's ops, and the stream does not advance.
+#[test]
+fn a_step_without_rows_is_refused() {
+    let model = BakedModel::open(&baked_model(Arch::Llama, "int4_sym")).expect("open");
+    for dtype in [WeightDtype::Packed, WeightDtype::F32] {
+        let b = load(&model, 0, "cpu", dtype);
+        let mut s = b.new_stream(16);
+        let e = b.forward_tokens(&[], &mut s).err().expect("refused");
+        assert!(
+            e.to_string().contains("needs at least one token"),
+            "{dtype:?}: {e}"
+        );
+        assert_eq!(s.len(), 0, "{dtype:?}");
+        // The stream still works.
+        b.forward_tokens(&[1, 2], &mut s).expect("a real step");
+        assert_eq!(s.len(), 2, "{dtype:?}");
+    }
+}

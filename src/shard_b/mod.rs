@@ -75,6 +75,10 @@ pub enum ShardBError {
     ForeignStream,
     #[error("a batched step takes hidden states or token ids, not both")]
     MixedBatch,
+    #[error(
+        "a stream's part of a step holds no rows: each stream in a step needs at least one token"
+    )]
+    EmptyRows,
 }
 
 /// Granularity, in cache slots, of the key span burn's attention reads.
@@ -506,6 +510,9 @@ impl ShardB {
                     ids.len()
                 }
             };
+            if rows == 0 {
+                return Err(ShardBError::EmptyRows);
+            }
             let st = &item.stream;
             if st.len + rows > st.capacity {
                 return Err(ShardBError::CacheFull {
