@@ -20,11 +20,10 @@
 //! counted ([`PlanStats::parts_ns`]), so the bench shows where a step goes.
 
 mod attention;
+mod layer;
 
 use std::sync::Mutex;
 use std::time::Instant;
-
-use rayon::prelude::*;
 
 use super::ShardBError;
 use super::linear::WeightDtype;
@@ -32,7 +31,7 @@ use super::packed::{Kernel, Packed, Tiled};
 use super::plan::{Input, PlanStats};
 use crate::bake::store::{BakedModel, StoreError};
 use crate::model::ModelSpec;
-use attention::{CacheView, Heads};
+use layer::{Layer, StepContext, rms_norm};
 
 /// The parts of a step the CPU plan times, in [`PlanStats::parts_ns`]'s
 /// order.
@@ -101,19 +100,6 @@ impl Proj {
             Proj::Tiled(t) => t.resident_bytes(),
         }
     }
-}
-
-struct Layer {
-    in_norm: Vec<f32>,
-    /// q, k, v stacked.
-    qkv: Proj,
-    /// q, k, v biases (models with them).
-    qkv_bias: Option<Vec<f32>>,
-    o: Proj,
-    post_norm: Vec<f32>,
-    /// gate, up stacked.
-    gate_up: Proj,
-    down: Proj,
 }
 
 /// One stream's cache: per layer, keys and values `[kv_heads, capacity,
@@ -287,16 +273,9 @@ impl CpuModel {
         segments: &mut [CpuSegment<'_>],
     ) -> Result<Vec<Vec<f32>>, ShardBError> {
         let started = Instant::now();
-        let mut parts = [0u64; PARTS.len()];
-        let mut clock = Instant::now();
-        let mut lap = |part: Part| {
-            let now = Instant::now();
-            parts[part as usize] += (now - clock).as_nanos() as u64;
-            clock = now;
-        };
+        let mut timer = Timer::new();
         let spec = &self.spec;
-        let (h, hd) = (spec.hidden_size, spec.head_dim);
-        let (q_dim, kv_dim) = (spec.q_dim(), spec.kv_dim());
+        let h = spec.hidden_size;
         let rows: usize = segments.iter().map(|s| s.rows).sum();
         let mut x = match input {
             Input::Hidden(v) => v.to_vec(),
@@ -323,115 +302,14 @@ impl CpuModel {
                 dtype: super::HiddenDtype::F32,
             });
         }
-        // cos and sin of each row's position, [rows, hd/2].
-        let half = hd / 2;
-        let (mut cos, mut sin) = (
-            Vec::with_capacity(rows * half),
-            Vec::with_capacity(rows * half),
-        );
-        for s in segments.iter() {
-            for p in s.pos..s.pos + s.rows {
-                for f in &self.inv_freq {
-                    let a = p as f32 * f;
-                    cos.push(a.cos());
-                    sin.push(a.sin());
-                }
-            }
-        }
-        let shape = Heads {
-            heads: spec.num_heads,
-            kv_heads: spec.num_kv_heads,
-            head_dim: hd,
-            sliding_window: spec.sliding_window,
-        };
-        let eps = spec.rms_norm_eps as f32;
-        let inter = spec.intermediate_size;
-        let mut n = vec![0f32; rows * h];
-        let mut attn = vec![0f32; rows * q_dim];
-        let mut act = vec![0f32; rows * inter];
-        lap(Part::Input);
+        let ctx = StepContext::new(spec, &self.inv_freq, segments, self.kernel);
+        timer.lap(Part::Input);
         for (li, layer) in self.layers.iter().enumerate() {
-            rms_norm(&x, &layer.in_norm, eps, &mut n);
-            lap(Part::Norm);
-            let mut qkv = layer.qkv.matmul(&n, rows, self.kernel);
-            if let Some(b) = &layer.qkv_bias {
-                for r in qkv.chunks_exact_mut(b.len()) {
-                    r.iter_mut().zip(b).for_each(|(y, b)| *y += b);
-                }
-            }
-            lap(Part::Qkv);
-            // RoPE on q and k; k and v into each stream's cache.
-            let width = q_dim + 2 * kv_dim;
-            let mut row = 0;
-            for s in segments.iter_mut() {
-                let cap = s.kv.capacity;
-                for i in 0..s.rows {
-                    let r = &mut qkv[(row + i) * width..(row + i + 1) * width];
-                    let (c, sn) = (
-                        &cos[(row + i) * half..(row + i + 1) * half],
-                        &sin[(row + i) * half..(row + i + 1) * half],
-                    );
-                    for head in r[..q_dim + kv_dim].chunks_exact_mut(hd) {
-                        rope(head, c, sn);
-                    }
-                    let p = s.pos + i;
-                    for g in 0..spec.num_kv_heads {
-                        let at = (g * cap + p) * hd;
-                        s.kv.keys[li][at..at + hd]
-                            .copy_from_slice(&r[q_dim + g * hd..q_dim + (g + 1) * hd]);
-                        s.kv.values[li][at..at + hd].copy_from_slice(
-                            &r[q_dim + kv_dim + g * hd..q_dim + kv_dim + (g + 1) * hd],
-                        );
-                    }
-                }
-                row += s.rows;
-            }
-            lap(Part::RopeCache);
-            let mut row = 0;
-            for s in segments.iter() {
-                let q: Vec<f32> = qkv[row * width..(row + s.rows) * width]
-                    .chunks_exact(width)
-                    .flat_map(|r| r[..q_dim].iter().copied())
-                    .collect();
-                let cache = CacheView {
-                    keys: &s.kv.keys[li],
-                    values: &s.kv.values[li],
-                    capacity: s.kv.capacity,
-                };
-                let out = &mut attn[row * q_dim..(row + s.rows) * q_dim];
-                attention::attend(&q, &cache, s.pos, shape, out);
-                row += s.rows;
-            }
-            lap(Part::Attention);
-            let o = layer.o.matmul(&attn, rows, self.kernel);
-            x.iter_mut().zip(&o).for_each(|(x, y)| *x += y);
-            lap(Part::O);
-            rms_norm(&x, &layer.post_norm, eps, &mut n);
-            lap(Part::Norm);
-            let gu = layer.gate_up.matmul(&n, rows, self.kernel);
-            lap(Part::GateUp);
-            // A row per task (a decode step's one row is not worth the pool).
-            let silu_mul = |(a, g): (&mut [f32], &[f32])| {
-                let (gate, up) = g.split_at(inter);
-                for ((a, g), u) in a.iter_mut().zip(gate).zip(up) {
-                    *a = g / (1.0 + (-g).exp()) * u;
-                }
-            };
-            if rows > 1 {
-                act.par_chunks_exact_mut(inter)
-                    .zip(gu.par_chunks_exact(2 * inter))
-                    .for_each(silu_mul);
-            } else {
-                act.chunks_exact_mut(inter)
-                    .zip(gu.chunks_exact(2 * inter))
-                    .for_each(silu_mul);
-            }
-            lap(Part::SiluMul);
-            let d = layer.down.matmul(&act, rows, self.kernel);
-            x.iter_mut().zip(&d).for_each(|(x, y)| *x += y);
-            lap(Part::Down);
+            layer.attention(li, &ctx, &mut x, segments, &mut timer);
+            layer.mlp(&ctx, &mut x, &mut timer);
         }
         // The final norm and the head over each stream's last row only.
+        let _span = tracing::trace_span!("lm_head").entered();
         let mut last = Vec::with_capacity(segments.len() * h);
         let mut row = 0;
         for s in segments.iter() {
@@ -439,15 +317,15 @@ impl CpuModel {
             last.extend_from_slice(&x[(row - 1) * h..row * h]);
         }
         let mut normed = vec![0f32; last.len()];
-        rms_norm(&last, &self.norm, eps, &mut normed);
-        lap(Part::Norm);
+        rms_norm(&last, &self.norm, ctx.eps, &mut normed);
+        timer.lap(Part::Norm);
         let logits = self.head.matmul(&normed, segments.len(), self.kernel);
-        lap(Part::Head);
+        timer.lap(Part::Head);
         let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
         stats.steps += 1;
         stats.segments += segments.len() as u64;
         stats.host_ns += started.elapsed().as_nanos() as u64;
-        for (a, b) in stats.parts_ns.iter_mut().zip(parts) {
+        for (a, b) in stats.parts_ns.iter_mut().zip(timer.parts) {
             *a += b;
         }
         Ok(logits
@@ -457,25 +335,24 @@ impl CpuModel {
     }
 }
 
-/// `out = x / rms(x) · w` per row of `x`.
-fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
-    let h = w.len();
-    for (xr, o) in x.chunks_exact(h).zip(out.chunks_exact_mut(h)) {
-        let ms = xr.iter().map(|v| v * v).sum::<f32>() / h as f32;
-        let inv = 1.0 / (ms + eps).sqrt();
-        for ((o, v), w) in o.iter_mut().zip(xr).zip(w) {
-            *o = v * inv * w;
-        }
-    }
+/// Each part's time in a step (the clock runs from one lap to the next).
+struct Timer {
+    parts: [u64; PARTS.len()],
+    clock: Instant,
 }
 
-/// Hugging Face's rotate_half RoPE on one head, in place.
-fn rope(head: &mut [f32], cos: &[f32], sin: &[f32]) {
-    let half = cos.len();
-    let (a, b) = head.split_at_mut(half);
-    for i in 0..half {
-        let (x1, x2) = (a[i], b[i]);
-        a[i] = x1 * cos[i] - x2 * sin[i];
-        b[i] = x2 * cos[i] + x1 * sin[i];
+impl Timer {
+    fn new() -> Timer {
+        Timer {
+            parts: [0; PARTS.len()],
+            clock: Instant::now(),
+        }
+    }
+
+    /// The time since the last lap goes to `part`.
+    fn lap(&mut self, part: Part) {
+        let now = Instant::now();
+        self.parts[part as usize] += (now - self.clock).as_nanos() as u64;
+        self.clock = now;
     }
 }
