@@ -23,8 +23,10 @@ use rayon::prelude::*;
 use crate::bake::quant::unpack_u4;
 use crate::bake::store::StoredTensor;
 
+mod load;
 mod rows;
 mod tiled;
+pub use load::{PackedLayer, load_stacked};
 use rows::*;
 pub use tiled::{TILE_ROWS, Tiled, tiled_supported};
 

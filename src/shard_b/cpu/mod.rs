@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use super::ShardBError;
 use super::linear::WeightDtype;
-use super::packed::{Kernel, Packed, Tiled};
+use super::packed::{Kernel, Packed, PackedLayer, Tiled, load_stacked};
 use super::plan::{Input, PlanStats};
 use crate::bake::store::{BakedModel, StoreError};
 use crate::model::ModelSpec;
@@ -87,13 +87,6 @@ impl Proj {
         }
     }
 
-    fn rows(&self) -> usize {
-        match self {
-            Proj::Rows(p) => p.rows,
-            Proj::Tiled(t) => t.rows,
-        }
-    }
-
     fn resident_bytes(&self) -> usize {
         match self {
             Proj::Rows(p) => p.resident_bytes(),
@@ -149,64 +142,28 @@ impl CpuModel {
             WeightDtype::PackedQ8 => Kernel::Q8,
             _ => return Ok(None),
         };
-        let stacked = |names: &[String]| -> Result<Option<Packed>, StoreError> {
-            let mut parts = Vec::with_capacity(names.len());
-            for n in names {
-                match Packed::from_stored(&model.tensor(n)?) {
-                    Some(p) => parts.push(p),
-                    None => return Ok(None),
-                }
-            }
-            Ok(match parts.len() {
-                1 => parts.pop(),
-                _ => Packed::stack(&parts),
-            })
-        };
         let mut layers = Vec::with_capacity(spec.num_layers - first_layer);
         for l in first_layer..spec.num_layers {
-            let p = format!("model.layers.{l}");
-            let names = |xs: &[&str]| -> Vec<String> {
-                xs.iter().map(|x| format!("{p}.{x}.weight")).collect()
-            };
-            let (Some(qkv), Some(o), Some(gate_up), Some(down)) = (
-                stacked(&names(&[
-                    "self_attn.q_proj",
-                    "self_attn.k_proj",
-                    "self_attn.v_proj",
-                ]))?,
-                stacked(&names(&["self_attn.o_proj"]))?,
-                stacked(&names(&["mlp.gate_proj", "mlp.up_proj"]))?,
-                stacked(&names(&["mlp.down_proj"]))?,
-            ) else {
+            let Some(w) = PackedLayer::load(model, l)? else {
                 return Ok(None);
             };
-            let (qkv, o) = (Proj::new(qkv, kernel), Proj::new(o, kernel));
-            let (gate_up, down) = (Proj::new(gate_up, kernel), Proj::new(down, kernel));
-            let qkv_bias = if spec.qkv_bias {
-                let mut b = Vec::with_capacity(qkv.rows());
-                for x in ["q_proj", "k_proj", "v_proj"] {
-                    b.extend(model.f32(&format!("{p}.self_attn.{x}.bias"))?);
-                }
-                Some(b)
-            } else {
-                None
-            };
+            let p = format!("model.layers.{l}");
             layers.push(Layer {
                 in_norm: model.f32(&format!("{p}.input_layernorm.weight"))?,
-                qkv,
-                qkv_bias,
-                o,
+                qkv: Proj::new(w.qkv, kernel),
+                qkv_bias: w.qkv_bias,
+                o: Proj::new(w.o, kernel),
                 post_norm: model.f32(&format!("{p}.post_attention_layernorm.weight"))?,
-                gate_up,
-                down,
+                gate_up: Proj::new(w.gate_up, kernel),
+                down: Proj::new(w.down, kernel),
             });
         }
-        let Some(head) = stacked(&[model.lm_head_name().to_string()])? else {
+        let Some(head) = load_stacked(model, &[model.lm_head_name().to_string()])? else {
             return Ok(None);
         };
         let (head, embed) = match (first_layer, spec.tie_word_embeddings) {
             (0, true) => (Proj::Rows(head), None),
-            (0, false) => match stacked(&["model.embed_tokens.weight".to_string()])? {
+            (0, false) => match load_stacked(model, &["model.embed_tokens.weight".to_string()])? {
                 Some(e) => (Proj::new(head, kernel), Some(e)),
                 None => return Ok(None),
             },

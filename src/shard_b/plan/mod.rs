@@ -60,7 +60,7 @@ use cubecl::server::Handle;
 
 use super::ShardBError;
 use super::cube::{MATVEC_MAX_TOKENS, MAX_BINDING_BYTES};
-use super::packed::Packed;
+use super::packed::{Packed, PackedLayer, load_stacked};
 use crate::bake::store::{BakedModel, StoreError};
 use crate::model::ModelSpec;
 use kernels::{ATTN_UNITS, ROW_UNITS};
@@ -216,22 +216,9 @@ impl DecodePlan {
         {
             return Ok(None);
         }
-        let packed = |name: &str| -> Result<Option<Packed>, StoreError> {
-            Ok(Packed::from_stored(&model.tensor(name)?))
-        };
+        let upload = |p: Packed| Linear::upload(&client, &p, max_part_bytes);
         let linear = |names: &[String]| -> Result<Option<Linear>, StoreError> {
-            let mut parts = Vec::new();
-            for n in names {
-                match packed(n)? {
-                    Some(p) => parts.push(p),
-                    None => return Ok(None),
-                }
-            }
-            let stacked = match parts.len() {
-                1 => parts.pop(),
-                _ => Packed::stack(&parts),
-            };
-            Ok(stacked.and_then(|p| Linear::upload(&client, &p, max_part_bytes)))
+            Ok(load_stacked(model, names)?.and_then(upload))
         };
         let vector = |name: &str| -> Result<Handle, StoreError> {
             Ok(client.create_from_slice(f32_bytes(&model.f32(name)?)))
@@ -239,29 +226,17 @@ impl DecodePlan {
         let mut layers = Vec::new();
         for l in first_layer..spec.num_layers {
             let p = format!("model.layers.{l}");
-            let names = |xs: &[&str]| -> Vec<String> {
-                xs.iter().map(|x| format!("{p}.{x}.weight")).collect()
-            };
-            let (Some(qkv), Some(o), Some(gate_up), Some(down)) = (
-                linear(&names(&[
-                    "self_attn.q_proj",
-                    "self_attn.k_proj",
-                    "self_attn.v_proj",
-                ]))?,
-                linear(&names(&["self_attn.o_proj"]))?,
-                linear(&names(&["mlp.gate_proj", "mlp.up_proj"]))?,
-                linear(&names(&["mlp.down_proj"]))?,
-            ) else {
+            let Some(w) = PackedLayer::load(model, l)? else {
                 return Ok(None);
             };
-            let bias = if spec.qkv_bias {
-                let mut b = Vec::with_capacity(qkv.rows);
-                for x in ["q_proj", "k_proj", "v_proj"] {
-                    b.extend(model.f32(&format!("{p}.self_attn.{x}.bias"))?);
-                }
-                b
-            } else {
-                vec![0.0; qkv.rows]
+            let bias = w.qkv_bias.unwrap_or_else(|| vec![0.0; w.qkv.rows]);
+            let (Some(qkv), Some(o), Some(gate_up), Some(down)) = (
+                upload(w.qkv),
+                upload(w.o),
+                upload(w.gate_up),
+                upload(w.down),
+            ) else {
+                return Ok(None);
             };
             layers.push(Layer {
                 in_norm: vector(&format!("{p}.input_layernorm.weight"))?,
