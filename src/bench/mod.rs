@@ -37,6 +37,7 @@ mod events;
 pub mod format;
 mod plan;
 pub mod record;
+mod work;
 
 pub use events::{BenchError, BenchEvent};
 pub use plan::{AutoOptions, Kind, Plan, Splits, Test, parse_list};
