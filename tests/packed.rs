@@ -256,6 +256,28 @@ fn resident_bytes_stay_near_the_packed_size() {
     }
 }
 
+/// A weight row `wr` times an activation `xt`: the exact f64 product, Σ|w·x|,
+/// and the bound an int8-activation kernel is held to: f32 accumulation
+/// (TOL · Σ|w·x|), plus, where the activations are rounded (`quantized`),
+/// per group Σ|w| · max|x| / 254.
+fn int8_bound(wr: &[f32], xt: &[f32], group: usize, quantized: bool) -> (f64, f64, f64) {
+    let exact: f64 = wr.iter().zip(xt).map(|(a, b)| *a as f64 * *b as f64).sum();
+    let mag: f64 = wr
+        .iter()
+        .zip(xt)
+        .map(|(a, b)| (*a as f64 * *b as f64).abs())
+        .sum();
+    let mut bound = TOL * mag + 1e-7;
+    if quantized {
+        for (wg, xg) in wr.chunks(group).zip(xt.chunks(group)) {
+            let xmax = xg.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
+            let wsum: f64 = wg.iter().map(|v| v.abs() as f64).sum();
+            bound += wsum * xmax / 254.0;
+        }
+    }
+    (exact, mag, bound)
+}
+
 /// Kernel::Q8 (int8 activations) against the exact product, within the
 /// bound of the activation's rounding: per group, Σ|w| · max|x| / 254,
 /// plus f32 accumulation (2e-5 · Σ|w·x|). Groups that do not hold whole
@@ -296,20 +318,7 @@ fn int8_activation_kernel_stays_within_its_rounding_bound() {
                 let xt = &x[ti * cols..(ti + 1) * cols];
                 for r in 0..rows {
                     let wr = &w[r * cols..(r + 1) * cols];
-                    let exact: f64 = wr.iter().zip(xt).map(|(a, b)| *a as f64 * *b as f64).sum();
-                    let mag: f64 = wr
-                        .iter()
-                        .zip(xt)
-                        .map(|(a, b)| (*a as f64 * *b as f64).abs())
-                        .sum();
-                    let mut bound = TOL * mag + 1e-7;
-                    if quantized {
-                        for (wg, xg) in wr.chunks(group).zip(xt.chunks(group)) {
-                            let xmax = xg.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
-                            let wsum: f64 = wg.iter().map(|v| v.abs() as f64).sum();
-                            bound += wsum * xmax / 254.0;
-                        }
-                    }
+                    let (exact, _, bound) = int8_bound(wr, xt, group, quantized);
                     let err = (y[ti * rows + r] as f64 - exact).abs();
                     worst = worst.max(err / bound);
                     assert!(
@@ -518,18 +527,7 @@ fn tiled_int8_kernel_matches_the_row_loop_and_stays_within_the_bound() {
             let xt = &x[ti * cols..(ti + 1) * cols];
             for r in 0..rows {
                 let wr = &w[r * cols..(r + 1) * cols];
-                let exact: f64 = wr.iter().zip(xt).map(|(a, b)| *a as f64 * *b as f64).sum();
-                let mag: f64 = wr
-                    .iter()
-                    .zip(xt)
-                    .map(|(a, b)| (*a as f64 * *b as f64).abs())
-                    .sum();
-                let mut bound = TOL * mag + 1e-7;
-                for (wg, xg) in wr.chunks(group).zip(xt.chunks(group)) {
-                    let xmax = xg.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
-                    let wsum: f64 = wg.iter().map(|v| v.abs() as f64).sum();
-                    bound += wsum * xmax / 254.0;
-                }
+                let (exact, mag, bound) = int8_bound(wr, xt, group, true);
                 let got = y[ti * rows + r] as f64;
                 let err = (got - exact).abs();
                 worst = worst.max(err / bound);

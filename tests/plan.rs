@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{baked_model, degenerate, fresh_seed, greedy_request, greedy_tokens};
+use common::{baked_model, fresh_seed, greedy_request, greedy_tokens, on_a_telling_prompt};
 use hybrid_tui::bake::store::BakedModel;
 use hybrid_tui::config::{Settings, ShardBSettings};
 use hybrid_tui::model::Arch;
@@ -174,9 +174,7 @@ fn the_plan_decodes_like_the_dequantized_path() {
         for mode in [DecodeMode::Replay, DecodeMode::Launch] {
             let plan = planned(&model, mode);
             let what = format!("{arch:?} {weights}, {}", mode.name());
-            let mut told = false;
-            for _ in 0..5 {
-                let seed = fresh_seed();
+            on_a_telling_prompt(&what, |seed| {
                 let before = plan.plan_stats().expect("plan stats");
                 let tokens = one_stream(&plan, &reference, seed, &format!("{what} (seed {seed})"));
                 let work = plan.plan_stats().expect("plan stats").since(&before);
@@ -196,13 +194,8 @@ fn the_plan_decodes_like_the_dequantized_path() {
                     _ => {}
                 }
                 assert!(work.launches >= steps * 10, "{what}: {work:?}");
-                if !degenerate(&tokens) {
-                    told = true;
-                    break;
-                }
-                eprintln!("{what}: degenerate output from seed {seed}; another prompt");
-            }
-            assert!(told, "{what}: 5 prompts in a row gave degenerate output");
+                tokens
+            });
         }
     }
 }
@@ -222,9 +215,7 @@ fn the_cpu_plan_decodes_like_the_dequantized_path() {
         let reference = reference(&model);
         let plan = cpu_planned(&model, WeightDtype::Packed);
         let what = format!("{arch:?} {weights}, CPU plan");
-        let mut told = false;
-        for _ in 0..5 {
-            let seed = fresh_seed();
+        on_a_telling_prompt(&what, |seed| {
             let before = plan.plan_stats().expect("plan stats");
             let tokens = one_stream(&plan, &reference, seed, &format!("{what} (seed {seed})"));
             let work = plan.plan_stats().expect("plan stats").since(&before);
@@ -233,13 +224,8 @@ fn the_cpu_plan_decodes_like_the_dequantized_path() {
                 work.parts_ns.iter().filter(|&&ns| ns > 0).count() >= 8,
                 "{what}: parts not timed: {work:?}"
             );
-            if !degenerate(&tokens) {
-                told = true;
-                break;
-            }
-            eprintln!("{what}: degenerate output from seed {seed}; another prompt");
-        }
-        assert!(told, "{what}: 5 prompts in a row gave degenerate output");
+            tokens
+        });
     }
 }
 
@@ -264,16 +250,9 @@ fn weights_in_several_parts_decode_alike() {
         assert_eq!(plan.decode_mode(), DecodeMode::Replay);
         plan.set_attention_chunk(CHUNK);
         let what = format!("{arch:?} {weights} in 4 KiB parts");
-        let mut told = false;
-        for _ in 0..5 {
-            let seed = fresh_seed();
-            let tokens = one_stream(&plan, &reference, seed, &format!("{what} (seed {seed})"));
-            if !degenerate(&tokens) {
-                told = true;
-                break;
-            }
-        }
-        assert!(told, "{what}: 5 prompts in a row gave degenerate output");
+        on_a_telling_prompt(&what, |seed| {
+            one_stream(&plan, &reference, seed, &format!("{what} (seed {seed})"))
+        });
     }
 }
 

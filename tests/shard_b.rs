@@ -10,7 +10,7 @@
 mod common;
 
 use burn::tensor::{DType, Tensor, TensorData};
-use common::{baked_model, degenerate, fresh_seed, rel_err};
+use common::{baked_model, fresh_seed, on_a_telling_prompt, rel_err};
 use hybrid_tui::bake::store::BakedModel;
 use hybrid_tui::config::ShardBSettings;
 use hybrid_tui::model::Arch;
@@ -130,21 +130,6 @@ fn argmax(v: &[f32]) -> u32 {
         .max_by(|a, b| a.1.total_cmp(b.1))
         .map(|(i, _)| i as u32)
         .expect("argmax of an empty vector")
-}
-
-/// Runs `check` (which asserts, and returns the tokens it compared) on
-/// fresh prompts until one gives a sequence that is not degenerate: every
-/// run must pass, and within 5 prompts one must say something.
-fn on_a_telling_prompt(what: &str, mut check: impl FnMut(u64) -> Vec<u32>) {
-    for _ in 0..5 {
-        let seed = fresh_seed();
-        let tokens = check(seed);
-        if !degenerate(&tokens) {
-            return;
-        }
-        eprintln!("{what}: degenerate greedy output from seed {seed} ({tokens:?}); another prompt");
-    }
-    panic!("{what}: 5 prompts in a row gave degenerate greedy output");
 }
 
 /// Whole model (k = 0) greedy decoding: the same 64 tokens as the reference.

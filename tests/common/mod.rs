@@ -157,6 +157,22 @@ pub fn poison(dir: &Path, tensor: &str, count: usize, value: f32) -> usize {
     n
 }
 
+/// Runs `check` (which asserts, and returns the tokens it compared) on
+/// fresh prompts until one gives a sequence that is not degenerate: every
+/// run must pass, and within 5 prompts one must say something.
+#[allow(dead_code)]
+pub fn on_a_telling_prompt(what: &str, mut check: impl FnMut(u64) -> Vec<u32>) {
+    for _ in 0..5 {
+        let seed = fresh_seed();
+        let tokens = check(seed);
+        if !degenerate(&tokens) {
+            return;
+        }
+        eprintln!("{what}: degenerate greedy output from seed {seed} ({tokens:?}); another prompt");
+    }
+    panic!("{what}: 5 prompts in a row gave degenerate greedy output");
+}
+
 /// Whether a greedy sequence says little (a random-weight model can fall
 /// into repeating one or two tokens from some prompts): at least 16 tokens
 /// and at most 4 distinct ones.
