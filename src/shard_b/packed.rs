@@ -27,6 +27,8 @@ mod load;
 mod rows;
 mod tiled;
 pub use load::{PackedLayer, load_stacked};
+#[cfg(target_arch = "x86_64")]
+pub(crate) use rows::has_avx512;
 use rows::*;
 pub use tiled::{TILE_ROWS, Tiled, tiled_supported};
 
@@ -345,6 +347,42 @@ pub fn best_kernel_name() -> &'static str {
     "scalar"
 }
 
+/// One group of activations rounded to int8 (int8 activations, every
+/// kernel): `sx = max|x| / 127` (1 for an all-zero group), `q = x / sx`
+/// rounded to nearest (ties to even) and clamped to ±127, so
+/// `|x − sx·q| ≤ sx / 2`. Returns `sx` and `Σ q`. Built for AVX-512 where
+/// the CPU has it (the baseline build has no vector rounding: a call per
+/// value).
+pub(super) fn round_group(g: &[f32], q: &mut [i8]) -> (f32, i32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx512() {
+            // SAFETY: AVX-512F (and AVX2) were detected at run time.
+            return unsafe { round_group_avx512(g, q) };
+        }
+    }
+    round_group_body(g, q)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2")]
+unsafe fn round_group_avx512(g: &[f32], q: &mut [i8]) -> (f32, i32) {
+    round_group_body(g, q)
+}
+
+#[inline(always)]
+fn round_group_body(g: &[f32], q: &mut [i8]) -> (f32, i32) {
+    let m = g.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let sx = if m > 0.0 { m / 127.0 } else { 1.0 };
+    let mut sum = 0i32;
+    for (v, q) in g.iter().zip(q) {
+        let r = (v / sx).round_ties_even().clamp(-127.0, 127.0);
+        *q = r as i8;
+        sum += r as i32;
+    }
+    (sx, sum)
+}
+
 /// One token's activation, laid out for the kernel.
 struct Prepared {
     /// 4-bit: even elements then odd elements, each group contiguous
@@ -365,15 +403,9 @@ impl Prepared {
     fn new(x: &[f32], bits: u32, group: usize, q8: bool, table: bool) -> Prepared {
         let mut p = Prepared::exact(x, bits, group, table && !q8);
         if q8 {
-            for g in p.x.chunks_exact(group) {
-                let m = g.iter().fold(0f32, |m, v| m.max(v.abs()));
-                let sx = if m > 0.0 { m / 127.0 } else { 1.0 };
-                let mut sum = 0i32;
-                for v in g {
-                    let q = (v / sx).round().clamp(-127.0, 127.0) as i8;
-                    sum += q as i32;
-                    p.xq.push(q);
-                }
+            p.xq = vec![0; p.x.len()];
+            for (g, q) in p.x.chunks_exact(group).zip(p.xq.chunks_exact_mut(group)) {
+                let (sx, sum) = round_group(g, q);
                 p.sx.push(sx);
                 p.sq.push(sum);
             }

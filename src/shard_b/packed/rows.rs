@@ -250,7 +250,7 @@ pub(super) fn table_fits(bits: u32, group: usize) -> bool {
 }
 
 #[cfg(target_arch = "x86_64")]
-pub(super) fn has_avx512() -> bool {
+pub(crate) fn has_avx512() -> bool {
     static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *HAS.get_or_init(|| has_avx2() && is_x86_feature_detected!("avx512f"))
 }

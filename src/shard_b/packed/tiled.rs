@@ -41,8 +41,19 @@ pub struct Tiled {
     tiles: usize,
     /// Per tile, per 8 columns: 64 bytes (rows past the weight hold zeros).
     q: Vec<u8>,
-    /// Per tile, per group: 16 scales, then 16 zero points.
-    scale_zp: Vec<f32>,
+    /// Per tile, per group: 16 scales as f16 bits (the bake's own values,
+    /// so exact; half the bytes of f32 for the decode step to read).
+    scales: Vec<u16>,
+    /// The zero points, laid out as the scales.
+    zps: ZeroPoints,
+}
+
+/// A weight's zero points: one for every row and group (a symmetric
+/// weight's, read by no step), or per row and group (exact in f16: they
+/// are small integers).
+enum ZeroPoints {
+    Same(f32),
+    PerGroup(Vec<u16>),
 }
 
 /// Whether this CPU runs [`Tiled`]'s kernel (AVX-512 with VNNI and BW).
@@ -74,7 +85,9 @@ impl Tiled {
         let groups = cols / group;
         let loads = cols / COLS_PER_LOAD;
         let mut q = vec![0u8; tiles * loads * 64];
-        let mut scale_zp = vec![0f32; tiles * groups * 2 * TILE_ROWS];
+        let mut scales = vec![0u16; tiles * groups * TILE_ROWS];
+        let same_zp = p.zps.first().filter(|z| p.zps.iter().all(|v| v == *z));
+        let mut zps = vec![0u16; if same_zp.is_some() { 0 } else { scales.len() }];
         let rb = cols / 2;
         let nibble = |r: usize, c: usize| {
             let b = p.q[r * rb + c / 2];
@@ -90,24 +103,35 @@ impl Tiled {
                 }
             }
             for g in 0..groups {
-                let at = (tile * groups + g) * 2 * TILE_ROWS;
-                scale_zp[at + lane] = p.scales[r * groups + g];
-                scale_zp[at + TILE_ROWS + lane] = p.zps[r * groups + g];
+                let at = (tile * groups + g) * TILE_ROWS + lane;
+                scales[at] = half::f16::from_f32(p.scales[r * groups + g]).to_bits();
+                if let Some(z) = zps.get_mut(at) {
+                    *z = half::f16::from_f32(p.zps[r * groups + g]).to_bits();
+                }
             }
         }
+        let zps = match same_zp {
+            Some(&z) => ZeroPoints::Same(z),
+            None => ZeroPoints::PerGroup(zps),
+        };
         Some(Tiled {
             rows,
             cols,
             group,
             tiles,
             q,
-            scale_zp,
+            scales,
+            zps,
         })
     }
 
     /// Bytes kept: the values, the scales and zero points.
     pub fn resident_bytes(&self) -> usize {
-        self.q.len() + 4 * self.scale_zp.len()
+        let zps = match &self.zps {
+            ZeroPoints::Same(_) => 0,
+            ZeroPoints::PerGroup(z) => z.len(),
+        };
+        self.q.len() + 2 * (self.scales.len() + zps)
     }
 
     /// `x`: `[tokens, cols]` row-major → `[tokens, rows]`, activations
@@ -118,7 +142,7 @@ impl Tiled {
         let groups = self.cols / self.group;
         let loads = self.cols / COLS_PER_LOAD;
         let tile_bytes = loads * 64;
-        let tile_sz = groups * 2 * TILE_ROWS;
+        let tile_sc = groups * TILE_ROWS;
         // [tiles, tokens, 16], then reordered to [tokens, rows].
         let mut by_tile = vec![0f32; self.tiles * tokens * TILE_ROWS];
         by_tile
@@ -128,12 +152,19 @@ impl Tiled {
                 for (i, o) in out.chunks_mut(tokens * TILE_ROWS).enumerate() {
                     let tile = task * TILES_PER_TASK + i;
                     let q = &self.q[tile * tile_bytes..(tile + 1) * tile_bytes];
-                    let sz = &self.scale_zp[tile * tile_sz..(tile + 1) * tile_sz];
+                    let at = tile * tile_sc..(tile + 1) * tile_sc;
+                    let sz = TileScales {
+                        scales: &self.scales[at.clone()],
+                        zps: match &self.zps {
+                            ZeroPoints::Same(z) => Err(*z),
+                            ZeroPoints::PerGroup(v) => Ok(&v[at]),
+                        },
+                    };
                     let mut t0 = 0;
                     while t0 < tokens {
                         let n = (tokens - t0).min(TOKENS_PER_PASS);
                         let o = &mut o[t0 * TILE_ROWS..(t0 + n) * TILE_ROWS];
-                        self.pass(q, sz, &acts, t0, n, o);
+                        self.pass(q, &sz, &acts, t0, n, o);
                         t0 += n;
                     }
                 }
@@ -159,7 +190,7 @@ impl Tiled {
     fn pass(
         &self,
         q: &[u8],
-        sz: &[f32],
+        sz: &TileScales,
         acts: &QuantizedRows,
         t0: usize,
         n: usize,
@@ -198,6 +229,10 @@ impl Tiled {
     }
 }
 
+/// Activations from which rounding runs on the pool (a decode step's few
+/// thousand values take less than the pool's round trip).
+const PARALLEL_ROUNDING: usize = 1 << 15;
+
 /// Activations rounded to int8 per group: per token the values, per token
 /// and group the scale and the sum of the rounded values.
 struct QuantizedRows {
@@ -209,7 +244,7 @@ struct QuantizedRows {
 }
 
 impl QuantizedRows {
-    /// Groups are rounded in parallel (a prompt chunk holds thousands).
+    /// Groups are rounded in parallel for a prompt chunk (thousands).
     fn new(x: &[f32], cols: usize, group: usize) -> QuantizedRows {
         let groups = cols / group;
         let n = x.len() / group;
@@ -221,16 +256,10 @@ impl QuantizedRows {
             groups,
         };
         let round = |((g, q), (sx, sq)): GroupOut<'_>| {
-            let m = g.iter().fold(0f32, |m, v| m.max(v.abs()));
-            *sx = if m > 0.0 { m / 127.0 } else { 1.0 };
-            let mut sum = 0i32;
-            for (v, q) in g.iter().zip(q) {
-                *q = (v / *sx).round().clamp(-127.0, 127.0) as i8;
-                sum += *q as i32;
-            }
-            *sq = sum as f32;
+            let (s, sum) = super::round_group(g, q);
+            (*sx, *sq) = (s, sum as f32);
         };
-        if n >= 64 {
+        if x.len() >= PARALLEL_ROUNDING {
             x.par_chunks_exact(group)
                 .zip(r.xq.par_chunks_exact_mut(group))
                 .zip(r.sx.par_iter_mut().zip(r.sq.par_iter_mut()))
@@ -245,13 +274,20 @@ impl QuantizedRows {
     }
 }
 
+/// One tile's scales and zero points (f16 bits, per group 16 rows), or
+/// the one zero point of every row.
+struct TileScales<'a> {
+    scales: &'a [u16],
+    zps: Result<&'a [u16], f32>,
+}
+
 /// One group's activations, and where its rounded values, scale and sum go.
 type GroupOut<'a> = ((&'a [f32], &'a mut [i8]), (&'a mut f32, &'a mut f32));
 
 #[cfg(target_arch = "x86_64")]
 struct PassArgs<'a> {
     q: &'a [u8],
-    sz: &'a [f32],
+    sz: &'a TileScales<'a>,
     acts: &'a QuantizedRows,
     t0: usize,
     group: usize,
@@ -268,7 +304,11 @@ unsafe fn pass_vnni<const N: usize>(a: &PassArgs<'_>, out: &mut [f32]) {
     let acts = a.acts;
     let (cols, groups) = (acts.cols, acts.groups);
     let per_group = a.group / COLS_PER_LOAD;
-    assert!(a.q.len() >= groups * per_group * 64 && a.sz.len() >= groups * 2 * TILE_ROWS);
+    let per_tile = groups * TILE_ROWS;
+    assert!(a.q.len() >= groups * per_group * 64 && a.sz.scales.len() >= per_tile);
+    if let Ok(z) = a.sz.zps {
+        assert!(z.len() >= per_tile);
+    }
     assert!(out.len() >= N * TILE_ROWS && acts.xq.len() >= (a.t0 + N) * cols);
     unsafe {
         let mask = _mm512_set1_epi8(0x0F);
@@ -326,8 +366,16 @@ unsafe fn pass_vnni<const N: usize>(a: &PassArgs<'_>, out: &mut [f32]) {
             if l < per_group {
                 load!(l, lo0, hi0);
             }
-            let sc = _mm512_loadu_ps(a.sz.as_ptr().add(g * 2 * TILE_ROWS));
-            let zp = _mm512_loadu_ps(a.sz.as_ptr().add(g * 2 * TILE_ROWS + TILE_ROWS));
+            let f16s = |v: &[u16]| {
+                _mm512_cvtph_ps(_mm256_loadu_si256(
+                    v.as_ptr().add(g * TILE_ROWS) as *const __m256i
+                ))
+            };
+            let sc = f16s(a.sz.scales);
+            let zp = match a.sz.zps {
+                Ok(z) => f16s(z),
+                Err(z) => _mm512_set1_ps(z),
+            };
             for t in 0..N {
                 let at = (a.t0 + t) * groups + g;
                 let sum = _mm512_add_epi32(
