@@ -6,6 +6,7 @@
 use rayon::prelude::*;
 
 use super::attention::{self, CacheView, Heads};
+use super::math;
 use super::{CpuSegment, Part, Proj, Timer};
 use crate::model::ModelSpec;
 use crate::shard_b::packed::Kernel;
@@ -168,9 +169,7 @@ impl Layer {
         // A row per task (a decode step's one row is not worth the pool).
         let silu_mul = |(a, g): (&mut [f32], &[f32])| {
             let (gate, up) = g.split_at(inter);
-            for ((a, g), u) in a.iter_mut().zip(gate).zip(up) {
-                *a = g / (1.0 + (-g).exp()) * u;
-            }
+            math::silu_mul(a, gate, up);
         };
         if rows > 1 {
             act.par_chunks_exact_mut(inter)

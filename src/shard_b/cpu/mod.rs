@@ -21,6 +21,7 @@
 
 mod attention;
 mod layer;
+mod math;
 
 use std::sync::Mutex;
 use std::time::Instant;
