@@ -550,3 +550,64 @@ fn tiled_int8_kernel_matches_the_row_loop_and_stays_within_the_bound() {
         );
     }
 }
+
+/// The tiled product's epilogues against its plain result: stored, added
+/// to a residual, and a stacked gate/up made `gate(g, u)` per token, both
+/// where the halves fall on tile boundaries (done as the tiles are put in
+/// order) and where they do not (done after), with a buffer reused across
+/// calls of other sizes.
+#[test]
+fn tiled_epilogues_match_the_plain_product() {
+    use hybrid_tui::shard_b::packed::{Epilogue, TileWork, Tiled};
+    let seed: u64 = rand::rng().random();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut work = TileWork::default();
+    let mut out = Vec::new();
+    // Any function of the pair that tells gate from up.
+    let gate: fn(&mut [f32], &[f32], &[f32]) = |o, g, u| {
+        for ((o, g), u) in o.iter_mut().zip(g).zip(u) {
+            *o = g * 0.5 - u;
+        }
+    };
+    for (rows, tokens) in [(64, 1), (96, 5), (40, 3), (64, 12)] {
+        let cols = 256;
+        let s = make(&mut rng, rows, cols, 128, Scheme::Int4Sym);
+        let p = Packed::from_stored(&s.view()).unwrap();
+        let Some(tiled) = Tiled::from_packed(&p) else {
+            eprintln!("no AVX-512 VNNI here: the tiled kernel is not used");
+            return;
+        };
+        let what = format!("{rows} rows, {tokens} tokens (seed {seed})");
+        let x: Vec<f32> = (0..tokens * cols)
+            .map(|_| rng.random_range(-2.0..2.0))
+            .collect();
+        let y = tiled.matmul(&x, tokens);
+        tiled.matmul_into(&x, tokens, &mut work, Epilogue::Store(&mut out));
+        assert_eq!(out, y, "{what}: stored");
+        let base: Vec<f32> = (0..tokens * rows)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let mut acc = base.clone();
+        tiled.matmul_into(&x, tokens, &mut work, Epilogue::Add(&mut acc));
+        for ((a, b), y) in acc.iter().zip(&base).zip(&y) {
+            assert_eq!(*a, b + y, "{what}: added");
+        }
+        tiled.matmul_into(
+            &x,
+            tokens,
+            &mut work,
+            Epilogue::Gated {
+                out: &mut out,
+                gate,
+            },
+        );
+        let half = rows / 2;
+        assert_eq!(out.len(), tokens * half, "{what}: gated size");
+        for t in 0..tokens {
+            for i in 0..half {
+                let want = y[t * rows + i] * 0.5 - y[t * rows + half + i];
+                assert_eq!(out[t * half + i], want, "{what}: gated token {t} row {i}");
+            }
+        }
+    }
+}

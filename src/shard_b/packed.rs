@@ -30,7 +30,7 @@ pub use load::{PackedLayer, load_stacked};
 #[cfg(target_arch = "x86_64")]
 pub(crate) use rows::has_avx512;
 use rows::*;
-pub use tiled::{TILE_ROWS, Tiled, tiled_supported};
+pub use tiled::{Epilogue, TILE_ROWS, TileWork, Tiled, sized, tiled_supported};
 
 /// An integer weight as the kernel reads it.
 #[derive(Debug, Clone)]

@@ -13,7 +13,7 @@
 
 use rayon::prelude::*;
 
-use super::math::{exp_nonpositive, has_avx512};
+use super::math::{dot, exp_nonpositive, has_avx512};
 
 /// Keys per block of the online softmax (their scores sit on the stack).
 const KEY_BLOCK: usize = 64;
@@ -150,25 +150,6 @@ fn attend_one(one: &One<'_>, o: &mut [f32]) {
     }
     let inv = 1.0 / l;
     o.iter_mut().for_each(|a| *a *= inv);
-}
-
-/// Sixteen partial sums (one vector register where the build has AVX-512).
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    for (x, y) in a.chunks_exact(16).zip(b.chunks_exact(16)) {
-        for k in 0..16 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    let tail: f32 = a
-        .chunks_exact(16)
-        .remainder()
-        .iter()
-        .zip(b.chunks_exact(16).remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    acc.iter().sum::<f32>() + tail
 }
 
 /// [`attend`] for several rows: tasks of up to [`MAX_ROWS_PER_TASK`]

@@ -3,13 +3,11 @@
 //! the MLP block (norm, stacked gate/up, SiLU·up, down), each adding into
 //! the residual rows, and what a step's layers share ([`StepContext`]).
 
-use rayon::prelude::*;
-
 use super::attention::{self, CacheView, Heads};
 use super::math;
-use super::{CpuSegment, Part, Proj, Timer};
+use super::{CpuSegment, Part, Proj, Scratch, Timer};
 use crate::model::ModelSpec;
-use crate::shard_b::packed::Kernel;
+use crate::shard_b::packed::{Epilogue, Kernel, sized};
 
 pub(super) struct Layer {
     pub(super) in_norm: Vec<f32>,
@@ -31,7 +29,6 @@ pub(super) struct StepContext {
     hidden: usize,
     q_dim: usize,
     kv_dim: usize,
-    inter: usize,
     pub(super) eps: f32,
     heads: Heads,
     /// cos and sin of each row's position, `[rows, head_dim / 2]`.
@@ -67,7 +64,6 @@ impl StepContext {
             hidden: spec.hidden_size,
             q_dim: spec.q_dim(),
             kv_dim: spec.kv_dim(),
-            inter: spec.intermediate_size,
             eps: spec.rms_norm_eps as f32,
             heads: Heads {
                 heads: spec.num_heads,
@@ -91,16 +87,19 @@ impl Layer {
         ctx: &StepContext,
         x: &mut [f32],
         segments: &mut [CpuSegment<'_>],
+        sc: &mut Scratch,
         timer: &mut Timer,
     ) {
         let _span = tracing::trace_span!("attention").entered();
         let (rows, q_dim, kv_dim) = (ctx.rows, ctx.q_dim, ctx.kv_dim);
         let hd = ctx.heads.head_dim;
         let half = hd / 2;
-        let mut n = vec![0f32; rows * ctx.hidden];
-        rms_norm(x, &self.in_norm, ctx.eps, &mut n);
+        let n = sized(&mut sc.norm, rows * ctx.hidden);
+        rms_norm(x, &self.in_norm, ctx.eps, n);
         timer.lap(Part::Norm);
-        let mut qkv = self.qkv.matmul(&n, rows, ctx.kernel);
+        let store = Epilogue::Store(&mut sc.qkv);
+        self.qkv.matmul(n, rows, ctx.kernel, &mut sc.tiles, store);
+        let qkv = &mut sc.qkv;
         if let Some(b) = &self.qkv_bias {
             for r in qkv.chunks_exact_mut(b.len()) {
                 r.iter_mut().zip(b).for_each(|(y, b)| *y += b);
@@ -134,55 +133,46 @@ impl Layer {
             row += s.rows;
         }
         timer.lap(Part::RopeCache);
-        let mut attn = vec![0f32; rows * q_dim];
+        let attn = sized(&mut sc.attn, rows * q_dim);
         let mut row = 0;
         for s in segments.iter() {
-            let q: Vec<f32> = qkv[row * width..(row + s.rows) * width]
-                .chunks_exact(width)
-                .flat_map(|r| r[..q_dim].iter().copied())
-                .collect();
+            let q = &mut sc.q;
+            q.clear();
+            for r in qkv[row * width..(row + s.rows) * width].chunks_exact(width) {
+                q.extend_from_slice(&r[..q_dim]);
+            }
             let cache = CacheView {
                 keys: &s.kv.keys[li],
                 values: &s.kv.values[li],
                 capacity: s.kv.capacity,
             };
             let out = &mut attn[row * q_dim..(row + s.rows) * q_dim];
-            attention::attend(&q, &cache, s.pos, ctx.heads, out);
+            attention::attend(q, &cache, s.pos, ctx.heads, out);
             row += s.rows;
         }
         timer.lap(Part::Attention);
-        let o = self.o.matmul(&attn, rows, ctx.kernel);
-        x.iter_mut().zip(&o).for_each(|(x, y)| *x += y);
+        let add = Epilogue::Add(x);
+        self.o.matmul(attn, rows, ctx.kernel, &mut sc.tiles, add);
         timer.lap(Part::O);
     }
 
     /// `x += down(silu(gate(n)) · up(n))`, `n = norm(x)`.
-    pub fn mlp(&self, ctx: &StepContext, x: &mut [f32], timer: &mut Timer) {
+    pub fn mlp(&self, ctx: &StepContext, x: &mut [f32], sc: &mut Scratch, timer: &mut Timer) {
         let _span = tracing::trace_span!("mlp").entered();
-        let (rows, inter) = (ctx.rows, ctx.inter);
-        let mut n = vec![0f32; rows * ctx.hidden];
-        rms_norm(x, &self.post_norm, ctx.eps, &mut n);
+        let rows = ctx.rows;
+        let n = sized(&mut sc.norm, rows * ctx.hidden);
+        rms_norm(x, &self.post_norm, ctx.eps, n);
         timer.lap(Part::Norm);
-        let gu = self.gate_up.matmul(&n, rows, ctx.kernel);
-        timer.lap(Part::GateUp);
-        let mut act = vec![0f32; rows * inter];
-        // A row per task (a decode step's one row is not worth the pool).
-        let silu_mul = |(a, g): (&mut [f32], &[f32])| {
-            let (gate, up) = g.split_at(inter);
-            math::silu_mul(a, gate, up);
+        let gated = Epilogue::Gated {
+            out: &mut sc.act,
+            gate: math::silu_mul,
         };
-        if rows > 1 {
-            act.par_chunks_exact_mut(inter)
-                .zip(gu.par_chunks_exact(2 * inter))
-                .for_each(silu_mul);
-        } else {
-            act.chunks_exact_mut(inter)
-                .zip(gu.chunks_exact(2 * inter))
-                .for_each(silu_mul);
-        }
-        timer.lap(Part::SiluMul);
-        let d = self.down.matmul(&act, rows, ctx.kernel);
-        x.iter_mut().zip(&d).for_each(|(x, y)| *x += y);
+        self.gate_up
+            .matmul(n, rows, ctx.kernel, &mut sc.tiles, gated);
+        timer.lap(Part::GateUp);
+        let add = Epilogue::Add(x);
+        self.down
+            .matmul(&sc.act, rows, ctx.kernel, &mut sc.tiles, add);
         timer.lap(Part::Down);
     }
 }
@@ -191,7 +181,7 @@ impl Layer {
 pub(super) fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let h = w.len();
     for (xr, o) in x.chunks_exact(h).zip(out.chunks_exact_mut(h)) {
-        let ms = xr.iter().map(|v| v * v).sum::<f32>() / h as f32;
+        let ms = math::dot(xr, xr) / h as f32;
         let inv = 1.0 / (ms + eps).sqrt();
         for ((o, v), w) in o.iter_mut().zip(xr).zip(w) {
             *o = v * inv * w;

@@ -55,6 +55,26 @@ fn silu_mul_body(out: &mut [f32], gate: &[f32], up: &[f32]) {
     }
 }
 
+/// `Σ a·b` in sixteen partial sums (a sequential sum cannot be widened:
+/// f32 addition is not associative; one vector register on AVX-512).
+#[inline(always)]
+pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    for (x, y) in a.chunks_exact(16).zip(b.chunks_exact(16)) {
+        for k in 0..16 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let tail: f32 = a
+        .chunks_exact(16)
+        .remainder()
+        .iter()
+        .zip(b.chunks_exact(16).remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    acc.iter().sum::<f32>() + tail
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,8 @@
 //! ```text
 //! rms_norm ─ qkv (one stacked weight) ─ rope + cache write
 //!   ─ attention (online softmax over key blocks) ─ o (+= x)
-//!   ─ rms_norm ─ gate·up (stacked) ─ silu_mul ─ down (+= x)
+//!   ─ rms_norm ─ gate·up (stacked, silu(gate)·up as its outputs are
+//!     put in order) ─ down (+= x, likewise)
 //! ```
 //!
 //! then the final norm and the lm_head of each stream's last row only.
@@ -28,7 +29,7 @@ use std::time::Instant;
 
 use super::ShardBError;
 use super::linear::WeightDtype;
-use super::packed::{Kernel, Packed, PackedLayer, Tiled, load_stacked};
+use super::packed::{Epilogue, Kernel, Packed, PackedLayer, TileWork, Tiled, load_stacked, sized};
 use super::plan::{Input, PlanStats};
 use crate::bake::store::{BakedModel, StoreError};
 use crate::model::ModelSpec;
@@ -36,15 +37,14 @@ use layer::{Layer, StepContext, rms_norm};
 
 /// The parts of a step the CPU plan times, in [`PlanStats::parts_ns`]'s
 /// order.
-pub const PARTS: [&str; 10] = [
+pub const PARTS: [&str; 9] = [
     "input",
     "rms_norm",
     "qkv",
     "rope_cache",
     "attention",
     "o",
-    "gate_up",
-    "silu_mul",
+    "gate_up_silu",
     "down",
     "lm_head",
 ];
@@ -58,7 +58,6 @@ enum Part {
     Attention,
     O,
     GateUp,
-    SiluMul,
     Down,
     Head,
 }
@@ -81,10 +80,18 @@ impl Proj {
         }
     }
 
-    fn matmul(&self, x: &[f32], tokens: usize, kernel: Kernel) -> Vec<f32> {
+    /// `x` `[tokens, cols]` → `[tokens, rows]`, where `epilogue` says.
+    fn matmul(
+        &self,
+        x: &[f32],
+        tokens: usize,
+        kernel: Kernel,
+        work: &mut TileWork,
+        epilogue: Epilogue<'_>,
+    ) {
         match self {
-            Proj::Rows(p) => p.matmul_with(x, tokens, kernel),
-            Proj::Tiled(t) => t.matmul(x, tokens),
+            Proj::Rows(p) => epilogue.apply(&p.matmul_with(x, tokens, kernel), p.rows),
+            Proj::Tiled(t) => t.matmul_into(x, tokens, work, epilogue),
         }
     }
 
@@ -94,6 +101,20 @@ impl Proj {
             Proj::Tiled(t) => t.resident_bytes(),
         }
     }
+}
+
+/// The buffers a step reuses: a prompt chunk's activations are megabytes,
+/// and fresh pages each step cost page faults (dearest in a VM).
+#[derive(Default)]
+pub(super) struct Scratch {
+    pub(super) norm: Vec<f32>,
+    pub(super) qkv: Vec<f32>,
+    pub(super) q: Vec<f32>,
+    pub(super) attn: Vec<f32>,
+    /// The head's outputs.
+    pub(super) out: Vec<f32>,
+    pub(super) act: Vec<f32>,
+    pub(super) tiles: TileWork,
 }
 
 /// One stream's cache: per layer, keys and values `[kv_heads, capacity,
@@ -126,6 +147,7 @@ pub struct CpuModel {
     inv_freq: Vec<f32>,
     kernel: Kernel,
     stats: Mutex<PlanStats>,
+    scratch: Mutex<Scratch>,
 }
 
 impl CpuModel {
@@ -180,6 +202,7 @@ impl CpuModel {
             takes_tokens: first_layer == 0,
             kernel,
             stats: Mutex::new(PlanStats::default()),
+            scratch: Mutex::new(Scratch::default()),
         }))
     }
 
@@ -261,10 +284,12 @@ impl CpuModel {
             });
         }
         let ctx = StepContext::new(spec, &self.inv_freq, segments, self.kernel);
+        let mut scratch = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        let sc = &mut *scratch;
         timer.lap(Part::Input);
         for (li, layer) in self.layers.iter().enumerate() {
-            layer.attention(li, &ctx, &mut x, segments, &mut timer);
-            layer.mlp(&ctx, &mut x, &mut timer);
+            layer.attention(li, &ctx, &mut x, segments, sc, &mut timer);
+            layer.mlp(&ctx, &mut x, sc, &mut timer);
         }
         // The final norm and the head over each stream's last row only.
         let _span = tracing::trace_span!("lm_head").entered();
@@ -274,10 +299,13 @@ impl CpuModel {
             row += s.rows;
             last.extend_from_slice(&x[(row - 1) * h..row * h]);
         }
-        let mut normed = vec![0f32; last.len()];
-        rms_norm(&last, &self.norm, ctx.eps, &mut normed);
+        let normed = sized(&mut sc.norm, last.len());
+        rms_norm(&last, &self.norm, ctx.eps, normed);
         timer.lap(Part::Norm);
-        let logits = self.head.matmul(&normed, segments.len(), self.kernel);
+        let logits = &mut sc.out;
+        let store = Epilogue::Store(logits);
+        self.head
+            .matmul(normed, segments.len(), self.kernel, &mut sc.tiles, store);
         timer.lap(Part::Head);
         let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
         stats.steps += 1;

@@ -137,14 +137,37 @@ impl Tiled {
     /// `x`: `[tokens, cols]` row-major → `[tokens, rows]`, activations
     /// rounded to int8 per group.
     pub fn matmul(&self, x: &[f32], tokens: usize) -> Vec<f32> {
+        let mut out = Vec::new();
+        self.matmul_into(
+            x,
+            tokens,
+            &mut TileWork::default(),
+            Epilogue::Store(&mut out),
+        );
+        out
+    }
+
+    /// [`Tiled::matmul`] with `work`'s buffers reused (a prompt chunk's
+    /// are megabytes, and fresh pages each call cost page faults), the
+    /// result going where `epilogue` says as the tiles' outputs are put in
+    /// row order (one pass over them).
+    pub fn matmul_into(
+        &self,
+        x: &[f32],
+        tokens: usize,
+        work: &mut TileWork,
+        epilogue: Epilogue<'_>,
+    ) {
         assert_eq!(x.len(), tokens * self.cols, "activation size");
-        let acts = QuantizedRows::new(x, self.cols, self.group);
+        let acts = &mut work.acts;
+        acts.fill(x, self.cols, self.group);
         let groups = self.cols / self.group;
         let loads = self.cols / COLS_PER_LOAD;
         let tile_bytes = loads * 64;
         let tile_sc = groups * TILE_ROWS;
         // [tiles, tokens, 16], then reordered to [tokens, rows].
-        let mut by_tile = vec![0f32; self.tiles * tokens * TILE_ROWS];
+        let by_tile = sized(&mut work.by_tile, self.tiles * tokens * TILE_ROWS);
+        let acts = &*acts;
         by_tile
             .par_chunks_mut(tokens * TILE_ROWS * TILES_PER_TASK)
             .enumerate()
@@ -164,26 +187,63 @@ impl Tiled {
                     while t0 < tokens {
                         let n = (tokens - t0).min(TOKENS_PER_PASS);
                         let o = &mut o[t0 * TILE_ROWS..(t0 + n) * TILE_ROWS];
-                        self.pass(q, &sz, &acts, t0, n, o);
+                        self.pass(q, &sz, acts, t0, n, o);
                         t0 += n;
                     }
                 }
             });
-        if tokens == 1 {
-            by_tile.truncate(self.rows);
-            return by_tile;
+        let (rows, by_tile) = (self.rows, &*by_tile);
+        // Token t's values of tile k: by_tile[(k · tokens + t) · 16..][..16].
+        let row_of = |t: usize, o: &mut [f32], f: &dyn Fn(&mut [f32], &[f32])| {
+            for (k, o) in o.chunks_mut(TILE_ROWS).enumerate() {
+                let src = &by_tile[(k * tokens + t) * TILE_ROWS..];
+                f(o, &src[..o.len()]);
+            }
+        };
+        // A prompt chunk's outputs are megabytes: put in order on the pool.
+        let each_row = |out: &mut [f32], width: usize, f: &(dyn Fn(usize, &mut [f32]) + Sync)| {
+            if tokens == 1 {
+                f(0, out);
+            } else {
+                out.par_chunks_mut(width)
+                    .enumerate()
+                    .for_each(|(t, o)| f(t, o));
+            }
+        };
+        match epilogue {
+            Epilogue::Store(out) => {
+                let out = sized(out, tokens * rows);
+                each_row(out, rows, &|t, o| {
+                    row_of(t, o, &|o, y| o.copy_from_slice(y))
+                });
+            }
+            Epilogue::Add(out) => {
+                assert_eq!(out.len(), tokens * rows, "residual size");
+                let add = |o: &mut [f32], y: &[f32]| o.iter_mut().zip(y).for_each(|(o, y)| *o += y);
+                each_row(out, rows, &|t, o| row_of(t, o, &add));
+            }
+            Epilogue::Gated { out, gate } if (rows / 2).is_multiple_of(TILE_ROWS) => {
+                // Gate tile k and up tile k + half/16 make outputs 16k..16k+16.
+                let half = rows / 2;
+                let up_tiles = half / TILE_ROWS;
+                let out = sized(out, tokens * half);
+                each_row(out, half, &|t, o| {
+                    for (k, o) in o.chunks_mut(TILE_ROWS).enumerate() {
+                        let g = &by_tile[(k * tokens + t) * TILE_ROWS..][..TILE_ROWS];
+                        let u = &by_tile[((k + up_tiles) * tokens + t) * TILE_ROWS..][..TILE_ROWS];
+                        gate(o, g, u);
+                    }
+                });
+            }
+            Epilogue::Gated { out, gate } => {
+                let mut y = Vec::new();
+                let all = sized(&mut y, tokens * rows);
+                each_row(all, rows, &|t, o| {
+                    row_of(t, o, &|o, y| o.copy_from_slice(y))
+                });
+                Epilogue::Gated { out, gate }.apply(&y, rows);
+            }
         }
-        // A prompt chunk's outputs are megabytes: reordered by the pool.
-        let mut out = vec![0f32; tokens * self.rows];
-        out.par_chunks_mut(self.rows)
-            .enumerate()
-            .for_each(|(t, o)| {
-                for (tile, o) in o.chunks_mut(TILE_ROWS).enumerate() {
-                    let src = &by_tile[(tile * tokens + t) * TILE_ROWS..];
-                    o.copy_from_slice(&src[..o.len()]);
-                }
-            });
-        out
     }
 
     /// Tokens `t0..t0+n` over one tile into `out` (`[n, 16]`).
@@ -235,6 +295,7 @@ const PARALLEL_ROUNDING: usize = 1 << 15;
 
 /// Activations rounded to int8 per group: per token the values, per token
 /// and group the scale and the sum of the rounded values.
+#[derive(Default)]
 struct QuantizedRows {
     xq: Vec<i8>,
     sx: Vec<f32>,
@@ -244,34 +305,89 @@ struct QuantizedRows {
 }
 
 impl QuantizedRows {
-    /// Groups are rounded in parallel for a prompt chunk (thousands).
-    fn new(x: &[f32], cols: usize, group: usize) -> QuantizedRows {
-        let groups = cols / group;
+    /// `x` rounded, in this value's buffers. Groups are rounded in
+    /// parallel for a prompt chunk (thousands).
+    fn fill(&mut self, x: &[f32], cols: usize, group: usize) {
         let n = x.len() / group;
-        let mut r = QuantizedRows {
-            xq: vec![0; x.len()],
-            sx: vec![0.0; n],
-            sq: vec![0.0; n],
-            cols,
-            groups,
-        };
+        self.cols = cols;
+        self.groups = cols / group;
+        self.xq.resize(x.len(), 0);
+        self.sx.resize(n, 0.0);
+        self.sq.resize(n, 0.0);
         let round = |((g, q), (sx, sq)): GroupOut<'_>| {
             let (s, sum) = super::round_group(g, q);
             (*sx, *sq) = (s, sum as f32);
         };
+        let (xq, sx, sq) = (
+            &mut self.xq[..x.len()],
+            &mut self.sx[..n],
+            &mut self.sq[..n],
+        );
         if x.len() >= PARALLEL_ROUNDING {
             x.par_chunks_exact(group)
-                .zip(r.xq.par_chunks_exact_mut(group))
-                .zip(r.sx.par_iter_mut().zip(r.sq.par_iter_mut()))
+                .zip(xq.par_chunks_exact_mut(group))
+                .zip(sx.par_iter_mut().zip(sq.par_iter_mut()))
                 .for_each(round);
         } else {
             x.chunks_exact(group)
-                .zip(r.xq.chunks_exact_mut(group))
-                .zip(r.sx.iter_mut().zip(r.sq.iter_mut()))
+                .zip(xq.chunks_exact_mut(group))
+                .zip(sx.iter_mut().zip(sq.iter_mut()))
                 .for_each(round);
         }
-        r
     }
+}
+
+/// Where a product's `[tokens, rows]` result goes.
+pub enum Epilogue<'a> {
+    /// Into this buffer, resized to `[tokens, rows]`.
+    Store(&'a mut Vec<f32>),
+    /// Added to these `[tokens, rows]` values (a residual).
+    Add(&'a mut [f32]),
+    /// A stacked gate and up projection (rows `0..rows/2` and
+    /// `rows/2..rows`): `gate(out_row, gate_row, up_row)` per token, into
+    /// this buffer resized to `[tokens, rows / 2]`.
+    Gated {
+        out: &'a mut Vec<f32>,
+        gate: fn(&mut [f32], &[f32], &[f32]),
+    },
+}
+
+impl Epilogue<'_> {
+    /// Applies to a result `y` already in row order (`[tokens, rows]`).
+    pub fn apply(self, y: &[f32], rows: usize) {
+        match self {
+            Epilogue::Store(out) => {
+                out.clear();
+                out.extend_from_slice(y);
+            }
+            Epilogue::Add(out) => out.iter_mut().zip(y).for_each(|(o, y)| *o += y),
+            Epilogue::Gated { out, gate } => {
+                let half = rows / 2;
+                let out = sized(out, y.len() / 2);
+                for (o, y) in out.chunks_exact_mut(half).zip(y.chunks_exact(rows)) {
+                    let (g, u) = y.split_at(half);
+                    gate(o, g, u);
+                }
+            }
+        }
+    }
+}
+
+/// A tiled product's reusable buffers ([`Tiled::matmul_into`]).
+#[derive(Default)]
+pub struct TileWork {
+    acts: QuantizedRows,
+    by_tile: Vec<f32>,
+}
+
+/// `v` as `n` values: kept as it is when it already has `n` (the caller
+/// overwrites every one), else zeroed to `n`.
+pub fn sized(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if v.len() != n {
+        v.clear();
+        v.resize(n, 0.0);
+    }
+    v
 }
 
 /// One tile's scales and zero points (f16 bits, per group 16 rows), or
