@@ -23,6 +23,7 @@ use rayon::prelude::*;
 use crate::bake::quant::unpack_u4;
 use crate::bake::store::StoredTensor;
 
+mod huge;
 mod load;
 mod rows;
 mod tiled;
@@ -82,11 +83,12 @@ impl Packed {
             .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
             .collect();
         let signed = !s.is_asym();
-        let q: Vec<u8> = match (bits, signed) {
-            (4, true) => t.data.iter().map(|b| b ^ 0x88).collect(),
-            (8, true) => t.data.iter().map(|b| b ^ 0x80).collect(),
-            _ => t.data.to_vec(),
-        };
+        let mut q = huge::copied(t.data);
+        match (bits, signed) {
+            (4, true) => q.iter_mut().for_each(|b| *b ^= 0x88),
+            (8, true) => q.iter_mut().for_each(|b| *b ^= 0x80),
+            _ => {}
+        }
         let zps: Vec<f32> = if signed {
             vec![if bits == 4 { 8.0 } else { 128.0 }; groups]
         } else {
@@ -169,7 +171,15 @@ impl Packed {
             cols: first.cols,
             group: first.group,
             bits: first.bits,
-            q: parts.iter().flat_map(|p| p.q.iter().copied()).collect(),
+            q: {
+                let mut q = huge::zeroed(parts.iter().map(|p| p.q.len()).sum());
+                let mut at = 0;
+                for p in parts {
+                    q[at..at + p.q.len()].copy_from_slice(&p.q);
+                    at += p.q.len();
+                }
+                q
+            },
             scales: parts
                 .iter()
                 .flat_map(|p| p.scales.iter().copied())

@@ -84,7 +84,7 @@ impl Tiled {
         let tiles = rows.div_ceil(TILE_ROWS);
         let groups = cols / group;
         let loads = cols / COLS_PER_LOAD;
-        let mut q = vec![0u8; tiles * loads * 64];
+        let mut q = super::huge::zeroed(tiles * loads * 64);
         let mut scales = vec![0u16; tiles * groups * TILE_ROWS];
         let same_zp = p.zps.first().filter(|z| p.zps.iter().all(|v| v == *z));
         let mut zps = vec![0u16; if same_zp.is_some() { 0 } else { scales.len() }];
