@@ -248,7 +248,21 @@ impl CpuModel {
     /// order): every layer, then the logits of each stream's last row.
     /// The caches are written at the segments' positions; the caller
     /// advances the streams.
+    ///
+    /// The step runs on a thread of the CPU pool (rayon's global pool),
+    /// not on the caller's: from outside the pool every parallel part was
+    /// a job handed over and the caller put to sleep until it was done,
+    /// ~270 context switches a decode token on the 2-core VM; inside it,
+    /// the parts split between the pool's threads by work stealing.
     pub fn step(
+        &self,
+        input: Input<'_>,
+        segments: &mut [CpuSegment<'_>],
+    ) -> Result<Vec<Vec<f32>>, ShardBError> {
+        rayon::scope(|_| self.step_in_pool(input, segments))
+    }
+
+    fn step_in_pool(
         &self,
         input: Input<'_>,
         segments: &mut [CpuSegment<'_>],
