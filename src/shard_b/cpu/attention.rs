@@ -372,15 +372,41 @@ impl Query<'_> {
             *sum = *sum * shrink + _mm512_reduce_add_ps(total);
             *max = m_new;
             let shrink = _mm512_set1_ps(shrink);
-            let values = self.values.as_ptr();
-            for d0 in (0..hd).step_by(LANES) {
-                let op = o.as_mut_ptr().add(d0);
-                let mut a = _mm512_mul_ps(_mm512_loadu_ps(op), shrink);
-                for (i, w) in s[self.from..self.to].iter().enumerate() {
-                    let v = _mm512_loadu_ps(values.add((self.from + i) * hd + d0));
-                    a = _mm512_fmadd_ps(_mm512_set1_ps(*w), v, a);
-                }
-                _mm512_storeu_ps(op, a);
+            let weights = &s[self.from..self.to];
+            // The output's registers C at a time, each key's weight times
+            // its value row added into all C: C independent chains of
+            // FMAs (one register alone would wait on each FMA's latency).
+            macro_rules! weighted_values {
+                ($d0:expr, $c:literal) => {{
+                    let op = o.as_mut_ptr().add($d0);
+                    let vp = self.values.as_ptr().add(self.from * hd + $d0);
+                    let mut a = [_mm512_setzero_ps(); $c];
+                    for (c, a) in a.iter_mut().enumerate() {
+                        *a = _mm512_mul_ps(_mm512_loadu_ps(op.add(c * LANES)), shrink);
+                    }
+                    for (i, w) in weights.iter().enumerate() {
+                        let w = _mm512_set1_ps(*w);
+                        for (c, a) in a.iter_mut().enumerate() {
+                            let v = _mm512_loadu_ps(vp.add(i * hd + c * LANES));
+                            *a = _mm512_fmadd_ps(w, v, *a);
+                        }
+                    }
+                    for (c, a) in a.iter().enumerate() {
+                        _mm512_storeu_ps(op.add(c * LANES), *a);
+                    }
+                }};
+            }
+            let mut d0 = 0;
+            while d0 + 4 * LANES <= hd {
+                weighted_values!(d0, 4);
+                d0 += 4 * LANES;
+            }
+            if d0 + 2 * LANES <= hd {
+                weighted_values!(d0, 2);
+                d0 += 2 * LANES;
+            }
+            if d0 < hd {
+                weighted_values!(d0, 1);
             }
         }
     }
@@ -451,8 +477,9 @@ mod tests {
 
     /// Both paths (a row per step, and row blocks) against the f64
     /// definition on fresh random inputs: GQA, key blocks crossed, rows
-    /// that end mid-block, a sliding window, a head size the blocked path
-    /// leaves to the row path.
+    /// that end mid-block, a sliding window, head sizes that take the
+    /// value loop's 4-, 2- and 1-register runs (64, 32, 48), and one the
+    /// blocked path leaves to the row path (24).
     #[test]
     fn attention_matches_the_f64_definition() {
         let seed: u64 = rand::rng().random();
@@ -463,6 +490,7 @@ mod tests {
             (64, None, 70, 130),
             (64, Some(50), 23, 100),
             (32, Some(20), 9, 3),
+            (48, None, 7, 40),
             (24, None, 11, 90),
         ] {
             let shape = Heads {
