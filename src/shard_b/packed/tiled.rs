@@ -49,8 +49,8 @@ pub struct Tiled {
 }
 
 /// A weight's zero points: one for every row and group (a symmetric
-/// weight's, read by no step), or per row and group (exact in f16: they
-/// are small integers).
+/// weight's: no array for a step to read), or per row and group (exact in
+/// f16: they are small integers).
 enum ZeroPoints {
     Same(f32),
     PerGroup(Vec<u16>),
