@@ -250,27 +250,40 @@ impl RowBlock<'_> {
                     }
                     // Keys of this block row r sees: [from, to).
                     let (from, to) = (lo.saturating_sub(j0), (p + 1 - j0).min(n));
-                    for hh in 0..rep {
-                        let h = g * rep + hh;
-                        let at = (r * heads + h) * hd;
+                    let values = &values[j0 * hd..(j0 + n) * hd];
+                    let mut hh = 0;
+                    while hh < rep {
+                        // AVX-512 takes up to four heads at once, the
+                        // portable loops one.
+                        let group = if AVX512 { (rep - hh).min(4) } else { 1 };
+                        let at = (r * heads + g * rep + hh) * hd;
                         let query = Query {
-                            q: &self.q[at..at + hd],
+                            q: &self.q[at..at + group * hd],
                             kt: &kt,
-                            values: &values[j0 * hd..(j0 + n) * hd],
+                            values,
                             from,
                             to,
                             scale,
                         };
                         let i = r * rep + hh;
-                        let (m, l, o) = (&mut max[i], &mut sum[i], &mut out[at..at + hd]);
+                        let (m, l) = (&mut max[i..i + group], &mut sum[i..i + group]);
+                        let o = &mut out[at..at + group * hd];
+                        hh += group;
                         #[cfg(target_arch = "x86_64")]
                         if AVX512 {
                             // SAFETY: AVX512 only where the caller found
                             // AVX-512F.
-                            unsafe { query.block_avx512(m, l, o) };
+                            unsafe {
+                                match group {
+                                    4 => query.block_avx512::<4>(m, l, o),
+                                    3 => query.block_avx512::<3>(m, l, o),
+                                    2 => query.block_avx512::<2>(m, l, o),
+                                    _ => query.block_avx512::<1>(m, l, o),
+                                }
+                            }
                             continue;
                         }
-                        query.block(m, l, o);
+                        query.block(&mut m[0], &mut l[0], o);
                     }
                 }
                 j0 += KEY_BLOCK;
@@ -286,7 +299,8 @@ impl RowBlock<'_> {
     }
 }
 
-/// One query over one transposed key block.
+/// One query (or, in AVX-512, up to four side by side) over one
+/// transposed key block.
 struct Query<'a> {
     q: &'a [f32],
     /// `[hd, KEY_BLOCK]`.
@@ -327,72 +341,91 @@ impl Query<'_> {
         }
     }
 
-    /// [`Query::block`] in AVX-512: the block's 64 scores in four
-    /// registers (one broadcast of a query value and four FMAs per
-    /// dimension), the mask and the exponential in registers, each output
-    /// register accumulated over the keys.
+    /// [`Query::block`] in AVX-512 for `Q` queries at once (heads of one
+    /// row that share the KV head: the same keys, the same span): each
+    /// loaded key and value register serves all `Q`. The block's 64
+    /// scores of a query sit in four registers (a broadcast of a query
+    /// value and four FMAs per dimension), mask and exponential in
+    /// registers, the weighted values in up to `Q × 4` independent
+    /// accumulators. `self.q`, `o`: the `Q` queries' rows side by side;
+    /// `max`, `sum`: theirs.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn block_avx512(&self, max: &mut f32, sum: &mut f32, o: &mut [f32]) {
+    unsafe fn block_avx512<const Q: usize>(&self, max: &mut [f32], sum: &mut [f32], o: &mut [f32]) {
         use std::arch::x86_64::*;
         const CHUNKS: usize = KEY_BLOCK / LANES;
-        let hd = self.q.len();
-        assert!(self.kt.len() >= hd * KEY_BLOCK && o.len() >= hd && self.to <= KEY_BLOCK);
+        let hd = self.q.len() / Q;
+        assert!(self.kt.len() >= hd * KEY_BLOCK && o.len() >= Q * hd && self.to <= KEY_BLOCK);
         assert!(self.values.len() >= self.to * hd && hd.is_multiple_of(LANES));
+        assert!(max.len() >= Q && sum.len() >= Q && self.q.len() == Q * hd);
         // SAFETY: every load and store below lies in the slices checked
-        // above (kt: hd × 64; values: `to` rows of hd; o: hd).
+        // above (kt: hd × 64; values: `to` rows of hd; q and o: Q × hd).
         unsafe {
-            let mut acc = [_mm512_setzero_ps(); CHUNKS];
-            let kt = self.kt.as_ptr();
+            let mut acc = [[_mm512_setzero_ps(); CHUNKS]; Q];
+            let (kt, q) = (self.kt.as_ptr(), self.q.as_ptr());
             for d in 0..hd {
-                let qd = _mm512_set1_ps(*self.q.get_unchecked(d) * self.scale);
-                for (c, a) in acc.iter_mut().enumerate() {
-                    *a =
-                        _mm512_fmadd_ps(qd, _mm512_loadu_ps(kt.add(d * KEY_BLOCK + c * LANES)), *a);
+                let k: [__m512; CHUNKS] =
+                    std::array::from_fn(|c| _mm512_loadu_ps(kt.add(d * KEY_BLOCK + c * LANES)));
+                for (qi, acc) in acc.iter_mut().enumerate() {
+                    let qd = _mm512_set1_ps(*q.add(qi * hd + d) * self.scale);
+                    for (a, k) in acc.iter_mut().zip(&k) {
+                        *a = _mm512_fmadd_ps(qd, *k, *a);
+                    }
                 }
             }
             // Keys from..to of the block's 64 as a bit mask.
             let upto = |n: usize| if n >= 64 { u64::MAX } else { (1u64 << n) - 1 };
             let keep = upto(self.to) & !upto(self.from);
             let neg = _mm512_set1_ps(f32::NEG_INFINITY);
-            let mut m = neg;
-            for (c, a) in acc.iter_mut().enumerate() {
-                *a = _mm512_mask_blend_ps((keep >> (c * LANES)) as u16, neg, *a);
-                m = _mm512_max_ps(m, *a);
+            let mut s = [[0f32; KEY_BLOCK]; Q];
+            let mut shrink = [_mm512_setzero_ps(); Q];
+            for qi in 0..Q {
+                let mut m = neg;
+                for (c, a) in acc[qi].iter_mut().enumerate() {
+                    *a = _mm512_mask_blend_ps((keep >> (c * LANES)) as u16, neg, *a);
+                    m = _mm512_max_ps(m, *a);
+                }
+                let m_new = max[qi].max(_mm512_reduce_max_ps(m));
+                let sh = (max[qi] - m_new).exp();
+                let mut total = _mm512_setzero_ps();
+                for (c, a) in acc[qi].iter().enumerate() {
+                    let e = exp_nonpositive_avx512(_mm512_sub_ps(*a, _mm512_set1_ps(m_new)));
+                    total = _mm512_add_ps(total, e);
+                    _mm512_storeu_ps(s[qi].as_mut_ptr().add(c * LANES), e);
+                }
+                sum[qi] = sum[qi] * sh + _mm512_reduce_add_ps(total);
+                max[qi] = m_new;
+                shrink[qi] = _mm512_set1_ps(sh);
             }
-            let m_new = max.max(_mm512_reduce_max_ps(m));
-            let shrink = (*max - m_new).exp();
-            let mut total = _mm512_setzero_ps();
-            let mut s = [0f32; KEY_BLOCK];
-            for (c, a) in acc.iter().enumerate() {
-                let e = exp_nonpositive_avx512(_mm512_sub_ps(*a, _mm512_set1_ps(m_new)));
-                total = _mm512_add_ps(total, e);
-                _mm512_storeu_ps(s.as_mut_ptr().add(c * LANES), e);
-            }
-            *sum = *sum * shrink + _mm512_reduce_add_ps(total);
-            *max = m_new;
-            let shrink = _mm512_set1_ps(shrink);
-            let weights = &s[self.from..self.to];
-            // The output's registers C at a time, each key's weight times
-            // its value row added into all C: C independent chains of
-            // FMAs (one register alone would wait on each FMA's latency).
+            let (from, n) = (self.from, self.to - self.from);
+            // The outputs' registers C at a time: each key's value
+            // registers loaded once and added into every query's
+            // accumulators with its weight (Q × C independent FMA chains).
             macro_rules! weighted_values {
                 ($d0:expr, $c:literal) => {{
                     let op = o.as_mut_ptr().add($d0);
-                    let vp = self.values.as_ptr().add(self.from * hd + $d0);
-                    let mut a = [_mm512_setzero_ps(); $c];
-                    for (c, a) in a.iter_mut().enumerate() {
-                        *a = _mm512_mul_ps(_mm512_loadu_ps(op.add(c * LANES)), shrink);
-                    }
-                    for (i, w) in weights.iter().enumerate() {
-                        let w = _mm512_set1_ps(*w);
+                    let vp = self.values.as_ptr().add(from * hd + $d0);
+                    let mut a = [[_mm512_setzero_ps(); $c]; Q];
+                    for (qi, a) in a.iter_mut().enumerate() {
                         for (c, a) in a.iter_mut().enumerate() {
-                            let v = _mm512_loadu_ps(vp.add(i * hd + c * LANES));
-                            *a = _mm512_fmadd_ps(w, v, *a);
+                            let at = op.add(qi * hd + c * LANES);
+                            *a = _mm512_mul_ps(_mm512_loadu_ps(at), shrink[qi]);
                         }
                     }
-                    for (c, a) in a.iter().enumerate() {
-                        _mm512_storeu_ps(op.add(c * LANES), *a);
+                    for i in 0..n {
+                        let v: [__m512; $c] =
+                            std::array::from_fn(|c| _mm512_loadu_ps(vp.add(i * hd + c * LANES)));
+                        for (qi, a) in a.iter_mut().enumerate() {
+                            let w = _mm512_set1_ps(s[qi][from + i]);
+                            for (a, v) in a.iter_mut().zip(&v) {
+                                *a = _mm512_fmadd_ps(w, *v, *a);
+                            }
+                        }
+                    }
+                    for (qi, a) in a.iter().enumerate() {
+                        for (c, a) in a.iter().enumerate() {
+                            _mm512_storeu_ps(op.add(qi * hd + c * LANES), *a);
+                        }
                     }
                 }};
             }
@@ -478,24 +511,26 @@ mod tests {
     /// Both paths (a row per step, and row blocks) against the f64
     /// definition on fresh random inputs: GQA, key blocks crossed, rows
     /// that end mid-block, a sliding window, head sizes that take the
-    /// value loop's 4-, 2- and 1-register runs (64, 32, 48), and one the
-    /// blocked path leaves to the row path (24).
+    /// value loop's 4-, 2- and 1-register runs (64, 32, 48), heads per KV
+    /// head that make groups of 4, 3 (7 = 4 + 3), 2 and 1, and a head size
+    /// the blocked path leaves to the row path (24).
     #[test]
     fn attention_matches_the_f64_definition() {
         let seed: u64 = rand::rng().random();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        for (hd, window, rows, pos) in [
-            (32, None, 1, 150),
-            (32, None, 37, 0),
-            (64, None, 70, 130),
-            (64, Some(50), 23, 100),
-            (32, Some(20), 9, 3),
-            (48, None, 7, 40),
-            (24, None, 11, 90),
+        for (hd, window, rows, pos, (heads, kv_heads)) in [
+            (32, None, 1, 150, (8, 2)),
+            (32, None, 37, 0, (8, 2)),
+            (64, None, 70, 130, (8, 2)),
+            (64, Some(50), 23, 100, (14, 2)),
+            (32, Some(20), 9, 3, (8, 2)),
+            (48, None, 7, 40, (3, 3)),
+            (64, None, 5, 60, (4, 2)),
+            (24, None, 11, 90, (8, 2)),
         ] {
             let shape = Heads {
-                heads: 8,
-                kv_heads: 2,
+                heads,
+                kv_heads,
                 head_dim: hd,
                 sliding_window: window,
             };
@@ -504,9 +539,9 @@ mod tests {
                 (0..n).map(|_| rng.random_range(-r..r)).collect()
             };
             // Scores of a few units: the softmax is neither flat nor one-hot.
-            let keys = random(2 * capacity * hd, 1.0);
-            let values = random(2 * capacity * hd, 1.0);
-            let q = random(rows * 8 * hd, 0.6);
+            let keys = random(kv_heads * capacity * hd, 1.0);
+            let values = random(kv_heads * capacity * hd, 1.0);
+            let q = random(rows * heads * hd, 0.6);
             let cache = CacheView {
                 keys: &keys,
                 values: &values,
