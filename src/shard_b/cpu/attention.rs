@@ -45,6 +45,14 @@ pub(super) struct Heads {
     pub sliding_window: Option<usize>,
 }
 
+impl Heads {
+    /// The first key a query at position `p` sees (its sliding window's
+    /// start, or 0).
+    fn first_key(&self, p: usize) -> usize {
+        self.sliding_window.map_or(0, |w| (p + 1).saturating_sub(w))
+    }
+}
+
 /// `out[r, h·hd..]` = softmax(q·kᵀ/√hd) · v over positions `lo..=p` of
 /// row `r` (at position `p = pos + r`, the keys of its KV head `h / rep`),
 /// for `q` `[rows, heads·hd]` already rotated and the cache already holding
@@ -54,7 +62,7 @@ pub(super) fn attend(q: &[f32], cache: &CacheView<'_>, pos: usize, shape: Heads,
         heads,
         kv_heads,
         head_dim: hd,
-        sliding_window,
+        ..
     } = shape;
     let rep = heads / kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
@@ -69,7 +77,7 @@ pub(super) fn attend(q: &[f32], cache: &CacheView<'_>, pos: usize, shape: Heads,
     out.par_chunks_mut(hd).enumerate().for_each(|(i, o)| {
         let (r, h) = (i / heads, i % heads);
         let p = pos + r;
-        let lo = sliding_window.map_or(0, |w| (p + 1).saturating_sub(w));
+        let lo = shape.first_key(p);
         let base = (h / rep) * cache.capacity * hd;
         let one = One {
             q: &q[i * hd..(i + 1) * hd],
@@ -214,13 +222,12 @@ impl RowBlock<'_> {
             heads,
             kv_heads,
             head_dim: hd,
-            sliding_window,
+            ..
         } = self.shape;
         let rep = heads / kv_heads;
         let rows = out.len() / (heads * hd);
         let scale = 1.0 / (hd as f32).sqrt();
         let last = self.first_pos + rows - 1;
-        let lo_of = |p: usize| sliding_window.map_or(0, |w| (p + 1).saturating_sub(w));
         // Per query (row, head of this KV head): running max and sum; the
         // weighted values accumulate in `out` itself.
         let mut max = vec![f32::NEG_INFINITY; rows * rep];
@@ -233,7 +240,7 @@ impl RowBlock<'_> {
             let base = g * self.cache.capacity * hd;
             let keys = &self.cache.keys[base..base + self.cache.capacity * hd];
             let values = &self.cache.values[base..base + self.cache.capacity * hd];
-            let mut j0 = lo_of(self.first_pos) / KEY_BLOCK * KEY_BLOCK;
+            let mut j0 = self.shape.first_key(self.first_pos) / KEY_BLOCK * KEY_BLOCK;
             while j0 <= last {
                 let n = (last + 1 - j0).min(KEY_BLOCK);
                 // kt[d][j] = key j0 + j, dimension d (zeros past n).
@@ -245,7 +252,7 @@ impl RowBlock<'_> {
                 }
                 for r in 0..rows {
                     let p = self.first_pos + r;
-                    let lo = lo_of(p);
+                    let lo = self.shape.first_key(p);
                     if j0 > p || j0 + n <= lo {
                         continue;
                     }
