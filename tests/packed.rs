@@ -389,8 +389,8 @@ fn gpu_kernels_match_the_dequantized_reference() {
         // Many rows (thousands of cubes), per channel.
         (33_000, 64, 64, Scheme::Int4Asym, &[1, 3]),
         // Rows of ≥ 8192 columns: by default 8 rows per unit shared by 4
-        // lane groups (1-2 tokens), 2 groups (3-4), 4 rows and one group
-        // (5-8).
+        // lane groups (1-4 tokens), 4 rows and 4 groups (5-8); the groups'
+        // sums meet 2 tokens at a time (3 and 5 end on half a chunk).
         (21, 8320, 128, Scheme::Int4Sym, &[1, 2, 3, 4, 5]),
         (12, 8192, 8192, Scheme::Int8Asym, &[1, 4]),
     ];
@@ -421,7 +421,7 @@ fn gpu_kernels_match_the_dequantized_reference() {
             // rows hold at most 2), lane groups per row; for four tokens
             // (on one long-row int4 case: each shape and token count is a
             // shader of its own, slow to build on lavapipe) those that
-            // take 8 rows or 2 lane groups, as 3-4 tokens may.
+            // take 8 rows or several lane groups, as 3-4 tokens may.
             let shapes = [
                 Matvec::new(1, 1, 1),
                 Matvec::new(2, 1, 1),

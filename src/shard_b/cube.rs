@@ -66,8 +66,8 @@ pub struct Matvec {
     /// or 4; at most 16 rows' words held): loads from memory in flight.
     pub steps: u32,
     /// Groups of 32 lanes sharing a unit's rows along their length (1, 2
-    /// or 4, at most the rows per unit; 4 for 1-2 tokens, 2 for 3-4, 1 for
-    /// more): more units for weights with few, long rows.
+    /// or 4, at most the rows per unit): more units for weights with few,
+    /// long rows.
     pub split: u32,
 }
 
@@ -81,11 +81,11 @@ impl Matvec {
     }
 }
 
-/// Rows at least this long take 8 rows per unit and 4 lane groups per
-/// row (1-2 tokens; 2 groups for 3-4, 4 rows and one group for more; a
-/// 4-token step of four streams: H200, `down` 2048×8192 21.7 µs against
-/// 26.0 with 4 rows and one group, `benches/int4` HYBRID_BENCH_TOKENS=4,
-/// 2026-11-30): H100, queued device
+/// Rows at least this long take 8 rows per unit (4 for 5-8 tokens) and 4
+/// lane groups per row (a 4-token step of four streams: H200, `down`
+/// 2048×8192 18.1 µs against 21.9 with 2 groups, 26.0 with 4 rows and one
+/// group, `benches/int4` HYBRID_BENCH_TOKENS=4, 2026-12-01; one token:
+/// H100, queued device
 /// time, one loan, two runs: `down` 2048×8192 10.8 µs against 13.5 with 2
 /// steps ahead (the previous default) and 15.1 with 4 rows, 1 step; the 8B
 /// `down` 4096×14336 22.1 against 27.6 and 28.4. More steps ahead, 4, were
@@ -238,15 +238,14 @@ pub(crate) unsafe fn launch_matmul(
             _ => 4,
         }
         .min(16 / rpu);
-        // Units per row along K: ≤ 256 units a cube, and shared memory
-        // of 32 × 8 × tokens × split floats ≤ 8 KiB (tokens × split ≤ 8).
+        // Units per row along K: ≤ 256 units a cube (the partial sums
+        // meet in 8 KiB of shared memory, 8 / split tokens at a time).
         let split = match split {
             0 | 1 => 1,
             2 | 3 => 2,
             _ => 4,
         }
-        .min(rpu)
-        .min((8 / tokens.max(1)).max(1) as u32);
+        .min(rpu);
         let cubes = (rows as u32).div_ceil(ROWS_PER_CUBE);
         // SAFETY: the caller's contract; rows past the end are read
         // clamped and not written.

@@ -165,50 +165,65 @@ pub fn packed_matvec(
         i += comptime!(steps * width);
     }
 
-    // Sum the lanes' partial results: a tree in shared memory.
+    // Sum the lanes' partial results: a tree in shared memory, for
+    // `chunk` tokens at a time (chunk × split ≤ 8: at most 8 KiB).
+    let chunk = comptime!((8 / split).clamp(1, tokens));
     let mut partial =
-        Shared::<[f32]>::new_slice(comptime!((LANES * ROWS_PER_CUBE) as usize * tokens * split));
-    let slots = comptime!(tokens * rpu);
+        Shared::<[f32]>::new_slice(comptime!((LANES * ROWS_PER_CUBE) as usize * split * chunk));
+    let slots = comptime!(chunk * rpu);
     let base = UNIT_POS_Y as usize * slots * lanes;
     #[unroll]
-    for k in 0..slots {
-        partial[base + k * lanes + lane] = acc[k];
-    }
-    sync_cube();
-    #[unroll]
-    for step in 0..comptime!(LANES.trailing_zeros()) {
-        let half = comptime!((LANES >> (step + 1)) as usize);
-        if lane < half {
-            #[unroll]
-            for k in 0..slots {
-                let j = base + k * lanes + lane;
-                partial[j] += partial[j + half];
+    for c in 0..comptime!(tokens.div_ceil(chunk)) {
+        #[unroll]
+        for k in 0..slots {
+            let t = comptime!(c * chunk + k % chunk);
+            if comptime!(t < tokens) {
+                partial[base + k * lanes + lane] = acc[comptime!((k / chunk) * tokens + t)];
             }
         }
         sync_cube();
-    }
-    if lane == 0 && part == 0 {
         #[unroll]
-        for r in 0..rpu {
-            let row = row0 + r;
-            if row < rows {
+        for step in 0..comptime!(LANES.trailing_zeros()) {
+            let half = comptime!((LANES >> (step + 1)) as usize);
+            if lane < half {
                 #[unroll]
-                for t in 0..tokens {
-                    let k = (r * tokens + t) * lanes;
-                    let mut v = partial[base + k];
-                    // The other units on these rows (next along y).
+                for k in 0..slots {
+                    let j = base + k * lanes + lane;
+                    partial[j] += partial[j + half];
+                }
+            }
+            sync_cube();
+        }
+        if lane == 0 && part == 0 {
+            #[unroll]
+            for r in 0..rpu {
+                let row = row0 + r;
+                if row < rows {
                     #[unroll]
-                    for g in 1..split {
-                        v += partial[base + g * slots * lanes + k];
-                    }
-                    let at = t * out_cols as usize + out_col0 as usize + row;
-                    if comptime!(accumulate) {
-                        out[at] += v;
-                    } else {
-                        out[at] = v;
+                    for j in 0..chunk {
+                        let t = comptime!(c * chunk + j);
+                        if comptime!(t < tokens) {
+                            let k = (r * chunk + j) * lanes;
+                            let mut v = partial[base + k];
+                            // The other units on these rows (next along y).
+                            #[unroll]
+                            for g in 1..split {
+                                v += partial[base + g * slots * lanes + k];
+                            }
+                            let at = t * out_cols as usize + out_col0 as usize + row;
+                            if comptime!(accumulate) {
+                                out[at] += v;
+                            } else {
+                                out[at] = v;
+                            }
+                        }
                     }
                 }
             }
+        }
+        // The next chunk writes over this one's sums.
+        if comptime!(c + 1 < tokens.div_ceil(chunk)) {
+            sync_cube();
         }
     }
 }
