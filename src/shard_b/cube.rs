@@ -217,18 +217,25 @@ pub(crate) unsafe fn launch_matmul(
         accumulate,
         spread,
     } = d;
+    if tokens == 0 {
+        return;
+    }
     if tokens <= MATVEC_MAX_TOKENS {
         let Matvec {
             rows_per_unit,
             steps,
             split,
         } = matvec;
+        // The kernel is built for 1, 2, 4 or 8 tokens and told how many
+        // it has: 3 run as 4, 5-7 as 8, so a new mix of streams does not
+        // wait for shaders to be compiled (seconds on a GPU driver).
+        let bucket = tokens.next_power_of_two();
         let rpu = match rows_per_unit {
             0 | 1 => 1,
             2 | 3 => 2,
             // 8 rows only for 1-4 tokens (rows × tokens accumulators, and
             // as many dot products, per unit).
-            r if r < 8 || tokens > 4 => 4,
+            r if r < 8 || bucket > 4 => 4,
             _ => 8,
         };
         // At most 16 rows' words held per unit (steps × rows).
@@ -266,7 +273,8 @@ pub(crate) unsafe fn launch_matmul(
                 groups as u32,
                 out_cols as u32,
                 out_col0 as u32,
-                tokens,
+                tokens as u32,
+                bucket,
                 bits,
                 rpu as usize,
                 steps as usize,

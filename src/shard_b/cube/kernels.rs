@@ -41,6 +41,7 @@ pub fn packed_matvec(
     groups: u32,
     out_cols: u32,
     out_col0: u32,
+    n_tokens: u32,
     #[comptime] tokens: usize,
     #[comptime] bits: u32,
     #[comptime] rpu: usize,
@@ -124,10 +125,13 @@ pub fn packed_matvec(
                         // In the spread order the lanes' vectors lie side
                         // by side: one load of a warp reads a few cache
                         // lines instead of one per lane.
+                        // Tokens past `n_tokens` (the kernel is built
+                        // for a bucket of them) repeat the last one.
+                        let tt = min(t, n_tokens as usize - 1);
                         let at = if comptime!(spread) {
-                            t * kx4 + q * kw4 + iu
+                            tt * kx4 + q * kw4 + iu
                         } else {
-                            t * kx4 + iu * xv_per_step + q
+                            tt * kx4 + iu * xv_per_step + q
                         };
                         xq[t] = x[at];
                         xsum[t] += xq[t];
@@ -202,7 +206,7 @@ pub fn packed_matvec(
                     #[unroll]
                     for j in 0..chunk {
                         let t = comptime!(c * chunk + j);
-                        if comptime!(t < tokens) {
+                        if comptime!(t < tokens) && t < n_tokens as usize {
                             let k = (r * chunk + j) * lanes;
                             let mut v = partial[base + k];
                             // The other units on these rows (next along y).

@@ -74,6 +74,9 @@ use weights::{Linear, f32_bytes, u32_bytes};
 /// keys one after another, each a chain of loads).
 pub const ATTENTION_CHUNK: usize = 32;
 
+/// A step whose host part takes longer is logged (debug): a decode step's
+/// host part is well under a millisecond.
+const SLOW_STEP: std::time::Duration = std::time::Duration::from_millis(20);
 /// Captured step layouts kept at most (each holds its pipelines' bind
 /// groups alive; a layout is a step's rows, segments and banks, so a few
 /// serve any mix of streams).
@@ -332,6 +335,7 @@ impl DecodePlan {
         if replaced {
             // Captured steps bind the pool's old buffers.
             self.captured.clear();
+            tracing::debug!("shard B: captures dropped: the pool's buffers grew");
         }
         kv
     }
@@ -359,6 +363,7 @@ impl DecodePlan {
         self.positions = positions;
         // Captured steps read the old tables.
         self.captured.clear();
+        tracing::debug!("shard B: captures dropped: the RoPE tables grew");
     }
 
     /// Make sure the scratch buffers take `rows` rows, `chunked` of them in
@@ -411,6 +416,7 @@ impl DecodePlan {
             picks: f(2 * rows),
         });
         self.captured.clear();
+        tracing::debug!(rows, "shard B: captures dropped: the step buffers grew");
     }
 
     /// Run one step over `segments` (their rows in order make up `input`)
@@ -472,6 +478,7 @@ impl DecodePlan {
                     // old captures go (they are re-made on use).
                     if self.captured.len() >= MAX_CAPTURES {
                         self.captured.clear();
+                        tracing::debug!("shard B: captures dropped: {MAX_CAPTURES} layouts held");
                     }
                     self.captured.insert(layout, graph);
                 }
@@ -487,6 +494,17 @@ impl DecodePlan {
         }
         self.step += 1;
         self.current.store(self.step, Ordering::Release);
+        let host = started.elapsed();
+        if host > SLOW_STEP {
+            tracing::debug!(
+                step = self.step,
+                host_ms = host.as_secs_f64() * 1e3,
+                rows,
+                replayed = replays,
+                captured = captures,
+                "shard B: slow step on the host"
+            );
+        }
         if let Ok(mut st) = self.stats.lock() {
             st.steps += 1;
             st.segments += segments.len() as u64;
@@ -494,7 +512,7 @@ impl DecodePlan {
             st.captures += captures;
             st.replays += replays;
             st.uploads += 2;
-            st.host_ns += started.elapsed().as_nanos() as u64;
+            st.host_ns += host.as_nanos() as u64;
         }
         let Some(scratch) = self.scratch.as_ref() else {
             return Err(ShardBError::Device("no scratch buffers".into()));
