@@ -18,7 +18,7 @@
 //!   group's scales and the matching activations (4-float vectors, once
 //!   for all its rows and every token), applies the group's scale and
 //!   shift once per step, and the lanes' partial sums meet in shared
-//!   memory.
+//!   memory: one unit adds up each output.
 //! - [`packed_matmul_tiled`] (prefill chunks): 16 × 16 output tiles; per
 //!   step of 32 columns the cube stages 16 token rows and 16 weight rows,
 //!   dequantized on the way into shared memory, and each unit accumulates

@@ -169,8 +169,8 @@ pub fn packed_matvec(
         i += comptime!(steps * width);
     }
 
-    // Sum the lanes' partial results: a tree in shared memory, for
-    // `chunk` tokens at a time (chunk × split ≤ 8: at most 8 KiB).
+    // Sum the lanes' partial results in shared memory, for `chunk` tokens
+    // at a time (chunk × split ≤ 8: at most 8 KiB).
     let chunk = comptime!((8 / split).clamp(1, tokens));
     let mut partial =
         Shared::<[f32]>::new_slice(comptime!((LANES * ROWS_PER_CUBE) as usize * split * chunk));
@@ -186,41 +186,36 @@ pub fn packed_matvec(
             }
         }
         sync_cube();
+        // One unit per output (a row and a token of the chunk) adds
+        // its split × 32 partial sums, each unit starting at another
+        // lane so that the units read different banks.
+        let groups_y = comptime!(ROWS_PER_CUBE as usize / rpu);
+        let outputs = comptime!(groups_y * slots);
+        let units = comptime!(LANES as usize * groups_y * split);
+        let unit = UNIT_POS_Y as usize * lanes + lane;
         #[unroll]
-        for step in 0..comptime!(LANES.trailing_zeros()) {
-            let half = comptime!((LANES >> (step + 1)) as usize);
-            if lane < half {
-                #[unroll]
-                for k in 0..slots {
-                    let j = base + k * lanes + lane;
-                    partial[j] += partial[j + half];
-                }
-            }
-            sync_cube();
-        }
-        if lane == 0 && part == 0 {
-            #[unroll]
-            for r in 0..rpu {
-                let row = row0 + r;
-                if row < rows {
+        for round in 0..comptime!(outputs.div_ceil(units)) {
+            let o = unit + comptime!(round * units);
+            if o < outputs {
+                let ry = o / slots;
+                let k = o % slots;
+                let t = c * chunk + k % chunk;
+                let row = (cube * groups_y + ry) * rpu + k / chunk;
+                if row < rows && t < n_tokens as usize {
+                    let mut v = 0.0f32;
                     #[unroll]
-                    for j in 0..chunk {
-                        let t = comptime!(c * chunk + j);
-                        if comptime!(t < tokens) && t < n_tokens as usize {
-                            let k = (r * chunk + j) * lanes;
-                            let mut v = partial[base + k];
-                            // The other units on these rows (next along y).
-                            #[unroll]
-                            for g in 1..split {
-                                v += partial[base + g * slots * lanes + k];
-                            }
-                            let at = t * out_cols as usize + out_col0 as usize + row;
-                            if comptime!(accumulate) {
-                                out[at] += v;
-                            } else {
-                                out[at] = v;
-                            }
+                    for g in 0..split {
+                        let at = ((ry * split + g) * slots + k) * lanes;
+                        #[unroll]
+                        for i in 0..lanes {
+                            v += partial[at + (i + o) % lanes];
                         }
+                    }
+                    let at = t * out_cols as usize + out_col0 as usize + row;
+                    if comptime!(accumulate) {
+                        out[at] += v;
+                    } else {
+                        out[at] = v;
                     }
                 }
             }
