@@ -169,6 +169,14 @@ fn run(settings: Settings, model_dir: PathBuf, rx: Receiver<Command>, sink: impl
             return;
         }
     };
+    // Requests come with prompts and streams of any size: every step
+    // size's kernels now, not in the middle of an answer.
+    if let Err(e) = p.warm_up() {
+        sink(EngineEvent::Failed(e.to_string()));
+        p.shutdown();
+        sink(EngineEvent::Stopped);
+        return;
+    }
     let prompter = match Prompter::new(&model_dir, &p.model, p.tokenizer.clone()) {
         Ok(x) => x,
         Err(e) => {

@@ -287,8 +287,13 @@ fn batched_streams_decode_as_each_would_alone() {
     let ops = ShardB::load_with(&model, 0, device, info, opts).expect("load");
     assert_eq!(ops.decode_mode(), DecodeMode::Ops);
     check_batched(&ops, &reference, "batched on burn's ops on the CPU");
+    // Nothing to build off the GPU plan.
+    assert_eq!(cpu.warm_up().expect("warm up"), Vec::<usize>::new());
     if have_vulkan() {
         let plan = planned(&model, DecodeMode::Replay);
+        // The kernels of 1-, 2-, 4- and 8-row steps built beforehand, over
+        // throwaway caches whose slots the streams below then take.
+        assert_eq!(plan.warm_up().expect("warm up"), vec![1, 2, 4, 8]);
         check_batched(&plan, &reference, "batched on the plan");
         let (device, info) = select_device(&settings("vulkan")).expect("vulkan");
         let opts = LoadOptions {

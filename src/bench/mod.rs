@@ -49,7 +49,9 @@ use std::time::{Duration, Instant};
 
 use crate::bake::store::BakedModel;
 use crate::config::Settings;
-use crate::pipeline::{Event, Finish, GenRequest, Pipeline, StageSample, StreamReport};
+use crate::pipeline::{
+    Event, Finish, GenRequest, Pipeline, PipelineError, StageSample, StreamReport,
+};
 use crate::shard_b::sampling::{SamplingParams, StopCriteria};
 use record::{AutoReport, BenchRecord, Probe, Role, Row, Stages, StepWork};
 
@@ -117,12 +119,20 @@ impl Runner<'_> {
     fn open(&self, k: usize, sink: &mut dyn FnMut(BenchEvent)) -> Result<Pipeline, BenchError> {
         let mut s = self.settings.clone();
         s.split.layers = k as i64;
-        Pipeline::new(&s, self.model_dir, &mut |e| sink(BenchEvent::Pipeline(e))).map_err(|e| {
-            BenchError::Pipeline {
-                k,
-                message: e.to_string(),
-            }
-        })
+        let fail = |e: PipelineError| BenchError::Pipeline {
+            k,
+            message: e.to_string(),
+        };
+        let p = Pipeline::new(&s, self.model_dir, &mut |e| sink(BenchEvent::Pipeline(e)))
+            .map_err(fail)?;
+        // Every step size's kernels before anything is measured: a prompt
+        // of a new size, or a stream count that drops as streams end, would
+        // otherwise build them mid-run.
+        if let Err(e) = p.warm_up() {
+            p.shutdown();
+            return Err(fail(e));
+        }
+        Ok(p)
     }
 
     /// Run `streams` copies of `test` to the end and measure them.

@@ -203,6 +203,21 @@ impl Pipeline {
     }
 
     /// The running executive (pid, segment, stats), if any.
+    /// Build shard B's GPU kernels for every size of step now rather than
+    /// in the middle of one ([`ShardB::warm_up`]); nothing off the GPU
+    /// plan.
+    pub fn warm_up(&self) -> Result<(), PipelineError> {
+        let started = std::time::Instant::now();
+        let buckets = self.shard_b.warm_up()?;
+        if !buckets.is_empty() {
+            tracing::info!(
+                ms = started.elapsed().as_millis() as u64,
+                "shard B: kernels built for steps of {buckets:?} rows"
+            );
+        }
+        Ok(())
+    }
+
     pub fn executive(&self) -> Option<&Executive> {
         self.exec.as_ref()
     }

@@ -295,6 +295,16 @@ impl ShardB {
         }
     }
 
+    /// Build the decode plan's kernels for every size of step before a
+    /// step needs them (see [`plan::DecodePlan::warm_up`]): the row counts
+    /// built, none on burn's ops or the CPU (nothing to compile).
+    pub fn warm_up(&self) -> Result<Vec<usize>, ShardBError> {
+        match self.plan() {
+            Some(mut p) => p.warm_up(),
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// Profile a decode step of `streams` streams attending over `fill`
     /// positions (see [`plan::DecodePlan::profile`]); None on burn's ops.
     pub fn profile_decode(

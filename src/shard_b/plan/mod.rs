@@ -44,6 +44,7 @@ mod logits;
 mod mode;
 mod pool;
 mod profile;
+mod warm;
 mod weights;
 
 pub use logits::PlanLogits;
