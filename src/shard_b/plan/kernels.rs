@@ -5,7 +5,7 @@
 //! into the recording.
 //!
 //! Limits as `shard_b::cube`'s: 32-bit scalar loads and stores, f32
-//! arithmetic, ≤ 256 units and ≤ 4 KiB of shared memory per cube.
+//! arithmetic, ≤ 256 units and ≤ 4.25 KiB of shared memory per cube.
 
 use cubecl::prelude::*;
 
