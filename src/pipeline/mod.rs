@@ -202,7 +202,6 @@ impl Pipeline {
         })
     }
 
-    /// The running executive (pid, segment, stats), if any.
     /// Build shard B's GPU kernels for every size of step now rather than
     /// in the middle of one ([`ShardB::warm_up`]); nothing off the GPU
     /// plan.
@@ -218,6 +217,7 @@ impl Pipeline {
         Ok(())
     }
 
+    /// The running executive (pid, segment, stats), if any.
     pub fn executive(&self) -> Option<&Executive> {
         self.exec.as_ref()
     }
