@@ -130,6 +130,38 @@ fn index_t(home: &Path, model: &Path, tree: &str) -> serde_json::Value {
 }
 
 #[test]
+fn an_embedding_model_that_is_not_one_is_refused_by_name() {
+    let home = tempfile::tempdir().expect("home");
+    let root = home.path().join("tree");
+    write(&root.join("a.txt"), "some words to index");
+    let tree = root.display().to_string();
+    // The chat demo model, refused before it is made.
+    run(
+        home.path(),
+        Path::new("demo"),
+        &["index", &tree, "--name", "t"],
+    )
+    .assert()
+    .failure()
+    .stderr(predicates::str::contains(
+        "embed.model = \"demo\": the demo model is a chat model",
+    ))
+    .stderr(predicates::str::contains("BAAI/bge-small-en-v1.5"));
+    assert!(
+        !home.path().join("data/hybrid-tui/models").exists(),
+        "the demo model was made for embed.model = demo"
+    );
+    let missing = home.path().join("no-such-model");
+    run(home.path(), &missing, &["index", &tree, "--name", "t"])
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains(format!(
+            "embed.model = {:?}: no such directory",
+            missing.display().to_string()
+        )));
+}
+
+#[test]
 fn index_skips_what_it_should_finds_copied_chunks_and_follows_changes() {
     let seed = fresh_seed();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);

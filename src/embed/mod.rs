@@ -35,6 +35,12 @@ use crate::supervisor::{Executive, StartConfig, SupervisorError, executive_path}
 pub enum EmbedError {
     #[error("embed.model: {0}")]
     Catalog(#[from] CatalogError),
+    /// `embed.model` names the chat demo model, or a directory that is not there.
+    #[error(
+        "embed.model = {0:?}: {reason}. Give an embedding model: a Hub id (BAAI/bge-small-en-v1.5 is the default), or a BERT-family model's directory, Hugging Face or baked (hybrid-tui make-test-model --arch bert makes a random-weight one)",
+        reason = if .0 == "demo" { "the demo model is a chat model" } else { "no such directory" }
+    )]
+    NotAnEmbeddingSource(String),
     #[error("embed.model: {0}")]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -106,7 +112,14 @@ impl Embedder {
         sink: &mut dyn FnMut(CatalogEvent),
     ) -> Result<Embedder, EmbedError> {
         let e = settings.embed_resolved();
-        let dir = catalog::resolve(&e.model, Fallback::None, sink)?;
+        let not_one = || EmbedError::NotAnEmbeddingSource(e.model.clone());
+        if catalog::Source::parse(&e.model).map_err(CatalogError::from)? == catalog::Source::Demo {
+            return Err(not_one());
+        }
+        let dir = catalog::resolve(&e.model, Fallback::None, sink).map_err(|err| match err {
+            CatalogError::Missing(_) => not_one(),
+            other => other.into(),
+        })?;
         let manifest = EncoderManifest::read(&dir)?;
         let spec = manifest.encoder.clone();
         let max_length = e.max_length.min(spec.max_position_embeddings);
