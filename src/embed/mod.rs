@@ -31,16 +31,17 @@ use crate::ring::{RingError, SegmentSpec, SlotHeader, dtype, kind};
 use crate::supervisor::protocol::{Role, model_hash};
 use crate::supervisor::{Executive, StartConfig, SupervisorError, executive_path};
 
+/// What `embed.model` may name, said when it names something else.
+const WHAT_TO_GIVE: &str = "Give an embedding model: a Hub id (BAAI/bge-small-en-v1.5 is the default), or a BERT-family model's directory, Hugging Face or baked (hybrid-tui make-test-model --arch bert makes a random-weight one)";
+
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedError {
     #[error("embed.model: {0}")]
     Catalog(#[from] CatalogError),
-    /// `embed.model` names the chat demo model, or a directory that is not there.
-    #[error(
-        "embed.model = {0:?}: {reason}. Give an embedding model: a Hub id (BAAI/bge-small-en-v1.5 is the default), or a BERT-family model's directory, Hugging Face or baked (hybrid-tui make-test-model --arch bert makes a random-weight one)",
-        reason = if .0 == "demo" { "the demo model is a chat model" } else { "no such directory" }
-    )]
-    NotAnEmbeddingSource(String),
+    #[error("embed.model = \"demo\": the demo model is a chat model. {WHAT_TO_GIVE}")]
+    Demo,
+    #[error("embed.model = {0:?}: no such directory. {WHAT_TO_GIVE}")]
+    Missing(String),
     #[error("embed.model: {0}")]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -112,12 +113,12 @@ impl Embedder {
         sink: &mut dyn FnMut(CatalogEvent),
     ) -> Result<Embedder, EmbedError> {
         let e = settings.embed_resolved();
-        let not_one = || EmbedError::NotAnEmbeddingSource(e.model.clone());
+        // The catalog's own words for these suggest the chat demo model.
         if catalog::Source::parse(&e.model).map_err(CatalogError::from)? == catalog::Source::Demo {
-            return Err(not_one());
+            return Err(EmbedError::Demo);
         }
         let dir = catalog::resolve(&e.model, Fallback::None, sink).map_err(|err| match err {
-            CatalogError::Missing(_) => not_one(),
+            CatalogError::Missing(_) => EmbedError::Missing(e.model.clone()),
             other => other.into(),
         })?;
         let manifest = EncoderManifest::read(&dir)?;

@@ -49,6 +49,10 @@ use kernels::{packed_matmul_tiled, packed_matvec, packed_rows_kernel};
 
 /// Token counts up to this take the matrix-vector kernel; more take the tiled one.
 pub const MATVEC_MAX_TOKENS: usize = 8;
+/// The token counts the matrix-vector kernel is built for: a launch of
+/// `t` tokens takes the first bucket ≥ t (3 run as 4, 5-7 as 8) and is
+/// told how many it has, so a new mix of streams needs no new shader.
+pub const MATVEC_BUCKETS: [usize; 4] = [1, 2, 4, MATVEC_MAX_TOKENS];
 /// Units per row in the matrix-vector kernel.
 const LANES: u32 = 32;
 /// Rows per cube in the matrix-vector kernel.
@@ -226,10 +230,13 @@ pub(crate) unsafe fn launch_matmul(
             steps,
             split,
         } = matvec;
-        // The kernel is built for 1, 2, 4 or 8 tokens and told how many
-        // it has: 3 run as 4, 5-7 as 8, so a new mix of streams does not
-        // wait for shaders to be compiled (seconds on a GPU driver).
-        let bucket = tokens.next_power_of_two();
+        // Built for a bucket (MATVEC_BUCKETS), told the real count: a new
+        // mix of streams does not wait for shaders to be compiled (seconds
+        // on a GPU driver).
+        let bucket = MATVEC_BUCKETS
+            .into_iter()
+            .find(|&b| b >= tokens)
+            .unwrap_or(MATVEC_MAX_TOKENS);
         let rpu = match rows_per_unit {
             0 | 1 => 1,
             2 | 3 => 2,

@@ -1,7 +1,7 @@
 //! Building a step's kernels before the first step that needs them.
 
 use super::super::ShardBError;
-use super::super::cube::MATVEC_MAX_TOKENS;
+use super::super::cube::MATVEC_BUCKETS;
 use super::{DecodePlan, Input, PlanKv, Segment};
 
 impl DecodePlan {
@@ -14,12 +14,14 @@ impl DecodePlan {
     /// or four streams dropping to two or one, stalls in the middle of an
     /// answer. Returns the row counts built.
     pub fn warm_up(&mut self) -> Result<Vec<usize>, ShardBError> {
-        let buckets: Vec<usize> = (0..=MATVEC_MAX_TOKENS.trailing_zeros())
-            .map(|b| 1 << b)
+        // The caches and the step buffers for the largest step once, the
+        // smaller steps over the first of them.
+        let kvs: Vec<PlanKv> = (0..MATVEC_BUCKETS[MATVEC_BUCKETS.len() - 1])
+            .map(|_| self.new_kv(1))
             .collect();
-        for &rows in &buckets {
-            let kvs: Vec<PlanKv> = (0..rows).map(|_| self.new_kv(1)).collect();
-            let segments: Vec<Segment> = kvs
+        let x = vec![0.0f32; kvs.len() * self.spec.hidden_size];
+        for &rows in MATVEC_BUCKETS.iter().rev() {
+            let segments: Vec<Segment> = kvs[..rows]
                 .iter()
                 .map(|kv| Segment {
                     kv,
@@ -27,8 +29,8 @@ impl DecodePlan {
                     rows: 1,
                 })
                 .collect();
-            let x = vec![0.0f32; rows * self.spec.hidden_size];
-            let layout = self.prepare(Input::Hidden(&x), &segments)?;
+            let hidden = &x[..rows * self.spec.hidden_size];
+            let layout = self.prepare(Input::Hidden(hidden), &segments)?;
             let Some(sc) = self.scratch.as_ref() else {
                 return Err(ShardBError::Device("no scratch buffers".into()));
             };
@@ -36,6 +38,6 @@ impl DecodePlan {
             super::super::device::block_on(self.client.sync())
                 .map_err(|e| ShardBError::Device(e.to_string()))?;
         }
-        Ok(buckets)
+        Ok(MATVEC_BUCKETS.to_vec())
     }
 }
