@@ -18,6 +18,8 @@
 //!   step profiles to print as streams@fill pairs (default "1@256,4@256,1@2048"):
 //!   host and device time launched and replayed, and each kernel class's
 //!   device time.
+//! - HYBRID_BENCH_ATTENTION_CHUNK: keys per attention chunk of the decode
+//!   plan's steps (default the plan's, 32)
 //!
 //! On the decode plan the decode line also gives launches and host ms per
 //! token (what the plan issued, not waiting for the device).
@@ -121,6 +123,12 @@ fn main() {
         let shard = ShardB::load(&model, k, device, info.clone(), dtype)
             .unwrap_or_else(|e| fail("load", e));
         let load_s = t0.elapsed().as_secs_f64();
+        if let Some(keys) = std::env::var("HYBRID_BENCH_ATTENTION_CHUNK")
+            .ok()
+            .and_then(|s| s.parse().ok())
+        {
+            shard.set_attention_chunk(keys);
+        }
         let mut stream = shard.new_stream(512);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         let mut hidden = |n: usize| -> Vec<u8> {
