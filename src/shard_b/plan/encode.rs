@@ -126,7 +126,7 @@ impl DecodePlan {
                 t.run("attention", || unsafe {
                     kernels::attention::launch_unchecked(
                         c,
-                        CubeCount::Static(nh as u32, n as u32, chunks as u32),
+                        CubeCount::Static(nkv as u32, n as u32, chunks as u32),
                         CubeDim::new_1d(ATTN_UNITS),
                         buffer(&sc.q, rows * qd),
                         buffer(&sc.pos, rows),
@@ -137,14 +137,14 @@ impl DecodePlan {
                         buffer(&sc.attn, rows * qd),
                         buffer(&sc.partial, sc.partial_len),
                         list0 as u32,
-                        nh as u32,
-                        (nh / nkv) as u32,
+                        nkv as u32,
                         cap as u32,
                         window,
                         chunk as u32,
                         sc.chunks as u32,
                         scale,
                         hd,
+                        nh / nkv,
                         direct,
                         attn_per,
                     );

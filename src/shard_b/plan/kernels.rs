@@ -5,7 +5,8 @@
 //! into the recording.
 //!
 //! Limits as `shard_b::cube`'s: 32-bit scalar loads and stores, f32
-//! arithmetic, ≤ 256 units and ≤ 4.25 KiB of shared memory per cube.
+//! arithmetic, ≤ 256 units and ≤ [`MAX_SHARED_BYTES`] of shared memory per
+//! cube (the plan refuses a model whose attention would need more).
 
 use cubecl::prelude::*;
 
@@ -13,9 +14,18 @@ use super::super::cube::kernels::spread;
 
 /// Units per cube of the row-wise kernels (norms, RoPE, argmax).
 pub const ROW_UNITS: u32 = 256;
-/// Units per cube of the attention kernel (one cube per head, row and key
-/// chunk).
+/// Units per cube of the attention kernel (one cube per KV head, row and
+/// key chunk), and keys per block of its walk.
 pub const ATTN_UNITS: u32 = 32;
+/// Chunks whose partial results the attention combine loads at once.
+const COMBINE_AHEAD: u32 = 4;
+/// Shared memory of one attention cube for `rep` query heads per KV head
+/// of `hd` dimensions: the queries, a block's scores and probabilities.
+pub const fn attention_shared_bytes(rep: usize, hd: usize) -> usize {
+    (rep * hd + 2 * rep * ATTN_UNITS as usize) * 4
+}
+/// Most shared memory a plan kernel takes (WebGPU's baseline is 16 KiB).
+pub const MAX_SHARED_BYTES: usize = 8 << 10;
 /// A score no real one reaches (a finite stand-in for −∞: `exp` of a
 /// difference of two of them is 1, not NaN).
 const NO_SCORE: f32 = -1.0e30;
@@ -144,17 +154,20 @@ pub fn rope_cache(
     }
 }
 
-/// Attention of row `t`'s query head `h` over the keys `[lo, pos[t]]` of
-/// its KV head (`lo` from the sliding `window`, 0 for none) that fall in
-/// key chunk `s` (`chunk` keys each; `cstride` chunks per row and head in
-/// `partial`), in the row's cache slot `slots[t]` of the bank `[slots,
-/// nh / rep, cap, hd]`. Cube `(h, i, s)` takes row `t = order[list0 + i]`
-/// (a bank's rows in a batch); it has `ATTN_UNITS`
-/// units; unit `u` takes keys `u, u + 32, …` with an online softmax, and
-/// the units meet in shared memory. With `direct` (one chunk) the
-/// normalized output goes to `out` `[T, nh·hd]`; otherwise the chunk's
-/// maximum, sum and unnormalized output go to `partial`
-/// `[T, nh, chunks, hd + 2]` for [`attention_combine`].
+/// Attention of row `t`'s query heads `kh·rep … kh·rep + rep - 1` (the
+/// heads that share KV head `kh`) over the keys `[lo, pos[t]]` (`lo` from
+/// the sliding `window`, 0 for none) that fall in key chunk `s` (`chunk`
+/// keys each; `cstride` chunks per row and head in `partial`), in the
+/// row's cache slot `slots[t]` of the bank `[slots, nkv, cap, hd]`. Cube
+/// `(kh, i, s)` takes row `t = order[list0 + i]` (a bank's rows in a
+/// batch) and walks its keys `ATTN_UNITS` at a time with an online
+/// softmax: unit `u` scores key `u` of the block against the group's
+/// query heads (the cache row is read once for all of them), then every
+/// unit takes dimensions `u, u + 32, …` of the values, so a warp reads a
+/// value row side by side. With `direct` (one chunk) the normalized output
+/// goes to `out` `[T, nh·hd]`; otherwise each head's maximum, sum and
+/// unnormalized output go to `partial` `[T, nh, chunks, hd + 2]` for
+/// [`attention_combine`].
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
@@ -167,26 +180,28 @@ pub fn attention(
     out: &mut [f32],
     partial: &mut [f32],
     list0: u32,
-    nh: u32,
-    rep: u32,
+    nkv: u32,
     cap: u32,
     window: u32,
     chunk: u32,
     cstride: u32,
     scale: f32,
     #[comptime] hd: usize,
+    #[comptime] rep: usize,
     #[comptime] direct: bool,
     #[comptime] per: u32,
 ) {
     let units = comptime!(ATTN_UNITS as usize);
-    let h = CUBE_POS_X as usize;
+    // Value dimensions per unit.
+    let dims = comptime!(hd / ATTN_UNITS as usize);
+    let kh = CUBE_POS_X as usize;
     let t = order[(list0 + CUBE_POS_Y) as usize] as usize;
     let s = CUBE_POS_Z as usize;
     let cstride = cstride as usize;
     let u = UNIT_POS as usize;
-    let (nh, cap, chunk) = (nh as usize, cap as usize, chunk as usize);
-    let kh = h / rep as usize;
-    let sbase = slots[t] as usize * (nh / rep as usize) * cap * hd;
+    let (nkv, cap, chunk) = (nkv as usize, cap as usize, chunk as usize);
+    let nh = nkv * rep;
+    let kbase = (slots[t] as usize * nkv + kh) * cap * hd;
     let p = pos[t] as usize;
     let mut lo = 0usize;
     if window > 0 && p + 1 > window as usize {
@@ -200,78 +215,124 @@ pub fn attention(
     let k0 = max(s * chunk, lo);
     let k1 = min(s * chunk + chunk, p + 1);
 
-    let mut qv = Array::<f32>::new(hd);
-    let mut acc = Array::<f32>::new(hd);
-    let qbase = (t * nh + h) * hd;
-    #[unroll]
-    for d in 0..hd {
-        qv[d] = q[qbase + d] * scale;
-        acc[d] = 0.0;
+    // The group's queries (scaled), a block's scores and probabilities.
+    let mut qs = Shared::<[f32]>::new_slice(comptime!(rep * hd));
+    let mut scores = Shared::<[f32]>::new_slice(comptime!(rep * ATTN_UNITS as usize));
+    let mut probs = Shared::<[f32]>::new_slice(comptime!(rep * ATTN_UNITS as usize));
+    let qbase = (t * nh + kh * rep) * hd;
+    let mut i = u;
+    while i < comptime!(rep * hd) {
+        qs[i] = q[qbase + i] * scale;
+        i += units;
     }
-    let mut m = f32::new(NO_SCORE);
-    let mut l = 0.0f32;
-    let mut j = k0 + u;
-    while j < k1 {
-        let kb = sbase + (kh * cap + j) * hd;
-        let mut score = 0.0f32;
+    let mut m = Array::<f32>::new(rep);
+    let mut l = Array::<f32>::new(rep);
+    let mut dot = Array::<f32>::new(rep);
+    let mut pk = Array::<f32>::new(rep);
+    let mut acc = Array::<f32>::new(comptime!(rep * dims));
+    #[unroll]
+    for r in 0..rep {
+        m[r] = f32::new(NO_SCORE);
+        l[r] = 0.0;
+    }
+    #[unroll]
+    for e in 0..comptime!(rep * dims) {
+        acc[e] = 0.0;
+    }
+    sync_cube();
+
+    let mut b0 = k0;
+    while b0 < k1 {
+        // Unit u scores key b0 + u for every head of the group.
+        let j = b0 + u;
         #[unroll]
-        for d in 0..hd {
-            score += qv[d] * k_cache[kb + d];
+        for r in 0..rep {
+            dot[r] = f32::new(NO_SCORE);
         }
-        let m_new = max(m, score);
-        let c = f32::exp(m - m_new);
-        let e = f32::exp(score - m_new);
-        l = l * c + e;
+        if j < k1 {
+            #[unroll]
+            for r in 0..rep {
+                dot[r] = 0.0;
+            }
+            let kb = kbase + j * hd;
+            #[unroll]
+            for d in 0..hd {
+                let k = k_cache[kb + d];
+                #[unroll]
+                for r in 0..rep {
+                    dot[r] += qs[r * hd + d] * k;
+                }
+            }
+        }
         #[unroll]
-        for d in 0..hd {
-            acc[d] = acc[d] * c + e * v_cache[kb + d];
+        for r in 0..rep {
+            scores[r * units + u] = dot[r];
         }
-        m = m_new;
-        j += units;
+        sync_cube();
+        // Every unit finds the block's maxima; each writes its key's
+        // probabilities and rescales what it has summed so far.
+        #[unroll]
+        for r in 0..rep {
+            let mut top = m[r];
+            #[unroll]
+            for i in 0..units {
+                top = max(top, scores[r * units + i]);
+            }
+            probs[r * units + u] = f32::exp(scores[r * units + u] - top);
+            let c = f32::exp(m[r] - top);
+            l[r] *= c;
+            #[unroll]
+            for e in 0..dims {
+                acc[r * dims + e] *= c;
+            }
+            m[r] = top;
+        }
+        sync_cube();
+        // Unit u adds dimensions u, u + 32, … of the block's values. The
+        // loop is unrolled so that its loads are in flight together: keys
+        // past the block's end read its last key, with probability 0.
+        #[unroll]
+        for i in 0..units {
+            let vb = kbase + min(b0 + i, k1 - 1) * hd;
+            #[unroll]
+            for r in 0..rep {
+                pk[r] = probs[r * units + i];
+                l[r] += pk[r];
+            }
+            #[unroll]
+            for e in 0..dims {
+                let v = v_cache[vb + e * units + u];
+                #[unroll]
+                for r in 0..rep {
+                    acc[r * dims + e] += pk[r] * v;
+                }
+            }
+        }
+        b0 += units;
     }
 
-    // The units' maxima and sums, then their outputs 32 dimensions at a time.
-    let mut ml = Shared::<[f32]>::new_slice(comptime!(2 * ATTN_UNITS as usize));
-    let mut part = Shared::<[f32]>::new_slice(comptime!((ATTN_UNITS * ATTN_UNITS) as usize));
-    ml[u] = m;
-    ml[units + u] = l;
-    sync_cube();
-    let mut top = f32::new(NO_SCORE);
-    for i in 0..units {
-        top = max(top, ml[i]);
-    }
-    let mut sum = 0.0f32;
-    for i in 0..units {
-        sum += ml[units + i] * f32::exp(ml[i] - top);
-    }
-    let f = f32::exp(m - top);
-    let pbase = ((t * nh + h) * cstride + s) * comptime!(hd + 2);
     #[unroll]
-    for c in 0..comptime!(hd / ATTN_UNITS as usize) {
+    for r in 0..rep {
+        let h = kh * rep + r;
+        let pbase = ((t * nh + h) * cstride + s) * comptime!(hd + 2);
         #[unroll]
-        for i in 0..units {
-            part[u * units + i] = acc[c * units + i] * f;
-        }
-        sync_cube();
-        let mut v = 0.0f32;
-        for i in 0..units {
-            v += part[i * units + u];
-        }
-        let d = c * units + u;
-        if comptime!(direct) {
-            let mut o = 0.0f32;
-            if sum > 0.0 {
-                o = v / sum;
+        for e in 0..dims {
+            let d = e * units + u;
+            let v = acc[r * dims + e];
+            if comptime!(direct) {
+                let mut o = 0.0f32;
+                if l[r] > 0.0 {
+                    o = v / l[r];
+                }
+                out[t * nh * hd + spread(h * hd + d, nh * hd, per)] = o;
+            } else {
+                partial[pbase + 2 + d] = v;
             }
-            out[t * nh * hd + spread(h * hd + d, nh * hd, per)] = o;
-        } else {
-            partial[pbase + 2 + d] = v;
         }
-        sync_cube();
-    }
-    if !comptime!(direct) && u == 0 {
-        partial[pbase] = top;
-        partial[pbase + 1] = sum;
+        if !comptime!(direct) && u == 0 {
+            partial[pbase] = m[r];
+            partial[pbase + 1] = l[r];
+        }
     }
 }
 
@@ -299,19 +360,39 @@ pub fn attention_combine(
     let chunks = (pos[t] as usize) / (chunk as usize) + 1;
     let base = (t * nh + h) * cstride as usize * comptime!(hd + 2);
     // One pass, rescaling as the maximum grows (an online softmax over
-    // the chunks).
+    // the chunks), `COMBINE_AHEAD` chunks' loads at a time; chunks past
+    // the last read it again, as an empty chunk.
+    let ahead = comptime!(COMBINE_AHEAD as usize);
     let mut top = f32::new(NO_SCORE);
     let mut sum = 0.0f32;
     let mut v = 0.0f32;
-    for s in 0..chunks {
-        let at = base + s * comptime!(hd + 2);
-        let m = partial[at];
-        let grown = max(top, m);
-        let c = f32::exp(top - grown);
-        let f = f32::exp(m - grown);
-        sum = sum * c + partial[at + 1] * f;
-        v = v * c + partial[at + 2 + d] * f;
-        top = grown;
+    let mut ms = Array::<f32>::new(ahead);
+    let mut ls = Array::<f32>::new(ahead);
+    let mut vs = Array::<f32>::new(ahead);
+    let mut s0 = 0usize;
+    while s0 < chunks {
+        #[unroll]
+        for k in 0..ahead {
+            let at = base + min(s0 + k, chunks - 1) * comptime!(hd + 2);
+            ms[k] = partial[at];
+            ls[k] = partial[at + 1];
+            vs[k] = partial[at + 2 + d];
+            if s0 + k >= chunks {
+                ms[k] = f32::new(NO_SCORE);
+                ls[k] = 0.0;
+                vs[k] = 0.0;
+            }
+        }
+        #[unroll]
+        for k in 0..ahead {
+            let grown = max(top, ms[k]);
+            let c = f32::exp(top - grown);
+            let f = f32::exp(ms[k] - grown);
+            sum = sum * c + ls[k] * f;
+            v = v * c + vs[k] * f;
+            top = grown;
+        }
+        s0 += ahead;
     }
     let mut o = 0.0f32;
     if sum > 0.0 {

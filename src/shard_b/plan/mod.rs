@@ -217,6 +217,8 @@ impl DecodePlan {
         if mode == DecodeMode::Ops
             || !spec.head_dim.is_multiple_of(ATTN_UNITS as usize)
             || spec.head_dim > ROW_UNITS as usize
+            || kernels::attention_shared_bytes(spec.num_heads / spec.num_kv_heads, spec.head_dim)
+                > kernels::MAX_SHARED_BYTES
         {
             return Ok(None);
         }
