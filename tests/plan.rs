@@ -11,10 +11,13 @@
 
 mod common;
 
-use common::{baked_model, fresh_seed, greedy_request, greedy_tokens, on_a_telling_prompt};
+use common::{
+    baked_model, baked_model_of, fresh_seed, greedy_request, greedy_tokens, on_a_telling_prompt,
+};
 use hybrid_tui::bake::store::BakedModel;
 use hybrid_tui::config::{Settings, ShardBSettings};
 use hybrid_tui::model::Arch;
+use hybrid_tui::model::test_model::Preset;
 use hybrid_tui::pipeline::{Event, Pipeline};
 use hybrid_tui::shard_b::sampling::{Sampler, SamplingParams};
 use hybrid_tui::shard_b::{
@@ -204,6 +207,31 @@ fn the_plan_decodes_like_the_dequantized_path() {
             });
         }
     }
+}
+
+/// Heads of 64 dimensions, as the real models have (the tiny models' are
+/// 32): each attention unit then takes two dimensions of the values. The
+/// `small` preset, 2 query heads per KV head, replayed: the prompt's step
+/// attends in one pass, and the 64 decode steps cross four boundaries of
+/// 16-key chunks.
+#[test]
+fn wide_heads_decode_like_the_dequantized_path() {
+    if !have_vulkan() {
+        return;
+    }
+    let model =
+        BakedModel::open(&baked_model_of(Arch::Llama, Preset::Small, "int4_sym")).expect("open");
+    assert_eq!(model.spec().head_dim, 64, "the small preset's head width");
+    let reference = reference(&model);
+    let plan = planned(&model, DecodeMode::Replay);
+    on_a_telling_prompt("small llama", |seed| {
+        one_stream(
+            &plan,
+            &reference,
+            seed,
+            &format!("small llama (seed {seed})"),
+        )
+    });
 }
 
 /// The CPU plan (exact packed weights) decodes the reference's greedy

@@ -16,18 +16,26 @@ pub fn fixtures() -> &'static Path {
 
 /// A tiny Hugging Face model of `arch` (seed fixed per arch), made once.
 pub fn hf_model(arch: Arch) -> PathBuf {
+    hf_model_of(arch, Preset::Tiny)
+}
+
+/// A Hugging Face model of `arch` and `preset` (seed fixed), made once.
+pub fn hf_model_of(arch: Arch, preset: Preset) -> PathBuf {
     static MADE: OnceLock<std::sync::Mutex<()>> = OnceLock::new();
     let _g = MADE
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    let dir = fixtures().join(format!("hf-{}", arch.name()));
+    let dir = fixtures().join(match preset {
+        Preset::Tiny => format!("hf-{}", arch.name()),
+        _ => format!("hf-{}-{}", arch.name(), preset.name()),
+    });
     if !dir.join("config.json").exists() {
         make_test_model(
             &dir,
             &TestModelOptions {
                 arch,
-                preset: Preset::Tiny,
+                preset,
                 seed: 7,
                 dtype: WeightDtype::Bf16,
                 max_shard_bytes: 2 << 30,
@@ -40,13 +48,21 @@ pub fn hf_model(arch: Arch) -> PathBuf {
 
 /// `hf_model(arch)` baked with `weights` (made once per pair).
 pub fn baked_model(arch: Arch, weights: &str) -> PathBuf {
+    baked_model_of(arch, Preset::Tiny, weights)
+}
+
+/// `hf_model_of(arch, preset)` baked with `weights` (made once each).
+pub fn baked_model_of(arch: Arch, preset: Preset, weights: &str) -> PathBuf {
     static MADE: OnceLock<std::sync::Mutex<()>> = OnceLock::new();
-    let src = hf_model(arch);
+    let src = hf_model_of(arch, preset);
     let _g = MADE
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    let out = fixtures().join(format!("baked-{}-{weights}", arch.name()));
+    let out = fixtures().join(match preset {
+        Preset::Tiny => format!("baked-{}-{weights}", arch.name()),
+        _ => format!("baked-{}-{}-{weights}", arch.name(), preset.name()),
+    });
     if !out.join("manifest.toml").exists() {
         let opts = BakeOptions {
             weights: hybrid_tui::bake::quant::Scheme::parse(weights).expect("scheme"),

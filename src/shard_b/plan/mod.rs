@@ -156,7 +156,7 @@ pub(super) struct Layout {
 
 impl Layout {
     /// Attention in key chunks (then combined) for decode-sized steps;
-    /// longer steps (prefill) take one cube per head and row over all keys.
+    /// longer steps (prefill) take one cube per KV head and row over all keys.
     fn chunked(&self) -> bool {
         self.rows <= MATVEC_MAX_TOKENS
     }
