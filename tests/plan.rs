@@ -63,10 +63,16 @@ fn reference(model: &BakedModel) -> ShardB {
 }
 
 fn planned(model: &BakedModel, mode: DecodeMode) -> ShardB {
+    planned_as(model, mode, WeightDtype::Packed)
+}
+
+/// The plan with `dtype`'s activations (`packed`: f32, exact;
+/// `packed-q8`: int8).
+fn planned_as(model: &BakedModel, mode: DecodeMode, dtype: WeightDtype) -> ShardB {
     let (device, info) = select_device(&settings("vulkan")).expect("vulkan");
     let opts = LoadOptions {
         decode: mode,
-        ..LoadOptions::new(WeightDtype::Packed)
+        ..LoadOptions::new(dtype)
     };
     let b = ShardB::load_with(model, 0, device, info, opts).expect("load the plan");
     assert_eq!(b.decode_mode(), mode, "the model did not take the plan");
@@ -300,7 +306,8 @@ fn weights_in_several_parts_decode_alike() {
 /// takes its slot) at three quarters. On the plan (Vulkan) with the
 /// caches in one bank and, with banks cut to 4 KiB, in a bank per stream;
 /// on the CPU plan with packed weights; and on burn's ops on the CPU with
-/// packed weights (batched the same way).
+/// packed weights (batched the same way); with int8 activations on the
+/// plan against the same plan's streams one at a time.
 #[test]
 fn batched_streams_decode_as_each_would_alone() {
     let model = BakedModel::open(&baked_model(Arch::Llama, "int4_sym")).expect("open");
@@ -331,6 +338,11 @@ fn batched_streams_decode_as_each_would_alone() {
         let banks = ShardB::load_with(&model, 0, device, info, opts).expect("load");
         banks.set_attention_chunk(CHUNK);
         check_batched(&banks, &reference, "batched on the plan, a bank per stream");
+        // Int8 activations (packed-q8) quantize each row by itself: a
+        // batch decodes as each stream would alone on the same kernels.
+        let q8 = planned_as(&model, DecodeMode::Replay, WeightDtype::PackedQ8);
+        let alone = planned_as(&model, DecodeMode::Launch, WeightDtype::PackedQ8);
+        check_batched(&q8, &alone, "int8 activations batched, against each alone");
     }
 }
 

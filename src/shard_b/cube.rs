@@ -44,7 +44,7 @@ use burn_cubecl::ops::numeric::empty_device_dtype;
 use cubecl::client::Client;
 use cubecl::prelude::{CubeCount, CubeDim, TensorArg};
 
-use kernels::{packed_matmul_tiled, packed_matvec, packed_rows_kernel};
+use kernels::{packed_matmul_tiled, packed_matvec, packed_matvec_q8, packed_rows_kernel};
 
 /// Token counts up to this take the matrix-vector kernel; more take the tiled one.
 pub const MATVEC_MAX_TOKENS: usize = 8;
@@ -230,41 +230,7 @@ pub(crate) unsafe fn launch_matmul(
         return;
     }
     if tokens <= MATVEC_MAX_TOKENS {
-        let Matvec {
-            rows_per_unit,
-            steps,
-            split,
-        } = matvec;
-        // Built for a bucket (MATVEC_BUCKETS), told the real count: a new
-        // mix of streams does not wait for shaders to be compiled (seconds
-        // on a GPU driver).
-        let bucket = MATVEC_BUCKETS
-            .into_iter()
-            .find(|&b| b >= tokens)
-            .unwrap_or(MATVEC_MAX_TOKENS);
-        let rpu = match rows_per_unit {
-            0 | 1 => 1,
-            2 | 3 => 2,
-            // 8 rows only for 1-4 tokens (rows × tokens accumulators, and
-            // as many dot products, per unit).
-            r if r < 8 || bucket > 4 => 4,
-            _ => 8,
-        };
-        // At most 16 rows' words held per unit (steps × rows).
-        let steps = match steps {
-            0 | 1 => 1,
-            2 | 3 => 2,
-            _ => 4,
-        }
-        .min(16 / rpu);
-        // Units per row along K: ≤ 256 units a cube (the partial sums
-        // meet in 8 KiB of shared memory, 8 / split tokens at a time).
-        let split = match split {
-            0 | 1 => 1,
-            2 | 3 => 2,
-            _ => 4,
-        }
-        .min(rpu);
+        let (bucket, rpu, steps, split) = matvec_shape(matvec, tokens);
         let cubes = (rows as u32).div_ceil(ROWS_PER_CUBE);
         // SAFETY: the caller's contract; rows past the end are read
         // clamped and not written.
@@ -272,7 +238,7 @@ pub(crate) unsafe fn launch_matmul(
             packed_matvec::launch_unchecked(
                 client,
                 grid(cubes),
-                CubeDim::new_2d(LANES, ROWS_PER_CUBE / rpu * split),
+                CubeDim::new_2d(LANES, ROWS_PER_CUBE / rpu as u32 * split as u32),
                 x,
                 words,
                 scales,
@@ -288,9 +254,9 @@ pub(crate) unsafe fn launch_matmul(
                 tokens as u32,
                 bucket,
                 bits,
-                rpu as usize,
-                steps as usize,
-                split as usize,
+                rpu,
+                steps,
+                split,
                 accumulate,
                 spread,
             );
@@ -326,6 +292,104 @@ pub(crate) unsafe fn launch_matmul(
                 accumulate,
             );
         }
+    }
+}
+
+/// The matrix-vector kernel's comptime shape for `tokens` tokens: the
+/// token bucket it is built for, rows per unit, steps ahead and lane
+/// groups per row ([`Matvec`] rounded to what the kernel takes).
+fn matvec_shape(matvec: Matvec, tokens: usize) -> (usize, usize, usize, usize) {
+    let Matvec {
+        rows_per_unit,
+        steps,
+        split,
+    } = matvec;
+    // Built for a bucket (MATVEC_BUCKETS), told the real count: a new
+    // mix of streams does not wait for shaders to be compiled (seconds
+    // on a GPU driver).
+    let bucket = MATVEC_BUCKETS
+        .into_iter()
+        .find(|&b| b >= tokens)
+        .unwrap_or(MATVEC_MAX_TOKENS);
+    let rpu = match rows_per_unit {
+        0 | 1 => 1,
+        2 | 3 => 2,
+        // 8 rows only for 1-4 tokens (rows × tokens accumulators, and
+        // as many dot products, per unit).
+        r if r < 8 || bucket > 4 => 4,
+        _ => 8,
+    };
+    // At most 16 rows' words held per unit (steps × rows).
+    let steps = match steps {
+        0 | 1 => 1,
+        2 | 3 => 2,
+        _ => 4,
+    }
+    .min(16 / rpu);
+    // Units per row along K: ≤ 256 units a cube (the partial sums meet in
+    // 8 KiB of shared memory, 8 / split tokens at a time).
+    let split = match split {
+        0 | 1 => 1,
+        2 | 3 => 2,
+        _ => 4,
+    }
+    .min(rpu);
+    (bucket, rpu, steps, split)
+}
+
+/// `out[t, col0 + r] (+)= x[t] · w[r]` for 4-bit weights and int8
+/// activations ([`kernels::packed_matvec_q8`]): `xq` `tokens × kx/4`
+/// words, `xd` `tokens × kx/16` scales and sums; up to
+/// [`MATVEC_MAX_TOKENS`] tokens.
+///
+/// # Safety
+///
+/// As [`launch_matmul`], with `d.bits == 4`, `tokens ≤ MATVEC_MAX_TOKENS`
+/// and `xq`, `xd` in place of the activations.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn launch_matvec_q8(
+    client: &Client,
+    xq: TensorArg,
+    xd: TensorArg,
+    words: TensorArg,
+    scales: TensorArg,
+    shifts: TensorArg,
+    out: TensorArg,
+    d: MatmulDims,
+    matvec: Matvec,
+) {
+    debug_assert!(d.bits == 4 && d.tokens <= MATVEC_MAX_TOKENS);
+    if d.tokens == 0 {
+        return;
+    }
+    let (bucket, rpu, steps, split) = matvec_shape(matvec, d.tokens);
+    let cubes = (d.rows as u32).div_ceil(ROWS_PER_CUBE);
+    // SAFETY: the caller's contract; rows past the end are read clamped
+    // and not written.
+    unsafe {
+        packed_matvec_q8::launch_unchecked(
+            client,
+            grid(cubes),
+            CubeDim::new_2d(LANES, ROWS_PER_CUBE / rpu as u32 * split as u32),
+            xq,
+            xd,
+            words,
+            scales,
+            shifts,
+            out,
+            d.rows as u32,
+            (d.kw / 4) as u32,
+            (d.group_words / 4) as u32,
+            d.groups as u32,
+            d.out_cols as u32,
+            d.out_col0 as u32,
+            d.tokens as u32,
+            bucket,
+            rpu,
+            steps,
+            split,
+            d.accumulate,
+        );
     }
 }
 

@@ -40,7 +40,7 @@ pub enum ShardBError {
     #[error("split k={k} is out of range: the model has {layers} layers (0 ≤ k ≤ {layers})")]
     Split { k: usize, layers: usize },
     #[error(
-        "shard_b.weights_dtype = packed-q8 (int8 activations) is a CPU kernel (shard B is on {adapter}); set shard_b.weights_dtype to packed (the GPU kernel for packed weights), f16 or f32"
+        "shard_b.weights_dtype = packed-q8 (int8 activations) on a GPU ({adapter}) runs only in the decode plan, which does not take this model or shard_b.decode = ops; set shard_b.weights_dtype to packed (the GPU kernel for packed weights), f16 or f32"
     )]
     PackedQ8OnGpu { adapter: String },
     #[error(
@@ -227,11 +227,6 @@ impl ShardB {
             max_part_bytes,
         } = opts;
         let spec = model.spec().clone();
-        if weights_dtype == WeightDtype::PackedQ8 && info.backend != "cpu" {
-            return Err(ShardBError::PackedQ8OnGpu {
-                adapter: info.name.clone(),
-            });
-        }
         if first_layer > spec.num_layers {
             return Err(ShardBError::Split {
                 k: first_layer,
@@ -239,11 +234,20 @@ impl ShardB {
             });
         }
         let planned = match (device.as_dispatch(), weights_dtype) {
-            (DispatchDevice::Cube(d), WeightDtype::Packed) => {
+            (DispatchDevice::Cube(d), WeightDtype::Packed | WeightDtype::PackedQ8) => {
                 plan::DecodePlan::load_parts(model, first_layer, d.client(), mode, max_part_bytes)?
+                    .map(|mut p| {
+                        p.set_int8_activations(weights_dtype == WeightDtype::PackedQ8);
+                        p
+                    })
             }
             _ => None,
         };
+        if planned.is_none() && weights_dtype == WeightDtype::PackedQ8 && info.backend != "cpu" {
+            return Err(ShardBError::PackedQ8OnGpu {
+                adapter: info.name.clone(),
+            });
+        }
         let cpu_planned = match (&planned, mode) {
             (None, DecodeMode::Replay | DecodeMode::Launch) if !cube::supported(&device) => {
                 cpu::CpuModel::load(model, first_layer, weights_dtype)?

@@ -169,6 +169,31 @@ pub fn packed_matvec(
         i += comptime!(steps * width);
     }
 
+    write_sums(
+        &acc, out, cube, rows, out_cols, out_col0, n_tokens, tokens, rpu, split, accumulate,
+    );
+}
+
+/// The lanes' partial sums `acc` (`[rpu][tokens]` per unit) of
+/// [`packed_matvec`] or [`packed_matvec_q8`] added up in shared memory
+/// and written (or added) to `out` at row `out_col0 + row` of each token.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn write_sums(
+    acc: &Array<f32>,
+    out: &mut Tensor<f32>,
+    cube: usize,
+    rows: usize,
+    out_cols: u32,
+    out_col0: u32,
+    n_tokens: u32,
+    #[comptime] tokens: usize,
+    #[comptime] rpu: usize,
+    #[comptime] split: usize,
+    #[comptime] accumulate: bool,
+) {
+    let lanes = comptime!(LANES as usize);
+    let lane = UNIT_POS_X as usize;
     // Sum the lanes' partial results in shared memory, for `chunk` tokens
     // at a time (chunk × split ≤ 8: at most 8 KiB).
     let chunk = comptime!((8 / split).clamp(1, tokens));
@@ -225,6 +250,168 @@ pub fn packed_matvec(
             sync_cube();
         }
     }
+}
+
+/// [`packed_matvec`] for 4-bit weights and int8 activations: `xq`
+/// `[tokens, kx/32, 2]` 4-word vectors, each 32-column block of a row as
+/// eight words of four signed bytes in the order [`q8_slot`] gives, and
+/// `xd` `[tokens, kx/32, 2]` the block's scale `d` and `d · Σq`. A step
+/// of a lane is one block: a word's nibbles split into its even and odd
+/// elements (`w & 0x0f0f0f0f`, `(w >> 4) & 0x0f0f0f0f`) and each meets
+/// its four activation bytes in one `dp4a`, exact in integers; the scale
+/// and shift apply once per block and token.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub fn packed_matvec_q8(
+    xq: &Tensor<V4<u32>>,
+    xd: &Tensor<f32>,
+    words: &Tensor<V4<u32>>,
+    scales: &Tensor<f32>,
+    shifts: &Tensor<f32>,
+    out: &mut Tensor<f32>,
+    rows: u32,
+    kw4: u32,
+    group_steps: u32,
+    groups: u32,
+    out_cols: u32,
+    out_col0: u32,
+    n_tokens: u32,
+    #[comptime] tokens: usize,
+    #[comptime] rpu: usize,
+    #[comptime] steps: usize,
+    #[comptime] split: usize,
+    #[comptime] accumulate: bool,
+) {
+    let lanes = comptime!(LANES as usize);
+    let width = comptime!(split * lanes);
+    let lane = UNIT_POS_X as usize;
+    let cube = (CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) as usize;
+    let part = UNIT_POS_Y as usize % split;
+    let row0 = (cube * (CUBE_DIM_Y as usize / split) + UNIT_POS_Y as usize / split) * rpu;
+    let rows = rows as usize;
+    let kw4 = kw4 as usize;
+    let group_steps = group_steps as usize;
+    let groups = groups as usize;
+
+    let mut acc = Array::<f32>::new(comptime!(tokens * rpu));
+    #[unroll]
+    for i in 0..comptime!(tokens * rpu) {
+        acc[i] = 0.0;
+    }
+    let mut wv = Array::<V4<u32>>::new(comptime!(steps * rpu));
+    // A block's eight activation words of every token, its scale and
+    // scaled sum.
+    let mut xa = Array::<V4<u32>>::new(tokens);
+    let mut xb = Array::<V4<u32>>::new(tokens);
+    let mut xs = Array::<f32>::new(tokens);
+    let mut xm = Array::<f32>::new(tokens);
+    let mut i = part * lanes + lane;
+    while i < kw4 {
+        #[unroll]
+        for s in 0..steps {
+            let iu = min(i + s * width, kw4 - 1);
+            #[unroll]
+            for r in 0..rpu {
+                let row = min(row0 + r, rows - 1);
+                wv[s * rpu + r] = words[row * kw4 + iu];
+            }
+        }
+        #[unroll]
+        for s in 0..steps {
+            let iu = i + s * width;
+            if iu < kw4 {
+                let g = iu / group_steps;
+                #[unroll]
+                for t in 0..tokens {
+                    let tt = min(t, n_tokens as usize - 1);
+                    let at = tt * kw4 + iu;
+                    xa[t] = xq[2 * at];
+                    xb[t] = xq[2 * at + 1];
+                    xs[t] = xd[2 * at];
+                    xm[t] = xd[2 * at + 1];
+                }
+                #[unroll]
+                for r in 0..rpu {
+                    let row = min(row0 + r, rows - 1);
+                    let sc = scales[row * groups + g];
+                    let sh = shifts[row * groups + g];
+                    let w = wv[s * rpu + r];
+                    let mut lo = Array::<i32>::new(4usize);
+                    let mut hi = Array::<i32>::new(4usize);
+                    #[unroll]
+                    for k in 0..4usize {
+                        let word = w.extract(k);
+                        lo[k] = i32::reinterpret(word & 0x0f0f_0f0fu32);
+                        hi[k] = i32::reinterpret((word >> 4u32) & 0x0f0f_0f0fu32);
+                    }
+                    #[unroll]
+                    for t in 0..tokens {
+                        let a = xa[t];
+                        let b = xb[t];
+                        let mut dot = dp4a(lo[0], i32::reinterpret(a.extract(0usize)), 0i32);
+                        dot = dp4a(hi[0], i32::reinterpret(a.extract(1usize)), dot);
+                        dot = dp4a(lo[1], i32::reinterpret(a.extract(2usize)), dot);
+                        dot = dp4a(hi[1], i32::reinterpret(a.extract(3usize)), dot);
+                        dot = dp4a(lo[2], i32::reinterpret(b.extract(0usize)), dot);
+                        dot = dp4a(hi[2], i32::reinterpret(b.extract(1usize)), dot);
+                        dot = dp4a(lo[3], i32::reinterpret(b.extract(2usize)), dot);
+                        dot = dp4a(hi[3], i32::reinterpret(b.extract(3usize)), dot);
+                        acc[r * tokens + t] += sc * (xs[t] * f32::cast_from(dot)) + sh * xm[t];
+                    }
+                }
+            }
+        }
+        i += comptime!(steps * width);
+    }
+    write_sums(
+        &acc, out, cube, rows, out_cols, out_col0, n_tokens, tokens, rpu, split, accumulate,
+    );
+}
+
+/// Where element `c` (0-31) of a 32-column block goes in its eight
+/// activation words for [`packed_matvec_q8`]: word `2·(c/8) + c%2`, byte
+/// `(c%8)/2`, so that a weight word's even elements (its low nibbles)
+/// meet one word and its odd elements the next. Returns word · 4 + byte.
+pub const fn q8_slot(c: usize) -> usize {
+    (2 * (c / 8) + c % 2) * 4 + (c % 8) / 2
+}
+
+/// Block `block` (32 values `v`) of an activation row as
+/// [`packed_matvec_q8`] reads it: `q = round(v / d)` with `d = max|v| /
+/// 127` (0 for a zero block) into words `8·block …` of `xq` in the
+/// [`q8_slot`] order, `d` and `d · Σq` into `xd[2·block]`, `xd[2·block + 1]`.
+#[cube]
+pub fn quantize_block(v: &Array<f32>, xq: &mut [u32], xd: &mut [f32], block: usize) {
+    let mut amax = 0.0f32;
+    #[unroll]
+    for c in 0..32usize {
+        amax = max(amax, f32::abs(v[c]));
+    }
+    let d = amax / 127.0;
+    let mut inv = 0.0f32;
+    if amax > 0.0 {
+        inv = 127.0 / amax;
+    }
+    let mut w = Array::<u32>::new(8usize);
+    #[unroll]
+    for j in 0..8usize {
+        w[j] = 0;
+    }
+    let mut sum = 0i32;
+    #[unroll]
+    for c in 0..32usize {
+        let q = i32::cast_from(f32::round(v[c] * inv));
+        sum += q;
+        let slot = comptime!(q8_slot(c));
+        let byte = (u32::reinterpret(q) & 0xffu32) << comptime!(((slot % 4) * 8) as u32);
+        w[comptime!(slot / 4)] |= byte;
+    }
+    #[unroll]
+    for j in 0..8usize {
+        xq[block * 8 + j] = w[j];
+    }
+    xd[2 * block] = d;
+    xd[2 * block + 1] = d * f32::cast_from(sum);
 }
 
 #[cube(launch_unchecked)]

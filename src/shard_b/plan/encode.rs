@@ -70,6 +70,30 @@ impl DecodePlan {
             }
             1
         };
+        // Int8 activations (packed-q8) for decode steps' 4-bit projections.
+        let q8 = self.int8_activations && spread;
+        let (nq, oq, aq) = ((&sc.nq, &sc.nd), (&sc.oq, &sc.od), (&sc.aq, &sc.ad));
+        let norm_q8 = |x: &Handle, w: &Handle, n: usize, gather: bool| {
+            // SAFETY: x holds ≥ n rows of h (gathered rows are indices
+            // below the step's rows), w holds h; nq/nd hold
+            // MATVEC_MAX_TOKENS ≥ n rows of blocks.
+            unsafe {
+                kernels::rms_norm_q8::launch_unchecked(
+                    c,
+                    CubeCount::Static(n as u32, 1, 1),
+                    CubeDim::new_1d(ROW_UNITS),
+                    buffer(x, rows * h),
+                    buffer(w, h),
+                    buffer(&sc.sel, segments),
+                    buffer(nq.0, n * h / 4),
+                    buffer(nq.1, n * h / 16),
+                    h as u32,
+                    eps,
+                    gather,
+                );
+            }
+            1
+        };
         let scale = 1.0 / (hd as f32).sqrt();
         let window = s.sliding_window.unwrap_or(0) as u32;
         let cap = self.pool.capacity;
@@ -80,14 +104,21 @@ impl DecodePlan {
             (cap.div_ceil(self.attention_chunk), self.attention_chunk)
         };
         for (li, layer) in self.layers.iter().enumerate() {
-            let per = layer.qkv.per(spread);
-            t.run("rms_norm", || {
-                norm(&sc.x, &layer.in_norm, &sc.n, rows, false, per)
-            });
-            t.run("qkv", || {
-                layer.qkv.launch(c, &sc.n, rows, &sc.qkv, false, spread)
-            });
+            if q8 && layer.qkv.takes_q8() {
+                t.run("rms_norm", || norm_q8(&sc.x, &layer.in_norm, rows, false));
+                t.run("qkv", || layer.qkv.launch_q8(c, nq, rows, &sc.qkv, false));
+            } else {
+                let per = layer.qkv.per(spread);
+                t.run("rms_norm", || {
+                    norm(&sc.x, &layer.in_norm, &sc.n, rows, false, per)
+                });
+                t.run("qkv", || {
+                    layer.qkv.launch(c, &sc.n, rows, &sc.qkv, false, spread)
+                });
+            }
             let attn_per = layer.o.per(spread);
+            // q8 implies decode-sized steps: chunked attention, combined.
+            let o_q8 = q8 && layer.o.takes_q8();
             let mut list0 = 0usize;
             for &(bank, n) in &layout.banks {
                 let bank = &self.pool.banks[bank];
@@ -150,7 +181,28 @@ impl DecodePlan {
                     );
                     1
                 });
-                if !direct {
+                if o_q8 {
+                    // SAFETY: as above; oq/od hold MATVEC_MAX_TOKENS ≥
+                    // rows rows of qd / 32 blocks.
+                    t.run("attention", || unsafe {
+                        kernels::attention_combine_q8::launch_unchecked(
+                            c,
+                            CubeCount::Static(nh as u32, n as u32, 1),
+                            CubeDim::new_1d(hd as u32),
+                            buffer(&sc.partial, sc.partial_len),
+                            buffer(&sc.pos, rows),
+                            buffer(&sc.order, rows),
+                            buffer(oq.0, rows * qd / 4),
+                            buffer(oq.1, rows * qd / 16),
+                            list0 as u32,
+                            nh as u32,
+                            chunk as u32,
+                            sc.chunks as u32,
+                            hd,
+                        );
+                        1
+                    });
+                } else if !direct {
                     // SAFETY: as above.
                     t.run("attention", || unsafe {
                         kernels::attention_combine::launch_unchecked(
@@ -173,45 +225,84 @@ impl DecodePlan {
                 }
                 list0 += n;
             }
-            t.run("o", || {
-                layer.o.launch(c, &sc.attn, rows, &sc.x, true, spread)
-            });
-            let per = layer.gate_up.per(spread);
-            t.run("rms_norm", || {
-                norm(&sc.x, &layer.post_norm, &sc.n, rows, false, per)
-            });
-            t.run("gate_up", || {
-                layer.gate_up.launch(c, &sc.n, rows, &sc.gu, false, spread)
-            });
-            let n = (rows * inter) as u32;
-            // SAFETY: gu holds rows × 2·inter, act rows × inter; the
-            // kernel guards its index by n.
-            t.run("silu_mul", || unsafe {
-                kernels::silu_mul::launch_unchecked(
-                    c,
-                    grid(n.div_ceil(256)),
-                    CubeDim::new_1d(256),
-                    buffer(&sc.gu, rows * 2 * inter),
-                    buffer(&sc.act, rows * inter),
-                    n,
-                    inter as u32,
-                    layer.down.per(spread),
-                );
-                1
-            });
-            t.run("down", || {
-                layer.down.launch(c, &sc.act, rows, &sc.x, true, spread)
-            });
+            if o_q8 {
+                t.run("o", || layer.o.launch_q8(c, oq, rows, &sc.x, true));
+            } else {
+                t.run("o", || {
+                    layer.o.launch(c, &sc.attn, rows, &sc.x, true, spread)
+                });
+            }
+            if q8 && layer.gate_up.takes_q8() {
+                t.run("rms_norm", || norm_q8(&sc.x, &layer.post_norm, rows, false));
+                t.run("gate_up", || {
+                    layer.gate_up.launch_q8(c, nq, rows, &sc.gu, false)
+                });
+            } else {
+                let per = layer.gate_up.per(spread);
+                t.run("rms_norm", || {
+                    norm(&sc.x, &layer.post_norm, &sc.n, rows, false, per)
+                });
+                t.run("gate_up", || {
+                    layer.gate_up.launch(c, &sc.n, rows, &sc.gu, false, spread)
+                });
+            }
+            if q8 && layer.down.takes_q8() {
+                let blocks = (rows * inter / 32) as u32;
+                // SAFETY: gu holds rows × 2·inter; aq/ad hold
+                // MATVEC_MAX_TOKENS ≥ rows rows of blocks; the kernel
+                // guards its index by blocks.
+                t.run("silu_mul", || unsafe {
+                    kernels::silu_mul_q8::launch_unchecked(
+                        c,
+                        grid(blocks.div_ceil(64)),
+                        CubeDim::new_1d(64),
+                        buffer(&sc.gu, rows * 2 * inter),
+                        buffer(aq.0, rows * inter / 4),
+                        buffer(aq.1, rows * inter / 16),
+                        blocks,
+                        inter as u32,
+                    );
+                    1
+                });
+                t.run("down", || layer.down.launch_q8(c, aq, rows, &sc.x, true));
+            } else {
+                let n = (rows * inter) as u32;
+                // SAFETY: gu holds rows × 2·inter, act rows × inter; the
+                // kernel guards its index by n.
+                t.run("silu_mul", || unsafe {
+                    kernels::silu_mul::launch_unchecked(
+                        c,
+                        grid(n.div_ceil(256)),
+                        CubeDim::new_1d(256),
+                        buffer(&sc.gu, rows * 2 * inter),
+                        buffer(&sc.act, rows * inter),
+                        n,
+                        inter as u32,
+                        layer.down.per(spread),
+                    );
+                    1
+                });
+                t.run("down", || {
+                    layer.down.launch(c, &sc.act, rows, &sc.x, true, spread)
+                });
+            }
         }
         // The last rows are few even after a prefill chunk.
         let head_spread = segments <= MATVEC_MAX_TOKENS;
-        let per = self.head.per(head_spread);
-        t.run("rms_norm", || {
-            norm(&sc.x, &self.norm, &sc.last, segments, true, per)
-        });
-        t.run("lm_head", || {
-            self.head
-                .launch(c, &sc.last, segments, &sc.logits, false, head_spread)
-        });
+        if self.int8_activations && head_spread && self.head.takes_q8() {
+            t.run("rms_norm", || norm_q8(&sc.x, &self.norm, segments, true));
+            t.run("lm_head", || {
+                self.head.launch_q8(c, nq, segments, &sc.logits, false)
+            });
+        } else {
+            let per = self.head.per(head_spread);
+            t.run("rms_norm", || {
+                norm(&sc.x, &self.norm, &sc.last, segments, true, per)
+            });
+            t.run("lm_head", || {
+                self.head
+                    .launch(c, &sc.last, segments, &sc.logits, false, head_spread)
+            });
+        }
     }
 }

@@ -10,7 +10,7 @@
 
 use cubecl::prelude::*;
 
-use super::super::cube::kernels::spread;
+use super::super::cube::kernels::{quantize_block, spread};
 
 /// Units per cube of the row-wise kernels (norms, RoPE, argmax).
 pub const ROW_UNITS: u32 = 256;
@@ -49,6 +49,21 @@ fn cube_sum(v: f32, shared: &mut Shared<[f32]>) -> f32 {
     total
 }
 
+/// `1 / rms` of row `src` of `x` `[·, h]` (every unit of the cube gets it).
+#[cube]
+fn inv_rms(x: &[f32], src: usize, h: usize, eps: f32) -> f32 {
+    let mut shared = Shared::<[f32]>::new_slice(comptime!(ROW_UNITS as usize));
+    let mut ss = 0.0f32;
+    let mut i = UNIT_POS as usize;
+    while i < h {
+        let v = x[src * h + i];
+        ss += v * v;
+        i += comptime!(ROW_UNITS as usize);
+    }
+    let total = cube_sum(ss, &mut shared);
+    1.0f32 / f32::sqrt(total / f32::cast_from(h as u32) + eps)
+}
+
 /// RMS norm of row `sel[r]` (or `r` without `gather`) of `x` `[·, h]`,
 /// times `w`, into row `r` of `out` (in the spread order for weights of
 /// `per` columns a word, 0 for none). One cube per output row.
@@ -70,20 +85,47 @@ pub fn rms_norm(
     } else {
         r
     };
-    let mut shared = Shared::<[f32]>::new_slice(comptime!(ROW_UNITS as usize));
-    let mut ss = 0.0f32;
-    let mut i = UNIT_POS as usize;
-    while i < h {
-        let v = x[src * h + i];
-        ss += v * v;
-        i += comptime!(ROW_UNITS as usize);
-    }
-    let total = cube_sum(ss, &mut shared);
-    let inv = 1.0f32 / f32::sqrt(total / f32::cast_from(h as u32) + eps);
+    let inv = inv_rms(x, src, h, eps);
     let mut i = UNIT_POS as usize;
     while i < h {
         out[r * h + spread(i, h, per)] = x[src * h + i] * inv * w[i];
         i += comptime!(ROW_UNITS as usize);
+    }
+}
+
+/// [`rms_norm`] into int8 blocks for `cube::kernels::packed_matvec_q8`: row `r`'s
+/// `h / 32` blocks into `xq`, `xd` (a unit per block).
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub fn rms_norm_q8(
+    x: &[f32],
+    w: &[f32],
+    sel: &[u32],
+    xq: &mut [u32],
+    xd: &mut [f32],
+    h: u32,
+    eps: f32,
+    #[comptime] gather: bool,
+) {
+    let r = CUBE_POS_X as usize;
+    let h = h as usize;
+    let src = if comptime!(gather) {
+        sel[r] as usize
+    } else {
+        r
+    };
+    let inv = inv_rms(x, src, h, eps);
+    let blocks = h / 32;
+    let mut v = Array::<f32>::new(32usize);
+    let mut b = UNIT_POS as usize;
+    while b < blocks {
+        #[unroll]
+        for c in 0..32usize {
+            let i = b * 32 + c;
+            v[c] = x[src * h + i] * inv * w[i];
+        }
+        quantize_block(&v, xq, xd, r * blocks + b);
+        b += comptime!(ROW_UNITS as usize);
     }
 }
 
@@ -357,11 +399,64 @@ pub fn attention_combine(
     let t = order[(list0 + CUBE_POS_Y) as usize] as usize;
     let d = UNIT_POS as usize;
     let nh = nh as usize;
+    let o = combine_chunks(partial, pos, t, h, nh, chunk, cstride, hd);
+    out[t * nh * hd + spread(h * hd + d, nh * hd, per)] = o;
+}
+
+/// [`attention_combine`] into int8 blocks for
+/// `cube::kernels::packed_matvec_q8` (the o projection's input): a head's
+/// `hd / 32` blocks, each quantized by its first unit from shared memory.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub fn attention_combine_q8(
+    partial: &[f32],
+    pos: &[u32],
+    order: &[u32],
+    xq: &mut [u32],
+    xd: &mut [f32],
+    list0: u32,
+    nh: u32,
+    chunk: u32,
+    cstride: u32,
+    #[comptime] hd: usize,
+) {
+    let h = CUBE_POS_X as usize;
+    let t = order[(list0 + CUBE_POS_Y) as usize] as usize;
+    let d = UNIT_POS as usize;
+    let nh = nh as usize;
+    let o = combine_chunks(partial, pos, t, h, nh, chunk, cstride, hd);
+    let mut head = Shared::<[f32]>::new_slice(hd);
+    head[d] = o;
+    sync_cube();
+    if d % 32 == 0 {
+        let mut v = Array::<f32>::new(32usize);
+        #[unroll]
+        for c in 0..32usize {
+            v[c] = head[d + c];
+        }
+        quantize_block(&v, xq, xd, (t * nh * hd + h * hd + d) / 32);
+    }
+}
+
+/// Output dimension `UNIT_POS` of head `h` of row `t`: its [`attention`]
+/// chunks' partial results combined (an online softmax over the chunks,
+/// `COMBINE_AHEAD` chunks' loads at a time).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn combine_chunks(
+    partial: &[f32],
+    pos: &[u32],
+    t: usize,
+    h: usize,
+    nh: usize,
+    chunk: u32,
+    cstride: u32,
+    #[comptime] hd: usize,
+) -> f32 {
+    let d = UNIT_POS as usize;
     let chunks = (pos[t] as usize) / (chunk as usize) + 1;
     let base = (t * nh + h) * cstride as usize * comptime!(hd + 2);
-    // One pass, rescaling as the maximum grows (an online softmax over
-    // the chunks), `COMBINE_AHEAD` chunks' loads at a time; chunks past
-    // the last read it again, as an empty chunk.
+    // Chunks past the last read it again, as an empty chunk.
     let ahead = comptime!(COMBINE_AHEAD as usize);
     let mut top = f32::new(NO_SCORE);
     let mut sum = 0.0f32;
@@ -398,7 +493,7 @@ pub fn attention_combine(
     if sum > 0.0 {
         o = v / sum;
     }
-    out[t * nh * hd + spread(h * hd + d, nh * hd, per)] = o;
+    o
 }
 
 /// `silu(gate) · up` of `gu` `[T, 2·inter]` (gate then up) into `out`
@@ -413,6 +508,27 @@ pub fn silu_mul(gu: &[f32], out: &mut [f32], n: u32, inter: u32, #[comptime] per
         let g = gu[t * 2 * inter + c];
         let up = gu[t * 2 * inter + inter + c];
         out[t * inter + spread(c, inter, per)] = g / (1.0f32 + f32::exp(-g)) * up;
+    }
+}
+
+/// [`silu_mul`] into int8 blocks for `cube::kernels::packed_matvec_q8`: unit `i`
+/// takes block `i` of the `blocks` (`T · inter / 32`).
+#[cube(launch_unchecked)]
+pub fn silu_mul_q8(gu: &[f32], xq: &mut [u32], xd: &mut [f32], blocks: u32, inter: u32) {
+    let i = ((CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) * CUBE_DIM_X + UNIT_POS_X) as usize;
+    if i < blocks as usize {
+        let inter = inter as usize;
+        let per_row = inter / 32;
+        let t = i / per_row;
+        let c0 = (i % per_row) * 32;
+        let mut v = Array::<f32>::new(32usize);
+        #[unroll]
+        for c in 0..32usize {
+            let g = gu[t * 2 * inter + c0 + c];
+            let up = gu[t * 2 * inter + inter + c0 + c];
+            v[c] = g / (1.0f32 + f32::exp(-g)) * up;
+        }
+        quantize_block(&v, xq, xd, i);
     }
 }
 

@@ -125,6 +125,16 @@ struct Scratch {
     partial: Handle,
     gu: Handle,
     act: Handle,
+    /// Int8 activations (`shard_b.weights_dtype = packed-q8`) of up to
+    /// `MATVEC_MAX_TOKENS` rows: the normed rows (`[rows, h/32]` blocks
+    /// of 8 words, and each block's scale and scaled sum), the
+    /// attention's output rows and the MLP's `silu · up` rows the same way.
+    nq: Handle,
+    nd: Handle,
+    oq: Handle,
+    od: Handle,
+    aq: Handle,
+    ad: Handle,
     /// The step's small tables, written at once (one write a step): each
     /// row's position, the rows grouped by bank, each row's slot in its
     /// bank, and the rows to sample, `stride` words apart (a multiple of
@@ -187,6 +197,9 @@ pub struct DecodePlan {
     capture_failed: bool,
     /// Keys per attention chunk of decode steps.
     attention_chunk: usize,
+    /// Decode steps multiply 4-bit weights with int8 activations
+    /// (`packed-q8`): the norms and `silu · up` write int8 blocks.
+    int8_activations: bool,
 }
 
 impl DecodePlan {
@@ -291,6 +304,7 @@ impl DecodePlan {
             stats: Arc::new(Mutex::new(PlanStats::default())),
             capture_failed: false,
             attention_chunk: ATTENTION_CHUNK,
+            int8_activations: false,
         }))
     }
 
@@ -307,6 +321,19 @@ impl DecodePlan {
     pub fn set_attention_chunk(&mut self, keys: usize) {
         self.attention_chunk = keys.max(1);
         self.captured.clear();
+    }
+
+    /// Int8 activations for the 4-bit projections of decode steps (up to
+    /// `MATVEC_MAX_TOKENS` rows; `shard_b.weights_dtype = packed-q8`):
+    /// `dp4a` over a weight word's nibbles and four activation bytes.
+    /// Prefill chunks and 8-bit weights keep f32 activations.
+    pub fn set_int8_activations(&mut self, on: bool) {
+        self.int8_activations = on;
+        self.captured.clear();
+    }
+
+    pub fn int8_activations(&self) -> bool {
+        self.int8_activations
     }
 
     pub fn stats(&self) -> PlanStats {
@@ -407,6 +434,12 @@ impl DecodePlan {
             partial: f(partial_len),
             gu: f(rows * 2 * inter),
             act: f(rows * inter),
+            nq: f(MATVEC_MAX_TOKENS * h / 4),
+            nd: f(MATVEC_MAX_TOKENS * h / 16),
+            oq: f(MATVEC_MAX_TOKENS * q / 4),
+            od: f(MATVEC_MAX_TOKENS * q / 16),
+            aq: f(MATVEC_MAX_TOKENS * inter / 4),
+            ad: f(MATVEC_MAX_TOKENS * inter / 16),
             pos: part(0),
             order: part(1),
             slots: part(2),

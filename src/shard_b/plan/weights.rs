@@ -6,7 +6,8 @@ use cubecl::prelude::{BufferArg, CubeDim, TensorArg};
 use cubecl::server::Handle;
 
 use super::super::cube::{
-    HostParts, MatmulDims, Matvec, grid, kernels::packed_rows_kernel, launch_matmul, matvec_for,
+    HostParts, MatmulDims, Matvec, grid, kernels::packed_rows_kernel, launch_matmul,
+    launch_matvec_q8, matvec_for,
 };
 use super::super::packed::Packed;
 
@@ -127,6 +128,57 @@ impl Linear {
                 launch_matmul(
                     client,
                     tensor(x, tokens, self.kx),
+                    tensor(&part.words, part.rows, self.kw),
+                    tensor(&part.scales, part.rows, self.groups),
+                    tensor(&part.shifts, part.rows, self.groups),
+                    tensor(out, tokens, self.rows),
+                    dims,
+                    self.matvec,
+                );
+            }
+        }
+        self.parts.len() as u64
+    }
+
+    /// Whether the int8-activation kernel takes this weight (4 bits).
+    pub(super) fn takes_q8(&self) -> bool {
+        self.bits == 4
+    }
+
+    /// [`Linear::launch`] on int8 activations (`xq`, `xd` as
+    /// `rms_norm_q8` and `silu_mul_q8` write them) for up to
+    /// `MATVEC_MAX_TOKENS` tokens of a 4-bit weight ([`Linear::takes_q8`]).
+    pub(super) fn launch_q8(
+        &self,
+        client: &Client,
+        (xq, xd): (&Handle, &Handle),
+        tokens: usize,
+        out: &Handle,
+        accumulate: bool,
+    ) -> u64 {
+        let blocks = self.kx / 32;
+        for part in &self.parts {
+            let dims = MatmulDims {
+                tokens,
+                rows: part.rows,
+                kw: self.kw,
+                kx: self.kx,
+                group_words: self.group_words,
+                groups: self.groups,
+                bits: self.bits,
+                out_cols: self.rows,
+                out_col0: part.start,
+                accumulate,
+                spread: false,
+            };
+            // SAFETY: `xq` holds tokens × kx/4 words and `xd` tokens ×
+            // kx/16 floats (the plan's buffers are sized for the rows it
+            // launches); the rest as in `launch`; the caller checked the bits.
+            unsafe {
+                launch_matvec_q8(
+                    client,
+                    tensor(xq, tokens, blocks * 8),
+                    tensor(xd, tokens, blocks * 2),
                     tensor(&part.words, part.rows, self.kw),
                     tensor(&part.scales, part.rows, self.groups),
                     tensor(&part.shifts, part.rows, self.groups),
