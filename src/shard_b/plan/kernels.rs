@@ -428,7 +428,8 @@ pub fn attention_combine_q8(
     let mut head = Shared::<[f32]>::new_slice(hd);
     head[d] = o;
     sync_cube();
-    if d % 32 == 0 {
+    let within = d % 32;
+    if within == 0 {
         let mut v = Array::<f32>::new(32usize);
         #[unroll]
         for c in 0..32usize {
