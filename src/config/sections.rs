@@ -130,7 +130,9 @@ pub struct ShardBSettings {
     pub backend: String,
     /// Vulkan adapter: auto, integrated, discrete, or an index.
     pub adapter: String,
-    /// Dtype weights are dequantized to at load: f32 or f16.
+    /// How shard B holds and multiplies its weights: f32 or f16
+    /// (dequantized at load), packed (as baked, exact), packed-q8 (as
+    /// baked, int8 activations).
     pub weights_dtype: String,
     /// Threads of the CPU backend's pool; 0 = one per core it may use.
     pub threads: usize,

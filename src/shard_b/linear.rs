@@ -27,7 +27,9 @@ pub enum WeightDtype {
     /// a GPU); float weights are f32.
     Packed,
     /// As Packed, with 4-bit layers multiplied by activations quantized
-    /// per group to int8 (integer dot products; see `Kernel::Q8`).
+    /// to int8 (integer dot products): per group on the CPU
+    /// (`Kernel::Q8`), per 32 columns in the GPU decode plan's decode
+    /// steps (`DecodePlan::set_int8_activations`).
     PackedQ8,
 }
 
