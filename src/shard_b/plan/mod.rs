@@ -332,10 +332,6 @@ impl DecodePlan {
         self.captured.clear();
     }
 
-    pub fn int8_activations(&self) -> bool {
-        self.int8_activations
-    }
-
     pub fn stats(&self) -> PlanStats {
         self.stats.lock().map(|s| *s).unwrap_or_default()
     }
