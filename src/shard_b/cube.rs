@@ -19,6 +19,11 @@
 //!   for all its rows and every token), applies the group's scale and
 //!   shift once per step, and the lanes' partial sums meet in shared
 //!   memory: one unit adds up each output.
+//! - [`packed_matvec_q8`] (decode with `packed-q8`, 4-bit weights): the
+//!   same walk over int8 activations in blocks of 32 columns (the plan's
+//!   producers write them with [`kernels::quantize_block`]); a word's even
+//!   and odd nibbles each meet four activation bytes in one `dp4a`, and the
+//!   group's scale and shift apply once per block and token.
 //! - [`packed_matmul_tiled`] (prefill chunks): 16 × 16 output tiles; per
 //!   step of 32 columns the cube stages 16 token rows and 16 weight rows,
 //!   dequantized on the way into shared memory, and each unit accumulates
@@ -29,7 +34,9 @@
 //! nothing beyond WebGPU's baseline limits, so the kernels need no vector
 //! wider than 4 (burn's own 4-bit matmul needs 8-wide float vectors and
 //! fails on devices whose widest is 4) and no optional SPIR-V capability
-//! (no f16, no subgroups, no 64-bit).
+//! (no f16, no subgroups, no 64-bit). `dp4a` is the device's integer dot
+//! product on the SPIR-V route where it reports one, cubecl's emulation
+//! otherwise (and always on WGSL).
 //!
 //! Rows are padded to a multiple of 32 columns on the device (activations
 //! too, with zeros), so a word never straddles a row and a group of 32 or
