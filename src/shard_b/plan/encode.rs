@@ -254,8 +254,8 @@ impl DecodePlan {
                 t.run("silu_mul", || unsafe {
                     kernels::silu_mul_q8::launch_unchecked(
                         c,
-                        grid(blocks.div_ceil(64)),
-                        CubeDim::new_1d(64),
+                        grid(blocks.div_ceil(ROW_UNITS / 32)),
+                        CubeDim::new_1d(ROW_UNITS),
                         buffer(&sc.gu, rows * 2 * inter),
                         buffer(aq.0, rows * inter / 4),
                         buffer(aq.1, rows * inter / 16),

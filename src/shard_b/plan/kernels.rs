@@ -512,22 +512,32 @@ pub fn silu_mul(gu: &[f32], out: &mut [f32], n: u32, inter: u32, #[comptime] per
     }
 }
 
-/// [`silu_mul`] into int8 blocks for `cube::kernels::packed_matvec_q8`: unit `i`
-/// takes block `i` of the `blocks` (`T · inter / 32`).
+/// [`silu_mul`] into int8 blocks for `cube::kernels::packed_matvec_q8`:
+/// a cube takes `ROW_UNITS / 32` of the `blocks` (`T · inter / 32`), a
+/// unit per value (the loads side by side), and each block's first unit
+/// quantizes it from shared memory.
 #[cube(launch_unchecked)]
 pub fn silu_mul_q8(gu: &[f32], xq: &mut [u32], xd: &mut [f32], blocks: u32, inter: u32) {
-    let i = ((CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) * CUBE_DIM_X + UNIT_POS_X) as usize;
+    let u = UNIT_POS as usize;
+    let cube = (CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) as usize;
+    let i = cube * comptime!((ROW_UNITS / 32) as usize) + u / 32;
+    let within = u % 32;
+    let mut vals = Shared::<[f32]>::new_slice(comptime!(ROW_UNITS as usize));
+    let inter = inter as usize;
     if i < blocks as usize {
-        let inter = inter as usize;
         let per_row = inter / 32;
         let t = i / per_row;
-        let c0 = (i % per_row) * 32;
+        let c = (i % per_row) * 32 + within;
+        let g = gu[t * 2 * inter + c];
+        let up = gu[t * 2 * inter + inter + c];
+        vals[u] = g / (1.0f32 + f32::exp(-g)) * up;
+    }
+    sync_cube();
+    if within == 0 && i < blocks as usize {
         let mut v = Array::<f32>::new(32usize);
         #[unroll]
         for c in 0..32usize {
-            let g = gu[t * 2 * inter + c0 + c];
-            let up = gu[t * 2 * inter + inter + c0 + c];
-            v[c] = g / (1.0f32 + f32::exp(-g)) * up;
+            v[c] = vals[u + c];
         }
         quantize_block(&v, xq, xd, i);
     }
