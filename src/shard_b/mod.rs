@@ -40,7 +40,7 @@ pub enum ShardBError {
     #[error("split k={k} is out of range: the model has {layers} layers (0 ≤ k ≤ {layers})")]
     Split { k: usize, layers: usize },
     #[error(
-        "shard_b.weights_dtype = packed-q8 (int8 activations) on a GPU ({adapter}) runs only in the decode plan, which does not take this model or shard_b.decode = ops; set shard_b.weights_dtype to packed (the GPU kernel for packed weights), f16 or f32"
+        "shard_b.weights_dtype = packed-q8 (int8 activations) on a GPU ({adapter}) needs the decode plan, and this model or shard_b.decode = ops keeps shard B on burn's ops; set shard_b.weights_dtype to packed (the GPU kernel for packed weights), f16 or f32"
     )]
     PackedQ8OnGpu { adapter: String },
     #[error(

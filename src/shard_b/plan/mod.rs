@@ -198,7 +198,8 @@ pub struct DecodePlan {
     /// Keys per attention chunk of decode steps.
     attention_chunk: usize,
     /// Decode steps multiply 4-bit weights with int8 activations
-    /// (`packed-q8`): the norms and `silu · up` write int8 blocks.
+    /// (`packed-q8`): the norms, the attention combine and `silu · up`
+    /// write int8 blocks.
     int8_activations: bool,
 }
 
