@@ -272,7 +272,8 @@ fn the_cpu_plan_decodes_like_the_dequantized_path() {
 /// Weights cut into parts of 4 KiB (the 1B model's lm_head and tied
 /// embedding table are two parts of ≤ 128 MiB; here every projection is
 /// several): the plan still decodes the reference's tokens, with untied
-/// (Llama) and tied (Qwen2) embeddings looked up part by part.
+/// (Llama) and tied (Qwen2) embeddings looked up part by part; with int8
+/// activations, the tokens of the same plan with whole weights.
 #[test]
 fn weights_in_several_parts_decode_alike() {
     if !have_vulkan() {
@@ -292,6 +293,20 @@ fn weights_in_several_parts_decode_alike() {
         let what = format!("{arch:?} {weights} in 4 KiB parts");
         on_a_telling_prompt(&what, |seed| {
             one_stream(&plan, &reference, seed, &format!("{what} (seed {seed})"))
+        });
+        // Int8 activations: each part's rows take the same blocks, so the
+        // parts decode as the whole weights do on the same kernels.
+        let whole = planned_as(&model, DecodeMode::Replay, WeightDtype::PackedQ8);
+        let (device, info) = select_device(&settings("vulkan")).expect("vulkan");
+        let opts = LoadOptions {
+            max_part_bytes: 4096,
+            ..LoadOptions::new(WeightDtype::PackedQ8)
+        };
+        let parts = ShardB::load_with(&model, 0, device, info, opts).expect("load");
+        parts.set_attention_chunk(CHUNK);
+        let what = format!("{arch:?} {weights} with int8 activations, in 4 KiB parts");
+        on_a_telling_prompt(&what, |seed| {
+            one_stream(&parts, &whole, seed, &format!("{what} (seed {seed})"))
         });
     }
 }
