@@ -84,19 +84,7 @@ pub fn packed_matvec(
     let mut dots = Array::<f32>::new(comptime!(tokens * rpu));
     let mut i = part * lanes + lane;
     while i < kw4 {
-        // The rows' words for `steps` steps first (lanes apart), so a
-        // unit has that many loads from memory in flight at once; a
-        // step past the row end reads the last step and is skipped.
-        #[unroll]
-        for s in 0..steps {
-            let iu = min(i + s * width, kw4 - 1);
-            #[unroll]
-            for r in 0..rpu {
-                // Rows past the end read the last row; their sums are dropped.
-                let row = min(row0 + r, rows - 1);
-                wv[s * rpu + r] = words[row * kw4 + iu];
-            }
-        }
+        load_words(words, &mut wv, i, width, kw4, row0, rows, steps, rpu);
         #[unroll]
         for s in 0..steps {
             let iu = i + s * width;
@@ -172,6 +160,35 @@ pub fn packed_matvec(
     write_sums(
         &acc, out, cube, rows, out_cols, out_col0, n_tokens, tokens, rpu, split, accumulate,
     );
+}
+
+/// The `rpu` rows' words (from `row0`) of `steps` steps `width` vectors
+/// apart from vector `i` into `wv` (`[step][row]`), before any is used,
+/// so a unit has that many loads from memory in flight at once. A step
+/// past the row end reads the last step (the caller skips it); rows past
+/// the end read the last row (their sums are dropped).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn load_words(
+    words: &Tensor<V4<u32>>,
+    wv: &mut Array<V4<u32>>,
+    i: usize,
+    width: usize,
+    kw4: usize,
+    row0: usize,
+    rows: usize,
+    #[comptime] steps: usize,
+    #[comptime] rpu: usize,
+) {
+    #[unroll]
+    for s in 0..steps {
+        let iu = min(i + s * width, kw4 - 1);
+        #[unroll]
+        for r in 0..rpu {
+            let row = min(row0 + r, rows - 1);
+            wv[s * rpu + r] = words[row * kw4 + iu];
+        }
+    }
 }
 
 /// The lanes' partial sums `acc` (`[rpu][tokens]` per unit) of
@@ -307,15 +324,7 @@ pub fn packed_matvec_q8(
     let mut xm = Array::<f32>::new(tokens);
     let mut i = part * lanes + lane;
     while i < kw4 {
-        #[unroll]
-        for s in 0..steps {
-            let iu = min(i + s * width, kw4 - 1);
-            #[unroll]
-            for r in 0..rpu {
-                let row = min(row0 + r, rows - 1);
-                wv[s * rpu + r] = words[row * kw4 + iu];
-            }
-        }
+        load_words(words, &mut wv, i, width, kw4, row0, rows, steps, rpu);
         #[unroll]
         for s in 0..steps {
             let iu = i + s * width;

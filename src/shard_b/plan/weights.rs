@@ -107,19 +107,7 @@ impl Linear {
         spread: bool,
     ) -> u64 {
         for part in &self.parts {
-            let dims = MatmulDims {
-                tokens,
-                rows: part.rows,
-                kw: self.kw,
-                kx: self.kx,
-                group_words: self.group_words,
-                groups: self.groups,
-                bits: self.bits,
-                out_cols: self.rows,
-                out_col0: part.start,
-                accumulate,
-                spread,
-            };
+            let dims = self.dims(part, tokens, accumulate, spread);
             // SAFETY: `x` holds tokens × kx, `out` tokens × rows (the
             // plan's buffers are sized for the rows it launches), the part
             // its rows × kw words and rows × groups scales and shifts;
@@ -140,6 +128,23 @@ impl Linear {
         self.parts.len() as u64
     }
 
+    /// The launch shapes of `part` for `tokens` rows of activations.
+    fn dims(&self, part: &Part, tokens: usize, accumulate: bool, spread: bool) -> MatmulDims {
+        MatmulDims {
+            tokens,
+            rows: part.rows,
+            kw: self.kw,
+            kx: self.kx,
+            group_words: self.group_words,
+            groups: self.groups,
+            bits: self.bits,
+            out_cols: self.rows,
+            out_col0: part.start,
+            accumulate,
+            spread,
+        }
+    }
+
     /// Whether the int8-activation kernel takes this weight (4 bits).
     pub(super) fn takes_q8(&self) -> bool {
         self.bits == 4
@@ -158,19 +163,7 @@ impl Linear {
     ) -> u64 {
         let blocks = self.kx / 32;
         for part in &self.parts {
-            let dims = MatmulDims {
-                tokens,
-                rows: part.rows,
-                kw: self.kw,
-                kx: self.kx,
-                group_words: self.group_words,
-                groups: self.groups,
-                bits: self.bits,
-                out_cols: self.rows,
-                out_col0: part.start,
-                accumulate,
-                spread: false,
-            };
+            let dims = self.dims(part, tokens, accumulate, false);
             // SAFETY: `xq` holds tokens × kx/4 words and `xd` tokens ×
             // kx/16 floats (the plan's buffers are sized for the rows it
             // launches); the rest as in `launch`; the caller checked the bits.
