@@ -432,7 +432,9 @@ fn a_killed_executive_costs_latency_not_requests() {
             let (s, done) = (&s, done.clone());
             scope.spawn(move || {
                 let stream = c % 2 == 0;
-                let body = chat_body(c, 60, stream);
+                // Long enough that the kill below lands mid-run (60 tokens
+                // each were all done within 300 ms on a fast 2-core VM).
+                let body = chat_body(c, 200, stream);
                 if stream {
                     let r = ureq::post(&s.url("/v1/chat/completions"))
                         .set("Content-Type", "application/json")
@@ -452,8 +454,13 @@ fn a_killed_executive_costs_latency_not_requests() {
                 }
             });
         }
-        // Kill shard A's executive while they run.
-        std::thread::sleep(Duration::from_millis(300));
+        // Kill shard A's executive while they run: once the server says
+        // requests are running, not after a fixed wait.
+        let t0 = Instant::now();
+        while s.health()["requests_running"] == 0 {
+            assert!(t0.elapsed() < Duration::from_secs(20), "no request started");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let kids = children_of(s.pid());
         assert!(!kids.is_empty(), "no executive under the server");
         for k in kids {
