@@ -32,7 +32,10 @@
 //! tokens per call, e.g. 4 for a decode step of four streams, 64 for a
 //! prompt chunk (the GPU part takes at most 8; the µs are per call; the
 //! GB/s count the weight once). The CPU part also runs the int8 tiles
-//! (`Tiled`) where the CPU has AVX-512 VNNI.
+//! (`Tiled`) where the CPU has AVX-512 VNNI; where it also has AMX-INT8,
+//! "int8 tiled" is what the CPU plan runs (AMX for more than 8 tokens) and
+//! "int8 vnni" the same tiles in VNNI passes. HYBRID_BENCH_SHAPES=N,M,...
+//! keeps those shapes only (0-based, in the table's order).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -198,11 +201,24 @@ fn cpu(iters: usize, tokens: usize) {
         "weight [out × in]", "scheme", "packed MB", "kernel", "µs/call", "GB/s (% of read)"
     );
     let mut rng = rand::rng();
+    let only: Option<Vec<usize>> = std::env::var("HYBRID_BENCH_SHAPES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect());
     for (i, &(name, rows, cols, scheme, group)) in SHAPES.iter().enumerate() {
+        if only.as_ref().is_some_and(|o| !o.contains(&i)) {
+            continue;
+        }
         let (p, stored) = packed(rows, cols, scheme, group, i as u64);
         let n = cold_copies(stored);
         // The int8 tiles where this CPU and the weight take them.
         let tiled: Vec<Tiled> = (0..n).map_while(|_| Tiled::from_packed(&p)).collect();
+        // Where prompt chunks go through AMX, the same tiles in VNNI passes.
+        let vnni: Vec<Tiled> = match tiled.first() {
+            Some(t) if t.uses_amx() => (0..n)
+                .map_while(|_| Tiled::from_packed(&p).map(Tiled::without_amx))
+                .collect(),
+            _ => Vec::new(),
+        };
         let copies: Vec<Packed> = (0..n).map(|_| p.clone()).collect();
         drop(p);
         let turn = AtomicUsize::new(0);
@@ -220,22 +236,26 @@ fn cpu(iters: usize, tokens: usize) {
         if !tiled.is_empty() {
             kernels.push((None, "int8 tiled"));
         }
-        let call = |kernel: Option<Kernel>| match kernel {
+        if !vnni.is_empty() {
+            kernels.push((None, "int8 vnni"));
+        }
+        let call = |kernel: Option<Kernel>, name: &str| match kernel {
             Some(k) => copies[next(&turn, copies.len())].matmul_with(&x, tokens, k),
+            None if name == "int8 vnni" => vnni[next(&turn, vnni.len())].matmul(&x, tokens),
             None => tiled[next(&turn, tiled.len())].matmul(&x, tokens),
         };
         // The kernels take turns call by call, so a noisy neighbour (this
         // project's VM) slows them alike.
         for _ in 0..3 {
-            for (kernel, _) in &kernels {
-                std::hint::black_box(call(*kernel));
+            for (kernel, name) in &kernels {
+                std::hint::black_box(call(*kernel, name));
             }
         }
         let mut times = vec![Vec::new(); kernels.len()];
         for _ in 0..iters {
-            for ((kernel, _), times) in kernels.iter().zip(&mut times) {
+            for ((kernel, name), times) in kernels.iter().zip(&mut times) {
                 let t = Instant::now();
-                std::hint::black_box(call(*kernel));
+                std::hint::black_box(call(*kernel, name));
                 times.push(t.elapsed().as_secs_f64());
             }
         }

@@ -496,7 +496,7 @@ fn gpu_kernels_match_the_dequantized_reference() {
 fn tiled_int8_kernel_matches_the_row_loop_and_stays_within_the_bound() {
     use hybrid_tui::shard_b::packed::{Tiled, tiled_supported};
     let seed: u64 = rand::rng().random();
-    let cases: &[(usize, usize, usize, Scheme, usize)] = &[
+    let cases: &[TiledShape] = &[
         (16, 128, 128, Scheme::Int4Sym, 1),
         (37, 2048, 128, Scheme::Int4Sym, 1),
         (50, 1024, 128, Scheme::Int4Asym, 3),
@@ -504,51 +504,89 @@ fn tiled_int8_kernel_matches_the_row_loop_and_stays_within_the_bound() {
         (20, 256, 256, Scheme::Int4Asym, 9),
         (64, 2048, 128, Scheme::Int4Sym, 6),
     ];
-    for (i, &(rows, cols, group, scheme, tokens)) in cases.iter().enumerate() {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_add(i as u64));
-        let s = make(&mut rng, rows, cols, group, scheme);
-        let t = s.view();
-        let w = t.dequantize();
-        let p = Packed::from_stored(&t).unwrap();
-        let Some(tiled) = Tiled::from_packed(&p) else {
+    for (i, case) in cases.iter().enumerate() {
+        let (rows, _, group, scheme, tokens) = *case;
+        let c = tiled_case(seed, i, case);
+        let Some(tiled) = Tiled::from_packed(&c.p) else {
             assert!(!tiled_supported(), "{scheme:?} g{group}: not tiled");
             eprintln!("no AVX-512 VNNI here: the tiled kernel is not used");
             return;
         };
-        let what = format!("{scheme:?} {rows}×{cols} g{group}, {tokens} tokens (seed {seed})");
-        let x: Vec<f32> = (0..tokens * cols)
-            .map(|_| rng.random_range(-2.0..2.0))
-            .collect();
-        let y = tiled.matmul(&x, tokens);
-        let rows_q8 = p.matmul_with(&x, tokens, Kernel::Q8);
-        assert_eq!(y.len(), tokens * rows, "{what}: output size");
-        let mut worst = 0f64;
-        for ti in 0..tokens {
-            let xt = &x[ti * cols..(ti + 1) * cols];
-            for r in 0..rows {
-                let wr = &w[r * cols..(r + 1) * cols];
-                let (exact, mag, bound) = int8_bound(wr, xt, group, true);
-                let got = y[ti * rows + r] as f64;
-                let err = (got - exact).abs();
-                worst = worst.max(err / bound);
-                assert!(
-                    err <= bound,
-                    "{what}: token {ti} row {r}: error {err:.3e} over the bound {bound:.3e}"
-                );
-                // The row loop rounds activations where groups hold whole
-                // 64-weight steps (elsewhere it is exact).
-                let twin = rows_q8[ti * rows + r] as f64;
-                assert!(
-                    group % 64 != 0 || (got - twin).abs() <= TOL * mag + 1e-6,
-                    "{what}: token {ti} row {r}: tiled {got} vs the row loop {twin}"
-                );
-            }
-        }
-        assert!(
-            worst > 1e-3,
-            "{what}: suspiciously exact ({worst:.2e} of the bound)"
-        );
+        let y = tiled.matmul(&c.x, tokens);
+        let rows_q8 = c.p.matmul_with(&c.x, tokens, Kernel::Q8);
+        check_int8_outputs(&c, case, &y, |ti, r, got, mag| {
+            // The row loop rounds activations where groups hold whole
+            // 64-weight steps (elsewhere it is exact).
+            let twin = rows_q8[ti * rows + r] as f64;
+            assert!(
+                group % 64 != 0 || (got as f64 - twin).abs() <= TOL * mag + 1e-6,
+                "{}: token {ti} row {r}: tiled {got} vs the row loop {twin}",
+                c.what
+            );
+        });
     }
+}
+
+/// A case of the tiled tests: `(rows, cols, group, scheme, tokens)`.
+type TiledShape = (usize, usize, usize, Scheme, usize);
+
+/// A fresh random weight of `shape` (dequantized and packed) and
+/// activations of its tokens, for case `i` of a test's `seed`.
+struct TiledCase {
+    w: Vec<f32>,
+    p: Packed,
+    x: Vec<f32>,
+    what: String,
+}
+
+fn tiled_case(seed: u64, i: usize, shape: &TiledShape) -> TiledCase {
+    let &(rows, cols, group, scheme, tokens) = shape;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_add(i as u64));
+    let s = make(&mut rng, rows, cols, group, scheme);
+    let t = s.view();
+    let x = (0..tokens * cols)
+        .map(|_| rng.random_range(-2.0..2.0))
+        .collect();
+    TiledCase {
+        w: t.dequantize(),
+        p: Packed::from_stored(&t).unwrap(),
+        x,
+        what: format!("{scheme:?} {rows}×{cols} g{group}, {tokens} tokens (seed {seed})"),
+    }
+}
+
+/// Every output of `y` (`[tokens, rows]`) within the activation
+/// rounding's bound of the exact product, `each(token, row, got,
+/// magnitude)` run on it too, and the worst not suspiciously exact.
+fn check_int8_outputs(
+    c: &TiledCase,
+    shape: &TiledShape,
+    y: &[f32],
+    each: impl Fn(usize, usize, f32, f64),
+) {
+    let &(rows, cols, group, _, tokens) = shape;
+    let what = &c.what;
+    assert_eq!(y.len(), tokens * rows, "{what}: output size");
+    let mut worst = 0f64;
+    for ti in 0..tokens {
+        let xt = &c.x[ti * cols..(ti + 1) * cols];
+        for r in 0..rows {
+            let wr = &c.w[r * cols..(r + 1) * cols];
+            let (exact, mag, bound) = int8_bound(wr, xt, group, true);
+            let got = y[ti * rows + r];
+            let err = (got as f64 - exact).abs();
+            worst = worst.max(err / bound);
+            assert!(
+                err <= bound,
+                "{what}: token {ti} row {r}: error {err:.3e} over the bound {bound:.3e}"
+            );
+            each(ti, r, got, mag);
+        }
+    }
+    assert!(
+        worst > 1e-3,
+        "{what}: suspiciously exact ({worst:.2e} of the bound)"
+    );
 }
 
 /// The tiled product's epilogues against its plain result: stored, added
@@ -609,5 +647,57 @@ fn tiled_epilogues_match_the_plain_product() {
                 assert_eq!(out[t * half + i], want, "{what}: gated token {t} row {i}");
             }
         }
+    }
+}
+
+/// Prompt chunks on Intel AMX (`tdpbsud`, where the CPU has AMX-INT8)
+/// against the VNNI passes over the same tiles, bit for bit (the same
+/// integer sums, scaled in the same order), and against the exact product
+/// within the activation rounding's bound. Chunks of 48 to 128 tokens
+/// (AMX takes chunks from `AMX_MIN_TOKENS`, 48):
+/// whole and partial 16-token blocks, passes of four blocks and fewer;
+/// rows that are not a multiple of a tile; symmetric and asymmetric;
+/// groups of 32 (one short step), 64, 128, 256 and per channel. One
+/// buffer set serves every call, larger chunks first, so a smaller
+/// chunk's padding rows hold stale values. Where the CPU lacks AMX (or
+/// `HYBRID_TUI_AMX=off`), it says so and checks nothing.
+#[test]
+fn amx_chunks_match_the_vnni_passes_bit_for_bit() {
+    use hybrid_tui::shard_b::packed::{AMX_MIN_TOKENS, Epilogue, TileWork, Tiled, amx_supported};
+    if !amx_supported() {
+        eprintln!("no AMX-INT8 here: the AMX pass is not used (nothing to check)");
+        return;
+    }
+    let seed: u64 = rand::rng().random();
+    let cases: &[TiledShape] = &[
+        (64, 2048, 128, Scheme::Int4Sym, 128),
+        (48, 1024, 1024, Scheme::Int4Asym, 100),
+        (24, 192, 64, Scheme::Int4Sym, 81),
+        (20, 256, 256, Scheme::Int4Asym, 64),
+        (33, 512, 32, Scheme::Int4Sym, 60),
+        (50, 1024, 128, Scheme::Int4Asym, 49),
+        (37, 2048, 128, Scheme::Int4Sym, 48),
+        (16, 128, 128, Scheme::Int4Sym, AMX_MIN_TOKENS),
+    ];
+    let mut work = TileWork::default();
+    let mut y = Vec::new();
+    for (i, case) in cases.iter().enumerate() {
+        let rows = case.0;
+        let c = tiled_case(seed, i, case);
+        let what = &c.what;
+        let amx = Tiled::from_packed(&c.p).expect("AMX implies the VNNI tiles");
+        assert!(amx.uses_amx(), "{what}: not on AMX");
+        let vnni = Tiled::from_packed(&c.p).unwrap().without_amx();
+        let tokens = case.4;
+        amx.matmul_into(&c.x, tokens, &mut work, Epilogue::Store(&mut y));
+        let v = vnni.matmul(&c.x, tokens);
+        check_int8_outputs(&c, case, &y, |ti, r, got, _| {
+            let twin = v[ti * rows + r];
+            assert_eq!(
+                got.to_bits(),
+                twin.to_bits(),
+                "{what}: token {ti} row {r}: AMX {got} vs VNNI {twin}"
+            );
+        });
     }
 }

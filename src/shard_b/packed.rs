@@ -23,10 +23,12 @@ use rayon::prelude::*;
 use crate::bake::quant::unpack_u4;
 use crate::bake::store::StoredTensor;
 
+mod amx;
 mod huge;
 mod load;
 mod rows;
 mod tiled;
+pub use amx::{AMX_ENV, AMX_MIN_TOKENS, amx_supported};
 pub use load::{PackedLayer, load_stacked};
 #[cfg(target_arch = "x86_64")]
 pub(crate) use rows::has_avx512;
@@ -341,6 +343,9 @@ impl Kernel {
 pub fn best_kernel_name() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
+        if amx_supported() {
+            return "avx512 lookup / avx2+fma (f32 activations), avx512-vnni (int8 activations), amx-int8 (int8 prompt chunks)";
+        }
         if has_vnni() && has_avx512() {
             return "avx512 lookup / avx2+fma (f32 activations), avx512-vnni (int8 activations)";
         }

@@ -14,11 +14,14 @@
 //! prompt chunks take the weights tile by tile and run every token over a
 //! tile while it is in cache (the unpacking of a load is shared by the
 //! pass's tokens). This is the layout llama.cpp's repacked Q4_0 kernels
-//! use on x86, for the same reasons.
+//! use on x86, for the same reasons. Where the CPU has AMX-INT8, chunks of
+//! [`AMX_MIN_TOKENS`] tokens or more go through the tile unit over the same
+//! tiles ([`super::amx`]), with the same result to the bit.
 
 use rayon::prelude::*;
 
 use super::Packed;
+use super::amx::{AMX_MIN_TOKENS, amx_group_fits, amx_step, amx_supported, block_rows};
 
 /// Rows per tile (one 32-bit lane each of a 512-bit register).
 pub const TILE_ROWS: usize = 16;
@@ -46,6 +49,9 @@ pub struct Tiled {
     scales: Vec<u16>,
     /// The zero points, laid out as the scales.
     zps: ZeroPoints,
+    /// Prompt chunks (from [`AMX_MIN_TOKENS`] tokens) go through AMX
+    /// ([`super::amx`]) rather than VNNI passes.
+    amx: bool,
 }
 
 /// A weight's zero points: one for every row and group (a symmetric
@@ -122,7 +128,19 @@ impl Tiled {
             q,
             scales,
             zps,
+            amx: amx_supported() && amx_group_fits(group),
         })
+    }
+
+    /// Whether prompt chunks run on AMX here.
+    pub fn uses_amx(&self) -> bool {
+        self.amx
+    }
+
+    /// This weight with every product in VNNI passes (to compare with AMX).
+    pub fn without_amx(mut self) -> Tiled {
+        self.amx = false;
+        self
     }
 
     /// Bytes kept: the values, the scales and zero points.
@@ -161,6 +179,11 @@ impl Tiled {
         assert_eq!(x.len(), tokens * self.cols, "activation size");
         let acts = &mut work.acts;
         acts.fill(x, self.cols, self.group);
+        let amx = self.amx && tokens >= AMX_MIN_TOKENS;
+        if amx {
+            let step = amx_step(self.group);
+            block_rows(&acts.xq, tokens, self.cols, step, &mut acts.blocked);
+        }
         let groups = self.cols / self.group;
         let loads = self.cols / COLS_PER_LOAD;
         let tile_bytes = loads * 64;
@@ -183,6 +206,10 @@ impl Tiled {
                             ZeroPoints::PerGroup(v) => Ok(&v[at]),
                         },
                     };
+                    if amx {
+                        self.tile_amx(q, &sz, acts, tokens, o);
+                        continue;
+                    }
                     let mut t0 = 0;
                     while t0 < tokens {
                         let n = (tokens - t0).min(TOKENS_PER_PASS);
@@ -246,6 +273,41 @@ impl Tiled {
         }
     }
 
+    /// Every token over one tile into `out` (`[tokens, 16]`), on AMX.
+    fn tile_amx(
+        &self,
+        q: &[u8],
+        sz: &TileScales,
+        acts: &QuantizedRows,
+        tokens: usize,
+        out: &mut [f32],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let args = super::amx::AmxArgs {
+                q,
+                scales: sz.scales,
+                zps: sz.zps,
+                xq: &acts.blocked,
+                sx: &acts.sx,
+                sq: &acts.sq,
+                cols: self.cols,
+                group: self.group,
+                tokens,
+            };
+            // SAFETY: `amx` is set only where amx_supported() said yes and
+            // the group fits; the slices are one tile's and the rounded
+            // activations in whole blocks (block_rows), sizes checked in
+            // tile_amx.
+            unsafe { super::amx::tile_amx(&args, out) }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (q, sz, acts, tokens, out);
+            unreachable!("AMX is only used on x86-64");
+        }
+    }
+
     /// Tokens `t0..t0+n` over one tile into `out` (`[n, 16]`).
     fn pass(
         &self,
@@ -298,6 +360,8 @@ const PARALLEL_ROUNDING: usize = 1 << 15;
 #[derive(Default)]
 struct QuantizedRows {
     xq: Vec<i8>,
+    /// `xq` as AMX's A tiles, for a chunk that goes through AMX.
+    blocked: Vec<i8>,
     sx: Vec<f32>,
     sq: Vec<f32>,
     cols: usize,
