@@ -6,11 +6,11 @@
 //! The operands need no transposition. A tile load of 64 bytes holds 16
 //! weight rows × 4 columns in its low nibbles and the next 4 columns in
 //! its high nibbles, which is exactly two rows of AMX's B operand (each row
-//! 16 outputs × 4 consecutive columns); the activations' int8 rows are the
-//! A operand as they are (`[tokens, cols]`, row stride `cols`). Per group
-//! of the weight, each 16 × 16 block of sums is stored and scaled as the
-//! VNNI pass scales its sums, in the same order, so both give the same
-//! result to the bit.
+//! 16 outputs × 4 consecutive columns); the activations' int8 rows are
+//! copied once per chunk into A tiles of 16 rows × 64 columns
+//! ([`block_rows`]). Per group of the weight, each 16 × 16 block of sums is
+//! stored and scaled as the VNNI pass scales its sums, in the same order,
+//! so both give the same result to the bit.
 //!
 //! Rust has no stable AMX intrinsics (`x86_amx_intrinsics` is unstable in
 //! 1.95), so the five instructions used are written as inline assembly.
