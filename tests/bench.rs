@@ -145,6 +145,9 @@ fn headless_bench_in_every_format_parses_and_agrees_with_itself() {
         rec.machine
     );
     assert!(!rec.machine.burn.is_empty() && rec.machine.burn != "unknown");
+    // The CPU plan's loops as this build picks them here (AMX where present).
+    let kernels = hybrid_tui::shard_b::packed::best_kernel_name();
+    assert_eq!(rec.machine.cpu_kernels, kernels);
     assert!(rec.energy.starts_with("not available"), "{}", rec.energy);
     assert_eq!(rec.settings["shard_a"]["device"], "CPU");
     assert!(String::from_utf8_lossy(&out.stderr).contains("saved as run"));
@@ -220,6 +223,7 @@ fn headless_bench_in_every_format_parses_and_agrees_with_itself() {
     }
     assert!(text.contains("best split k="), "{text}");
     assert!(text.contains("energy: not available"), "{text}");
+    assert!(text.contains(&format!("CPU kernels: {kernels}")), "{text}");
 
     // Four runs saved, listed, compared.
     let saved = record::load(&h.path().join("data/hybrid-tui/bench/results.jsonl")).unwrap();

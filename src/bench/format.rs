@@ -162,6 +162,9 @@ pub fn summary_lines(rec: &BenchRecord) -> Vec<String> {
         rec.machine.burn,
         rec.machine.shard_b_adapter
     )];
+    if rec.shard_b_backend == "cpu" && !rec.machine.cpu_kernels.is_empty() {
+        v.push(format!("- CPU kernels: {}", rec.machine.cpu_kernels));
+    }
     v.push(format!(
         "- t/s: pp = prompt tokens of all streams over the slowest stream's time to first token; tg = tokens after each stream's first, over the time from the earliest first token to the last token; mean ± sd over {} repetition(s) after {} warm-up(s)",
         rec.plan.reps, rec.plan.warmup

@@ -7,7 +7,7 @@
 //! model (parameters from the manifest's shapes, bytes of the weight files),
 //! the machine (CPU, memory, kernel, OpenVINO build and devices from the
 //! probe, burn's version from Cargo.lock via build.rs, shard B's adapter,
-//! NVIDIA GPUs), the settings as JSON and the auto-split's probes. An id
+//! the CPU plan's kernels, NVIDIA GPUs), the settings as JSON and the auto-split's probes. An id
 //! taken twice in a second gets a suffix; `--compare` matches rows by test,
 //! streams and split and lists what differs in machine and settings.
 
@@ -247,6 +247,11 @@ pub struct Machine {
     pub burn: String,
     /// What shard B ran on (adapter name, or the CPU backend).
     pub shard_b_adapter: String,
+    /// The CPU plan's inner loops on this CPU (AVX-512, VNNI, AMX: what
+    /// the build detected, after `HYBRID_TUI_AMX`); empty in runs saved
+    /// before it was recorded.
+    #[serde(default)]
+    pub cpu_kernels: String,
     pub nvidia: Vec<String>,
     pub hybrid_tui: String,
 }
@@ -284,6 +289,7 @@ impl Machine {
                 .unwrap_or_default(),
             burn: env!("HYBRID_BURN_VERSION").to_string(),
             shard_b_adapter: adapter,
+            cpu_kernels: crate::shard_b::packed::best_kernel_name().to_string(),
             nvidia: nvidia
                 .ok()
                 .map(|v| v.iter().map(|g| g.name.clone()).collect())
@@ -572,6 +578,11 @@ pub fn compare(a: &BenchRecord, b: &BenchRecord) -> (Vec<Change>, Vec<String>) {
         b.machine.openvino.clone(),
     );
     differ("burn", a.machine.burn.clone(), b.machine.burn.clone());
+    differ(
+        "CPU kernels",
+        a.machine.cpu_kernels.clone(),
+        b.machine.cpu_kernels.clone(),
+    );
     differ(
         "hybrid-tui",
         a.machine.hybrid_tui.clone(),
