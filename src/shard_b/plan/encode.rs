@@ -94,6 +94,29 @@ impl DecodePlan {
             }
             1
         };
+        // An rms_norm of the residual rows `sc.x` (the `sel` rows where
+        // `gather`) and the projection `lin` that reads it: in
+        // int8 blocks where int8 activations are asked for, the step is
+        // decode-sized and the weight takes them; else in f32, through
+        // `normed` (in the spread order for decode-sized steps).
+        let norm_project = |t: &mut Timer,
+                            name: &'static str,
+                            w: &Handle,
+                            lin: &Linear,
+                            n: usize,
+                            gather: bool,
+                            normed: &Handle,
+                            out: &Handle,
+                            spread: bool| {
+            if self.int8_activations && spread && lin.takes_q8() {
+                t.run("rms_norm", || norm_q8(&sc.x, w, n, gather));
+                t.run(name, || lin.launch_q8(c, nq, n, out, false));
+            } else {
+                let per = lin.per(spread);
+                t.run("rms_norm", || norm(&sc.x, w, normed, n, gather, per));
+                t.run(name, || lin.launch(c, normed, n, out, false, spread));
+            }
+        };
         let scale = 1.0 / (hd as f32).sqrt();
         let window = s.sliding_window.unwrap_or(0) as u32;
         let cap = self.pool.capacity;
@@ -104,18 +127,8 @@ impl DecodePlan {
             (cap.div_ceil(self.attention_chunk), self.attention_chunk)
         };
         for (li, layer) in self.layers.iter().enumerate() {
-            if q8 && layer.qkv.takes_q8() {
-                t.run("rms_norm", || norm_q8(&sc.x, &layer.in_norm, rows, false));
-                t.run("qkv", || layer.qkv.launch_q8(c, nq, rows, &sc.qkv, false));
-            } else {
-                let per = layer.qkv.per(spread);
-                t.run("rms_norm", || {
-                    norm(&sc.x, &layer.in_norm, &sc.n, rows, false, per)
-                });
-                t.run("qkv", || {
-                    layer.qkv.launch(c, &sc.n, rows, &sc.qkv, false, spread)
-                });
-            }
+            let (w, qkv) = (&layer.in_norm, &layer.qkv);
+            norm_project(t, "qkv", w, qkv, rows, false, &sc.n, &sc.qkv, spread);
             let attn_per = layer.o.per(spread);
             // q8 implies decode-sized steps: chunked attention, combined.
             let o_q8 = q8 && layer.o.takes_q8();
@@ -232,20 +245,8 @@ impl DecodePlan {
                     layer.o.launch(c, &sc.attn, rows, &sc.x, true, spread)
                 });
             }
-            if q8 && layer.gate_up.takes_q8() {
-                t.run("rms_norm", || norm_q8(&sc.x, &layer.post_norm, rows, false));
-                t.run("gate_up", || {
-                    layer.gate_up.launch_q8(c, nq, rows, &sc.gu, false)
-                });
-            } else {
-                let per = layer.gate_up.per(spread);
-                t.run("rms_norm", || {
-                    norm(&sc.x, &layer.post_norm, &sc.n, rows, false, per)
-                });
-                t.run("gate_up", || {
-                    layer.gate_up.launch(c, &sc.n, rows, &sc.gu, false, spread)
-                });
-            }
+            let (w, gu) = (&layer.post_norm, &layer.gate_up);
+            norm_project(t, "gate_up", w, gu, rows, false, &sc.n, &sc.gu, spread);
             if q8 && layer.down.takes_q8() {
                 let blocks = (rows * inter / 32) as u32;
                 // SAFETY: gu holds rows × 2·inter; aq/ad hold
@@ -289,20 +290,17 @@ impl DecodePlan {
         }
         // The last rows are few even after a prefill chunk.
         let head_spread = segments <= MATVEC_MAX_TOKENS;
-        if self.int8_activations && head_spread && self.head.takes_q8() {
-            t.run("rms_norm", || norm_q8(&sc.x, &self.norm, segments, true));
-            t.run("lm_head", || {
-                self.head.launch_q8(c, nq, segments, &sc.logits, false)
-            });
-        } else {
-            let per = self.head.per(head_spread);
-            t.run("rms_norm", || {
-                norm(&sc.x, &self.norm, &sc.last, segments, true, per)
-            });
-            t.run("lm_head", || {
-                self.head
-                    .launch(c, &sc.last, segments, &sc.logits, false, head_spread)
-            });
-        }
+        let (w, head) = (&self.norm, &self.head);
+        norm_project(
+            t,
+            "lm_head",
+            w,
+            head,
+            segments,
+            true,
+            &sc.last,
+            &sc.logits,
+            head_spread,
+        );
     }
 }
